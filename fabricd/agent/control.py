@@ -1,0 +1,103 @@
+"""The control socket fabricctl talks to: a unix socket, one JSON request and reply per connection."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import grp
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fabricd.control_protocol import COMMANDS, MAX_MESSAGE_BYTES, ProtocolError, decode, encode
+from fabricd.log import get_logger
+
+log = get_logger("fabricd.control")
+
+Handler = Callable[[str, dict[str, Any]], dict[str, Any]]
+
+
+class ControlSocketInUse(Exception):
+    """Another live process already answers on the socket path."""
+
+
+def _socket_answers(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        return False
+    else:
+        return True
+    finally:
+        probe.close()
+
+
+def prepare_socket_path(path: Path) -> None:
+    """Make the parent directory and clear a stale socket left by a crashed run."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() or path.is_symlink():
+        if _socket_answers(path):
+            raise ControlSocketInUse(f"{path}: another fabricd is already answering on this socket")
+        if not path.is_socket():
+            raise ControlSocketInUse(f"{path}: exists and is not a socket; refusing to replace it")
+        path.unlink()
+
+
+class ControlServer:
+    def __init__(self, path: Path, mode: int, group: str | None, handler: Handler) -> None:
+        self.path = path
+        self._mode = mode
+        self._group = group
+        self._handler = handler
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        prepare_socket_path(self.path)
+        # Create it private, then widen to the configured mode, so there is no window where it is looser.
+        old_umask = os.umask(0o177)
+        try:
+            self._server = await asyncio.start_unix_server(
+                self._serve, path=str(self.path), limit=MAX_MESSAGE_BYTES
+            )
+        finally:
+            os.umask(old_umask)
+        if self._group is not None:
+            os.chown(self.path, -1, grp.getgrnam(self._group).gr_gid)
+        os.chmod(self.path, self._mode)
+        log.info("control socket listening", path=str(self.path), mode=oct(self._mode))
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), timeout=10)
+            writer.write(encode(self._reply(line)))
+            await writer.drain()
+        except (TimeoutError, ConnectionError, asyncio.LimitOverrunError, ValueError) as exc:
+            log.warning("control request dropped", reason=str(exc))
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    def _reply(self, line: bytes) -> dict[str, Any]:
+        try:
+            request = decode(line)
+        except ProtocolError as exc:
+            return {"ok": False, "error": str(exc)}
+        command = request.get("command")
+        if command not in COMMANDS:
+            return {"ok": False, "error": f"unknown command {command!r}; expected one of {', '.join(COMMANDS)}"}
+        args = request.get("args") or {}
+        if not isinstance(args, dict):
+            return {"ok": False, "error": "args must be a JSON object"}
+        return {"ok": True, "result": self._handler(command, args)}

@@ -1,0 +1,85 @@
+"""`fabricd`: run the agent or check a config file."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from fabricd import __version__
+from fabricd.config import DEFAULT_CONFIG_PATH, ConfigError, load_config
+from fabricd.log import configure_logging
+
+EXIT_OK, EXIT_RUNTIME, EXIT_BAD_CONFIG = 0, 1, 2
+
+DESCRIPTION = """\
+fabricd is the per-host network fabric agent for multi-host LXD. It watches LXD through its API,
+builds the VXLAN overlay, keeps one DHCP/DNS authority and announces routes through ExaBGP.
+
+examples:
+  fabricd check-config /etc/fabricd/fabricd.yaml   # validate; exit 2 names file, key and line
+  fabricd run --config /etc/fabricd/fabricd.yaml   # run in the foreground (systemd does this)
+  fabricctl status                                 # ask the running agent what it is doing
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fabricd", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"fabricd {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="run the agent in the foreground",
+        description="Run the agent in the foreground until SIGTERM or SIGINT. The config is validated "
+        "first; nothing is started when it is invalid (exit 2).",
+    )
+    run.add_argument(
+        "--config", "-c", type=Path, default=DEFAULT_CONFIG_PATH, help=f"config file (default {DEFAULT_CONFIG_PATH})"
+    )
+    run.add_argument("--log-format", choices=("auto", "json", "console"), help="override logging.format")
+    run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="override logging.level")
+
+    check = commands.add_parser(
+        "check-config",
+        help="validate a config file and exit",
+        description="Validate a config file. Exit 0 when valid; exit 2 and print one line per problem "
+        "(file:line: key.path: what was expected) when not.",
+    )
+    check.add_argument("file", type=Path, nargs="?", default=DEFAULT_CONFIG_PATH, help="config file to check")
+    return parser
+
+
+def _load_or_report(path: Path) -> int | None:
+    try:
+        load_config(path)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "check-config":
+        failed = _load_or_report(args.file)
+        if failed is not None:
+            return failed
+        print(f"{args.file}: ok")
+        return EXIT_OK
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_BAD_CONFIG
+    configure_logging(args.log_level or config.logging.level, args.log_format or config.logging.format)
+    from fabricd.agent.daemon import run_agent  # imported late: check-config must stay light
+
+    return run_agent(config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

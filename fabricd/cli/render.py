@@ -1,0 +1,77 @@
+"""Human-readable rendering of status replies: plain text tables, no colour, stable column order."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [[str(h) for h in headers]] + [["-" if v is None else str(v) for v in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    total = int(seconds)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = [(days, "d"), (hours, "h"), (minutes, "m"), (secs, "s")]
+    shown = [f"{value}{unit}" for value, unit in parts if value] or ["0s"]
+    return "".join(shown[:2])
+
+
+def render_routes(routes: Sequence[dict[str, Any]]) -> str:
+    if not routes:
+        return "routes: none"
+    rows = [
+        (r.get("prefix"), r.get("next_hop"), r.get("origin"), r.get("state"), r.get("reason")) for r in routes
+    ]
+    return table(("PREFIX", "NEXT HOP", "ORIGIN", "STATE", "REASON"), rows)
+
+
+def render_status(status: dict[str, Any]) -> str:
+    host = status.get("host", {})
+    recon = status.get("reconcile", {})
+    lines = [
+        f"fabricd {host.get('version', '?')} on {host.get('name', '?')} "
+        f"(underlay {host.get('underlay_address', '?')}, pid {host.get('pid', '?')}, "
+        f"up {duration(host.get('uptime_seconds'))})",
+        f"reconcile: {recon.get('passes', 0)} passes, last took "
+        f"{_ms(recon.get('last_pass_seconds'))}" + (f", last error: {recon['last_error']}" if recon.get("last_error") else ""),
+        "",
+    ]
+    peers = status.get("bgp_peers", [])
+    lines.append(
+        table(
+            ("BGP PEER", "ASN", "STATE", "UPTIME", "SENT"),
+            [(p.get("address"), p.get("asn"), p.get("state"), duration(p.get("uptime_seconds")), p.get("prefixes_sent")) for p in peers],
+        )
+        if peers
+        else "BGP peers: none"
+    )
+    lines += ["", render_routes(status.get("routes", [])), ""]
+    overlay = status.get("overlay_peers", [])
+    lines.append(
+        table(("OVERLAY PEER", "ADDRESS", "STATE"), [(p.get("name"), p.get("address"), p.get("state")) for p in overlay])
+        if overlay
+        else "overlay peers: none"
+    )
+    authority = status.get("authority")
+    lines.append("")
+    if authority:
+        lines.append(f"DHCP/DNS authority: {authority.get('host')} ({authority.get('state', '?')})")
+    else:
+        lines.append("DHCP/DNS authority: not configured")
+    problems = status.get("problems") or []
+    if problems:
+        lines += ["", "problems:"] + [f"  - {p}" for p in problems]
+    return "\n".join(lines)
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.1f} ms"

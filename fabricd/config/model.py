@@ -1,0 +1,184 @@
+"""The validated configuration: immutable values the rest of fabricd reads.
+
+Every default here is also the default the loader applies when a key is absent, so building these
+objects directly (in tests, say) gives the same result as loading a file without those keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Network
+from pathlib import Path
+from typing import Literal
+
+IPAddress = IPv4Address | IPv6Address
+IPNetwork = IPv4Network | IPv6Network
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+LogFormat = Literal["auto", "json", "console"]
+CheckType = Literal["tcp", "http", "exec"]
+Family = Literal["ipv4-unicast", "ipv6-unicast"]
+
+DEFAULT_LXD_SOCKET = Path("/var/lib/lxd/unix.socket")
+DEFAULT_CONTROL_SOCKET = Path("/run/fabricd/fabricd.sock")
+ALL_PROJECTS = "*"
+# overlay.peers takes this literal instead of a list: peers are the LXD cluster members.
+LXD_CLUSTER_PEERS = "lxd-cluster"
+
+
+@dataclass(frozen=True, slots=True)
+class HostConfig:
+    name: str
+    underlay_address: IPAddress
+    underlay_address6: IPv6Address | None = None
+    underlay_interface: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LXDConfig:
+    socket: Path | None = DEFAULT_LXD_SOCKET
+    url: str | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    server_cert: Path | None = None
+    project: str = "default"
+    resync_interval: float = 300.0
+    reconnect_backoff_max: float = 30.0
+
+    @property
+    def all_projects(self) -> bool:
+        return self.project == ALL_PROJECTS
+
+
+@dataclass(frozen=True, slots=True)
+class GracefulRestartConfig:
+    enabled: bool = False
+    restart_time: int = 30
+
+
+@dataclass(frozen=True, slots=True)
+class PeerConfig:
+    name: str
+    address: IPAddress
+    asn: int
+    password: str | None = None
+    hold_time: int | None = None
+    families: tuple[Family, ...] = ()
+    local_address: IPAddress | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BGPConfig:
+    local_asn: int
+    router_id: IPv4Address
+    hold_time: int = 9
+    graceful_restart: GracefulRestartConfig = GracefulRestartConfig()
+    # The loader requires at least one; the default only keeps field order readable.
+    peers: tuple[PeerConfig, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OverlayPeer:
+    name: str
+    address: IPAddress
+
+
+@dataclass(frozen=True, slots=True)
+class OverlayConfig:
+    enabled: bool = False
+    bridge: str = "fabric0"
+    vni: int = 100
+    port: int = 4789
+    mtu: int | None = None
+    peers: str | tuple[OverlayPeer, ...] = ()
+
+    @property
+    def peers_from_lxd_cluster(self) -> bool:
+        return self.peers == LXD_CLUSTER_PEERS
+
+
+@dataclass(frozen=True, slots=True)
+class DHCPConfig:
+    enabled: bool = False
+    domain: str = "fabric.internal"
+    server_address: IPv4Interface | None = None
+    ranges: tuple[tuple[IPv4Address, IPv4Address], ...] = ()
+    lease_time: int = 3600
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheckConfig:
+    type: CheckType
+    port: int | None = None
+    interval: float = 1.0
+    rise: int = 2
+    fall: int = 2
+    # http only: the request path.
+    path: str | None = None
+    # exec only: argv, run without a shell.
+    command: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    name: str
+    address: IPAddress
+    instance: str | None = None
+    check: HealthCheckConfig | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RoutesConfig:
+    allowed_ranges: tuple[IPNetwork, ...] = ()
+    max_prefix_length_v4: int = 32
+    max_prefix_length_v6: int = 128
+    min_prefix_length_v4: int = 8
+    min_prefix_length_v6: int = 16
+    max_prefixes: int = 100000
+    announce_instance_addresses: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ControlConfig:
+    socket: Path = DEFAULT_CONTROL_SOCKET
+    mode: int = 0o660
+    group: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    listen: str | None = None
+
+    def listen_address(self) -> tuple[str, int] | None:
+        """(host, port) for socket binding; IPv6 hosts come back without brackets."""
+        if self.listen is None:
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return host.removeprefix("[").removesuffix("]"), int(port)
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingConfig:
+    level: LogLevel = "info"
+    format: LogFormat = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileConfig:
+    interval: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class FabricConfig:
+    source: Path
+    host: HostConfig
+    lxd: LXDConfig = LXDConfig()
+    bgp: BGPConfig | None = None
+    overlay: OverlayConfig = OverlayConfig()
+    dhcp: DHCPConfig = DHCPConfig()
+    services: tuple[ServiceConfig, ...] = ()
+    routes: RoutesConfig = RoutesConfig()
+    control: ControlConfig = ControlConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    logging: LoggingConfig = LoggingConfig()
+    reconcile: ReconcileConfig = ReconcileConfig()

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Install everything fabricd's demo and tests need on a fresh Debian 12 machine:
+# the lab's apt packages (without starting any of their services on the machine)
+# and a virtualenv in .venv with fabricd and its dev tools.
+# Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  lxd lxd-client nftables            # LXD daemons inside lab nodes
+  frr bird2                          # upstream routers
+  dnsmasq-base                       # DHCP/DNS authority (binary only, no system service)
+  busybox-static                     # rootfs of the lab's LXD image (downloaded, not installed)
+  iproute2 iputils-ping iperf3 tcpdump util-linux openssl
+  python3-venv
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  [ "$p" = busybox-static ] && continue
+  dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  [ "$(id -u)" = 0 ] || { echo "setup: need root to install: ${missing[*]}" >&2; exit 1; }
+  # Packages such as frr, bird2 and lxd would start system services on the machine itself.
+  # A policy-rc.d that refuses every start keeps all daemons inside lab namespaces.
+  made_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    made_policy=1
+  fi
+  trap '[ "$made_policy" = 1 ] && rm -f /usr/sbin/policy-rc.d' EXIT
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq -o DPkg::Lock::Timeout=300 --no-install-recommends "${missing[@]}" >/dev/null
+  echo "setup: installed ${missing[*]}"
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+if ! .venv/bin/python -c 'import fabricd, pytest, hypothesis, ruff, mypy' 2>/dev/null \
+   || [ pyproject.toml -nt .venv/.installed ]; then
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e '.[dev]'
+  touch .venv/.installed
+fi
+echo "setup: ok ($(.venv/bin/python --version), fabricd $(.venv/bin/python -c 'import fabricd; print(fabricd.__version__)'))"
