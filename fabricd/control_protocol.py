@@ -10,6 +10,8 @@ from typing import Any
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # a status with 50k routes fits comfortably
 COMMANDS = ("status", "routes")
+# Keys every status reply carries; later features fill the lists.
+STATUS_KEYS = ("host", "bgp_peers", "routes", "overlay_peers", "authority")
 
 
 class ProtocolError(Exception):

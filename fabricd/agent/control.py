@@ -96,7 +96,10 @@ class ControlServer:
             return {"ok": False, "error": str(exc)}
         command = request.get("command")
         if command not in COMMANDS:
-            return {"ok": False, "error": f"unknown command {command!r}; expected one of {', '.join(COMMANDS)}"}
+            return {
+                "ok": False,
+                "error": f"unknown command {command!r}; expected one of {', '.join(COMMANDS)}",
+            }
         args = request.get("args") or {}
         if not isinstance(args, dict):
             return {"ok": False, "error": "args must be a JSON object"}

@@ -5,9 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-# Keys every status reply carries, in this order; later features fill the lists.
-STATUS_KEYS = ("host", "bgp_peers", "routes", "overlay_peers", "authority")
-
 
 @dataclass(frozen=True, slots=True)
 class HostStatus:

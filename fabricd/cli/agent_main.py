@@ -38,10 +38,16 @@ def build_parser() -> argparse.ArgumentParser:
         "first; nothing is started when it is invalid (exit 2).",
     )
     run.add_argument(
-        "--config", "-c", type=Path, default=DEFAULT_CONFIG_PATH, help=f"config file (default {DEFAULT_CONFIG_PATH})"
+        "--config",
+        "-c",
+        type=Path,
+        default=DEFAULT_CONFIG_PATH,
+        help=f"config file (default {DEFAULT_CONFIG_PATH})",
     )
     run.add_argument("--log-format", choices=("auto", "json", "console"), help="override logging.format")
-    run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="override logging.level")
+    run.add_argument(
+        "--log-level", choices=("debug", "info", "warning", "error"), help="override logging.level"
+    )
 
     check = commands.add_parser(
         "check-config",

@@ -41,9 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--socket", "-s", type=Path, help="fabricd control socket")
     parser.add_argument("--config", "-c", type=Path, help="read the socket path from this fabricd config")
-    parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the agent (default 5)")
+    parser.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds to wait for the agent (default 5)"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, text in (("status", "summary of everything the agent does"), ("routes", "the full route table")):
+    for name, text in (
+        ("status", "summary of everything the agent does"),
+        ("routes", "the full route table"),
+    ):
         sub = commands.add_parser(name, help=text, description=text)
         sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
@@ -72,7 +77,9 @@ def request(path: Path, command: str, timeout: float) -> dict[str, Any]:
         except ConnectionRefusedError:
             raise AgentUnreachable(f"nothing listens on {path} (fabricd is not running)") from None
         except PermissionError:
-            raise AgentUnreachable(f"permission denied on {path} (run as root or as the socket's group)") from None
+            raise AgentUnreachable(
+                f"permission denied on {path} (run as root or as the socket's group)"
+            ) from None
         conn.sendall(encode({"command": command}))
         reply = _read_line(conn)
     except TimeoutError:

@@ -36,10 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fabric-lab", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--state-dir", type=Path, default=Path(".lab"), help="where lab state lives (default ./.lab)")
+    parser.add_argument(
+        "--state-dir", type=Path, default=Path(".lab"), help="where lab state lives (default ./.lab)"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    up = commands.add_parser("up", help="build the topology", description="Build the topology; on failure "
-                             "everything made so far is torn down again.")
+    up = commands.add_parser(
+        "up",
+        help="build the topology",
+        description="Build the topology; on failure everything made so far is torn down again.",
+    )
     up.add_argument("file", type=Path)
     down = commands.add_parser("down", help="remove everything `up` made (safe to run twice)")
     down.add_argument("file", type=Path)
@@ -48,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "exec",
         help="run a command inside a node",
-        description="Run CMD inside NODE's namespaces, e.g. `fabric-lab exec r1 -- vtysh -c 'show bgp summary'`.",
+        description="Run CMD inside NODE's namespaces, for example\n"
+        "`fabric-lab exec r1 -- vtysh -c 'show bgp summary'`.",
     )
     run.add_argument("--lab", type=Path, help="topology file (default: the one running lab with NODE)")
     run.add_argument("node")
@@ -70,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check":
             return _check(args.file)
         _require_root()
-        from fabricd.lab.runner import Lab, find_lab_with_node
+        from fabricd.lab.runner import Lab, find_lab_with_node, lab_state_dir, node_runtime
+        from fabricd.lab.topology import load_topology
 
         if args.command == "up":
             lab = Lab.from_file(args.file, args.state_dir)
@@ -83,10 +90,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
             if not cmd:
                 raise LabError("exec needs a command after --")
-            topology = args.lab or find_lab_with_node(args.state_dir, args.node)
-            node = Lab.from_file(topology, args.state_dir).node(args.node)
+            if args.lab is not None:
+                state_dir = lab_state_dir(args.state_dir, load_topology(args.lab).name)
+            else:
+                state_dir = find_lab_with_node(args.state_dir, args.node)
+            node = node_runtime(state_dir, args.node)
             argv_in_node = node.argv(cmd)
-            os.execvpe(argv_in_node[0], argv_in_node, node.base_env())
+            os.execvpe(argv_in_node[0], argv_in_node, node.base_env())  # noqa: S606 (argv, no shell)
     except (LabError, TopologyError, OSError) as exc:
         print(f"fabric-lab: {exc}", file=sys.stderr)
         return 1

@@ -9,7 +9,10 @@ from typing import Any
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     cells = [[str(h) for h in headers]] + [["-" if v is None else str(v) for v in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in cells]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in cells
+    ]
     return "\n".join(lines)
 
 
@@ -42,14 +45,24 @@ def render_status(status: dict[str, Any]) -> str:
         f"(underlay {host.get('underlay_address', '?')}, pid {host.get('pid', '?')}, "
         f"up {duration(host.get('uptime_seconds'))})",
         f"reconcile: {recon.get('passes', 0)} passes, last took "
-        f"{_ms(recon.get('last_pass_seconds'))}" + (f", last error: {recon['last_error']}" if recon.get("last_error") else ""),
+        f"{_ms(recon.get('last_pass_seconds'))}"
+        + (f", last error: {recon['last_error']}" if recon.get("last_error") else ""),
         "",
     ]
     peers = status.get("bgp_peers", [])
     lines.append(
         table(
             ("BGP PEER", "ASN", "STATE", "UPTIME", "SENT"),
-            [(p.get("address"), p.get("asn"), p.get("state"), duration(p.get("uptime_seconds")), p.get("prefixes_sent")) for p in peers],
+            [
+                (
+                    p.get("address"),
+                    p.get("asn"),
+                    p.get("state"),
+                    duration(p.get("uptime_seconds")),
+                    p.get("prefixes_sent"),
+                )
+                for p in peers
+            ],
         )
         if peers
         else "BGP peers: none"
@@ -57,7 +70,10 @@ def render_status(status: dict[str, Any]) -> str:
     lines += ["", render_routes(status.get("routes", [])), ""]
     overlay = status.get("overlay_peers", [])
     lines.append(
-        table(("OVERLAY PEER", "ADDRESS", "STATE"), [(p.get("name"), p.get("address"), p.get("state")) for p in overlay])
+        table(
+            ("OVERLAY PEER", "ADDRESS", "STATE"),
+            [(p.get("name"), p.get("address"), p.get("state")) for p in overlay],
+        )
         if overlay
         else "overlay peers: none"
     )

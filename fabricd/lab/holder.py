@@ -35,7 +35,8 @@ def enter_node(spec: dict[str, object]) -> None:
     syscalls.sethostname(str(spec["hostname"]))
     _fresh_sysfs(Path(str(spec["scratch_dir"])))
     binds = spec["binds"]
-    assert isinstance(binds, list)
+    if not isinstance(binds, list):
+        raise OSError(0, "holder spec: binds must be a list")
     for source, target, read_only in binds:
         syscalls.bind(source, target, read_only=bool(read_only))
 

@@ -60,13 +60,30 @@ def write_image(busybox: Path, applets: list[str], out: Path) -> None:
     """Write a unified LXD image tarball: metadata.yaml plus rootfs/."""
     metadata = (
         f"architecture: x86_64\ncreation_date: {int(time.time())}\n"
-        "properties:\n  os: busybox\n  release: \"1\"\n  description: fabricd lab busybox\n"
+        'properties:\n  os: busybox\n  release: "1"\n  description: fabricd lab busybox\n'
     )
     tmp = out.with_suffix(".partial")
     with tarfile.open(tmp, "w:gz") as tar:
         _add_file(tar, "metadata.yaml", metadata.encode())
-        for d in ("rootfs", *(f"rootfs/{d}" for d in ("bin", "sbin", "etc", "etc/init.d", "proc", "sys",
-                                                        "dev", "tmp", "run", "root", "var"))):
+        for d in (
+            "rootfs",
+            *(
+                f"rootfs/{d}"
+                for d in (
+                    "bin",
+                    "sbin",
+                    "etc",
+                    "etc/init.d",
+                    "proc",
+                    "sys",
+                    "dev",
+                    "tmp",
+                    "run",
+                    "root",
+                    "var",
+                )
+            ),
+        ):
             _add_dir(tar, d)
         _add_file(tar, "rootfs/bin/busybox", busybox.read_bytes(), 0o755)
         for applet in applets:
@@ -90,8 +107,12 @@ def ensure_image(cache_dir: Path) -> Path:
     with tempfile.TemporaryDirectory(dir=cache_dir) as work:
         debs = sorted(cache_dir.glob("busybox-static_*.deb"))
         if not debs:
-            subprocess.run(["apt-get", "download", "-qq", "busybox-static"], cwd=cache_dir, check=True,
-                           capture_output=True)
+            subprocess.run(
+                ["apt-get", "download", "-qq", "busybox-static"],
+                cwd=cache_dir,
+                check=True,
+                capture_output=True,
+            )
             debs = sorted(cache_dir.glob("busybox-static_*.deb"))
         subprocess.run(["dpkg-deb", "-x", str(debs[-1]), work], check=True, capture_output=True)
         busybox = Path(work) / "bin" / "busybox"

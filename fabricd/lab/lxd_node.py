@@ -48,12 +48,15 @@ def stop_lxd(node: NodeRuntime, pid: int | None) -> None:
     """Delete instances first so their processes end with LXD, then shut the daemon down."""
     if not lxd_socket(node).exists() or node.holder_pid is None:
         return
-    listed = node.run(["lxc", "list", "--all-projects", "--format", "csv", "-c", "n,e"], check=False, timeout=30)
+    listed = node.run(
+        ["lxc", "list", "--all-projects", "--format", "csv", "-c", "n,e"], check=False, timeout=30
+    )
     for line in listed.stdout.splitlines():
         name, _, project = line.partition(",")
         if name:
-            node.run(["lxc", "delete", "--force", "--project", project or "default", name],
-                     check=False, timeout=60)
+            node.run(
+                ["lxc", "delete", "--force", "--project", project or "default", name], check=False, timeout=60
+            )
     node.run(["lxd", "shutdown", "--timeout=30"], check=False, timeout=40)
     if pid is not None:
         deadline = time.monotonic() + 10

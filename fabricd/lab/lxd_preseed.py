@@ -17,6 +17,7 @@ DEFAULT_PRESEED: dict[str, Any] = {
 }
 
 _ADDRESS_KEYS = ("ipv4.address", "ipv6.address")
+_WILDCARD_LISTENERS = (":", "[::]", "0.0.0.0")  # noqa: S104 (these are what gets refused)
 
 
 def check_preseed(preseed: object, source: str) -> list[str]:
@@ -34,10 +35,12 @@ def check_preseed(preseed: object, source: str) -> list[str]:
         for key in _ADDRESS_KEYS:
             value = str(config.get(key, "")).strip()
             if value in ("", "auto"):
-                problems.append(f"{where}.config.{key}: must be an explicit address or 'none', not "
-                                f"{value or 'missing'} (auto addresses probe outside the lab)")
+                problems.append(
+                    f"{where}.config.{key}: must be an explicit address or 'none', not "
+                    f"{value or 'missing'} (auto addresses probe outside the lab)"
+                )
     https = str((preseed.get("config") or {}).get("core.https_address", "")).strip()
-    if https and (https.startswith(":") or https.startswith("[::]") or https.startswith("0.0.0.0")):
+    if https.startswith(_WILDCARD_LISTENERS):
         problems.append(f"{source}: config.core.https_address: give an explicit lab address, not {https}")
     return problems
 

@@ -90,7 +90,9 @@ class NodeRuntime:
             raise LabError(f"node {self.name}: {' '.join(command)} timed out after {timeout:g}s") from exc
         if check and result.returncode != 0:
             detail = (result.stderr or result.stdout).strip().splitlines()[-3:]
-            raise LabError(f"node {self.name}: {' '.join(command)} exited {result.returncode}: {' | '.join(detail)}")
+            raise LabError(
+                f"node {self.name}: {' '.join(command)} exited {result.returncode}: {' | '.join(detail)}"
+            )
         return result
 
     def spawn(self, command: Sequence[str], log_name: str, extra_env: Mapping[str, str] | None = None) -> int:
@@ -154,8 +156,10 @@ def start_holder(node: NodeRuntime, binds: Sequence[tuple[str, str, bool]], time
             node.holder_pid = proc.pid
             return proc.pid
         if proc.poll() is not None:
-            raise LabError(f"node {node.name}: holder failed, see {node.log_file('holder')}: "
-                           f"{node.log_file('holder').read_text().strip()[-300:]}")
+            raise LabError(
+                f"node {node.name}: holder failed, see {node.log_file('holder')}: "
+                f"{node.log_file('holder').read_text().strip()[-300:]}"
+            )
         time.sleep(0.02)
     proc.kill()
     raise LabError(f"node {node.name}: holder not ready within {timeout:g}s")

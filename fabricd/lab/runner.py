@@ -106,21 +106,22 @@ class Lab:
         return LabState.load(self.state_dir)
 
     def node(self, name: str) -> NodeRuntime:
-        state = self.state()
-        if name not in state.nodes:
-            raise LabError(f"lab {self.topology.name} has no node {name!r}; nodes: {', '.join(state.nodes)}")
-        return _runtime(self.state_dir, state.nodes[name])
+        return node_runtime(self.state_dir, name)
 
     # ---- up ---------------------------------------------------------------------------------
 
     def up(self) -> LabState:
         if self.is_up:
-            raise LabError(f"lab {self.topology.name} is already up (state in {self.state_dir}); "
-                           "run `fabric-lab down` first")
+            raise LabError(
+                f"lab {self.topology.name} is already up (state in {self.state_dir}); "
+                "run `fabric-lab down` first"
+            )
         leftovers = netns.list_with_prefix(namespace_prefix(self.topology.name))
         if leftovers:
-            raise LabError(f"namespaces of lab {self.topology.name} already exist ({', '.join(leftovers)}); "
-                           "run `fabric-lab down` first")
+            raise LabError(
+                f"namespaces of lab {self.topology.name} already exist ({', '.join(leftovers)}); "
+                "run `fabric-lab down` first"
+            )
         (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
         state = LabState(self.topology.name, str(self.topology.source), str(self.state_dir))
         state.save()
@@ -162,8 +163,10 @@ class Lab:
     def _create_links(self) -> None:
         for link in self.topology.links:
             netns.add_veth(
-                namespace_name(self.topology.name, link.a.node), link.a.interface,
-                namespace_name(self.topology.name, link.b.node), link.b.interface,
+                namespace_name(self.topology.name, link.a.node),
+                link.a.interface,
+                namespace_name(self.topology.name, link.b.node),
+                link.b.interface,
                 mtu=link.mtu,
             )
 
@@ -201,16 +204,16 @@ class Lab:
             state.save()
 
     def _start_agents(self, state: LabState, runtimes: dict[str, NodeRuntime]) -> None:
-        agents = [n for n in self.topology.nodes if n.agent_config is not None]
-        for node in agents:
-            config = node.agent_config
-            assert config is not None
+        agents = [(n, n.agent_config) for n in self.topology.nodes if n.agent_config is not None]
+        for node, config in agents:
             runtime = runtimes[node.name]
             runtime.run(["fabricd", "check-config", str(config)], timeout=30)
-            pid = runtime.spawn(["fabricd", "run", "--config", str(config), "--log-format", "json"], "fabricd")
+            pid = runtime.spawn(
+                ["fabricd", "run", "--config", str(config), "--log-format", "json"], "fabricd"
+            )
             state.nodes[node.name].agent_pid = pid
             state.save()
-        for node in agents:
+        for node, _ in agents:
             self._wait_agent(runtimes[node.name], state.nodes[node.name])
 
     def _wait_agent(self, runtime: NodeRuntime, node_state: NodeState) -> None:
@@ -279,16 +282,26 @@ def running_lab(path: Path, state_root: Path = DEFAULT_STATE_ROOT) -> Iterator[L
         lab.down()
 
 
+def node_runtime(state_dir: Path, name: str) -> NodeRuntime:
+    """A node of the running lab whose state lives in state_dir."""
+    if not state_file(state_dir).exists():
+        raise LabError(f"no running lab in {state_dir}")
+    state = LabState.load(state_dir)
+    if name not in state.nodes:
+        raise LabError(f"lab {state.name} has no node {name!r}; nodes: {', '.join(state.nodes)}")
+    return _runtime(state_dir, state.nodes[name])
+
+
 def find_lab_with_node(state_root: Path, node: str) -> Path:
-    """The topology file of the one running lab under state_root that has this node."""
+    """The state directory of the one running lab under state_root that has this node."""
     matches = []
     if state_root.is_dir():
         for candidate in sorted(state_root.glob("*/state.json")):
-            state = LabState.load(candidate.parent)
-            if node in state.nodes:
-                matches.append(Path(state.topology))
+            if node in LabState.load(candidate.parent).nodes:
+                matches.append(candidate.parent)
     if not matches:
         raise LabError(f"no running lab under {state_root} has a node {node!r} (is it up? try --lab FILE)")
     if len(matches) > 1:
-        raise LabError(f"several running labs have a node {node!r}: {', '.join(map(str, matches))}; use --lab")
+        names = ", ".join(m.name for m in matches)
+        raise LabError(f"several running labs have a node {node!r} ({names}); choose one with --lab FILE")
     return matches[0]

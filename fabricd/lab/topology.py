@@ -379,10 +379,11 @@ class _Reader:
         # `<<: *anchor` or `<<: [*a, *b]`; explicit keys win, then earlier merge sources.
         sources = merge.value if isinstance(merge, yaml.SequenceNode) else [merge]
         for source in sources:
-            if not isinstance(source, yaml.MappingNode):
+            merged = self.read(source, path, _line(source)).value  # read() guards against recursion
+            if not isinstance(merged, dict):
                 self._report(path, _line(source), "'<<' must merge a mapping or a list of mappings")
                 continue
-            for key, value in self._mapping(source, path).items():
+            for key, value in merged.items():
                 entries.setdefault(key, value)
 
 

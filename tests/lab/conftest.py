@@ -1,0 +1,57 @@
+"""Lab fixtures: labs run under a per-session state directory with test-only lab names."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fabricd.lab import netns
+from fabricd.lab.runner import Lab, namespace_prefix
+from fabricd.lab.topology import load_topology
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def lab_from(path: Path, name: str, state_root: Path) -> Lab:
+    """The topology file as written, renamed so a developer's own running lab is never touched."""
+    topology = dataclasses.replace(load_topology(path), name=name)
+    return Lab(topology, state_root)
+
+
+def processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if text.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def assert_nothing_left(lab: Lab, recorded_pids: list[int]) -> None:
+    assert netns.list_with_prefix(namespace_prefix(lab.topology.name)) == []
+    assert [p for p in recorded_pids if netns.alive(p)] == []
+    assert processes_mentioning(str(lab.state_dir)) == []
+    assert not (lab.state_dir / "state.json").exists()
+
+
+@pytest.fixture(scope="session")
+def state_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("labs")
+
+
+@pytest.fixture(scope="module")
+def basic_lab(lab_host: None, state_root: Path) -> Iterator[Lab]:
+    lab = lab_from(REPO / "labs" / "basic.clab.yml", "tbasic", state_root)
+    lab.down()
+    lab.up()
+    try:
+        yield lab
+    finally:
+        lab.down()
