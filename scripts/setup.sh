@@ -43,8 +43,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 if ! .venv/bin/python -c 'import fabricd, pytest, hypothesis, ruff, mypy' 2>/dev/null \
    || [ pyproject.toml -nt .venv/.installed ]; then
-  .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[dev]'
+  # pip's own chatter goes to a log; it is shown only when the install fails.
+  if ! { .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -e '.[dev]'; } >.venv/pip.log 2>&1; then
+    cat .venv/pip.log >&2
+    echo "setup: pip install failed" >&2
+    exit 1
+  fi
   touch .venv/.installed
 fi
 echo "setup: ok ($(.venv/bin/python --version), fabricd $(.venv/bin/python -c 'import fabricd; print(fabricd.__version__)'))"

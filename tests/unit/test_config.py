@@ -83,9 +83,7 @@ def test_example_file_loads_with_both_address_families() -> None:
 
 def test_minimal_config_is_all_defaults() -> None:
     cfg = load_config_text(HOST)
-    assert cfg == FabricConfig(
-        source=Path("<string>"), host=HostConfig("node1", IPv4Address("192.0.2.11"))
-    )
+    assert cfg == FabricConfig(source=Path("<string>"), host=HostConfig("node1", IPv4Address("192.0.2.11")))
     assert cfg.lxd.socket == DEFAULT_LXD_SOCKET == Path("/var/lib/lxd/unix.socket")
     assert cfg.bgp is None
     assert cfg.control == ControlConfig(Path("/run/fabricd/fabricd.sock"), 0o660, None)
@@ -218,7 +216,9 @@ def test_overlay_from_lxd_cluster() -> None:
 
 
 def test_overlay_peer_name_defaults_to_address() -> None:
-    cfg = load_config_text(config("overlay:\n  peers:\n    - address: 192.0.2.12\n    - {name: n3, address: 192.0.2.13}\n"))
+    cfg = load_config_text(
+        config("overlay:\n  peers:\n    - address: 192.0.2.12\n    - {name: n3, address: 192.0.2.13}\n")
+    )
     assert cfg.overlay.peers == (
         OverlayPeer("192.0.2.12", IPv4Address("192.0.2.12")),
         OverlayPeer("n3", IPv4Address("192.0.2.13")),
@@ -387,7 +387,12 @@ CASES = [
     (HOST + "  underlay_interface: a/b\n", "host.underlay_interface", 4, "expected an interface name"),
     ("host: node1\n", "host", 1, "expected a mapping, got 'node1'"),
     # lxd
-    (HOST + "lxd:\n  socket: run/lxd.sock\n", "lxd.socket", 5, "expected an absolute path, got 'run/lxd.sock'"),
+    (
+        HOST + "lxd:\n  socket: run/lxd.sock\n",
+        "lxd.socket",
+        5,
+        "expected an absolute path, got 'run/lxd.sock'",
+    ),
     (
         HOST + "lxd:\n  url: http://lxd:8443\n  client_cert: /c\n  client_key: /k\n",
         "lxd.url",
@@ -572,7 +577,8 @@ CASES = [
         "starting with '/'",
     ),
     (
-        HOST + "services:\n  - name: a\n    address: 10.0.0.1\n    check: {type: tcp, port: 1, interval: -1}\n",
+        HOST
+        + "services:\n  - name: a\n    address: 10.0.0.1\n    check: {type: tcp, port: 1, interval: -1}\n",
         "services[0].check.interval",
         7,
         "expected a number > 0, got -1",
@@ -608,7 +614,12 @@ CASES = [
     ),
     (HOST + "routes:\n  min_prefix_length_v6: 129\n", "routes.min_prefix_length_v6", 5, "0..128"),
     (HOST + "routes:\n  max_prefixes: 0\n", "routes.max_prefixes", 5, "got 0"),
-    (HOST + "routes:\n  announce_instance_addresses: 'no'\n", "routes.announce_instance_addresses", 5, "got 'no'"),
+    (
+        HOST + "routes:\n  announce_instance_addresses: 'no'\n",
+        "routes.announce_instance_addresses",
+        5,
+        "got 'no'",
+    ),
     # control, metrics, logging, reconcile
     (HOST + "control:\n  mode: '0999'\n", "control.mode", 5, "permission mode in octal"),
     (HOST + "control:\n  mode: '1777'\n", "control.mode", 5, "permission mode in octal"),
@@ -633,13 +644,19 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("text", "key_path", "line", "message"), CASES)
+@pytest.mark.parametrize(
+    ("text", "key_path", "line", "message"),
+    CASES,
+    ids=[f"{case[1] or 'top'}-{i}" for i, case in enumerate(CASES)],
+)
 def test_bad_value(text: str, key_path: str, line: int, message: str) -> None:
     assert_problem(text, key_path, line, message)
 
 
 def test_unknown_key_suggests_the_close_one() -> None:
-    problem = only_problem(HOST + "bgp:\n  local_asn: 1\n  peer: []\n  peers: [{address: 10.0.0.1, asn: 2}]\n")
+    problem = only_problem(
+        HOST + "bgp:\n  local_asn: 1\n  peer: []\n  peers: [{address: 10.0.0.1, asn: 2}]\n"
+    )
     assert (problem.key_path, problem.line) == ("bgp.peer", 6)
     assert problem.message.endswith("(did you mean 'peers'?)")
     assert "did you mean" not in only_problem(HOST + "zzz: 1\n").message
@@ -675,7 +692,7 @@ def test_every_problem_is_reported_in_file_order() -> None:
 def test_broken_host_does_not_cascade() -> None:
     # With the host address unreadable, nothing can be said about the router ID or peer families.
     host = "host:\n  name: n\n  underlay_address: nope\n"
-    text = host + BGP + "overlay:\n  peers: [{address: '2001:db8::2'}]\n"
+    text = host + BGP_BODY + "overlay:\n  peers: [{address: '2001:db8::2'}]\n"
     assert [p.key_path for p in problems(text)] == ["host.underlay_address"]
 
 
