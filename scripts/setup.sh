@@ -10,14 +10,12 @@ APT_PACKAGES=(
   lxd lxd-client nftables            # LXD daemons inside lab nodes
   frr bird2                          # upstream routers
   dnsmasq-base                       # DHCP/DNS authority (binary only, no system service)
-  busybox-static                     # rootfs of the lab's LXD image (downloaded, not installed)
   iproute2 iputils-ping iperf3 tcpdump util-linux openssl
   python3-venv
 )
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
-  [ "$p" = busybox-static ] && continue
   dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
 
@@ -36,6 +34,15 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq -o DPkg::Lock::Timeout=300 --no-install-recommends "${missing[@]}" >/dev/null
   echo "setup: installed ${missing[*]}"
+fi
+
+# The lab's LXD image is built from Debian's static busybox: fetch the package (not install it) once.
+mkdir -p .lab/.cache
+if ! ls .lab/.cache/busybox-static_*.deb >/dev/null 2>&1; then
+  if ! (cd .lab/.cache && apt-get download -qq busybox-static 2>/dev/null); then
+    [ "$(id -u)" = 0 ] && apt-get update -qq
+    (cd .lab/.cache && apt-get download -qq busybox-static) || { echo "setup: cannot fetch busybox-static" >&2; exit 1; }
+  fi
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -147,6 +147,7 @@ class _Value:
         return [_Value(self.ctx, f"{self.path}[{i}]", item) for i, item in enumerate(self.node.value)]
 
     def mapping(self, keys: Collection[str]) -> _Mapping:
+        """Read this value as a mapping that may hold only `keys`, with YAML merge keys applied."""
         if not isinstance(self.node, MappingNode):
             raise self.expected("a mapping")
         result = _Mapping(self, keys)
@@ -436,19 +437,19 @@ def _ip(version: int | None = None) -> _Convert[IPAddress]:
     return convert
 
 
-_any_ip = _ip()
+_any_ip, _v4_only, _v6_only = _ip(), _ip(4), _ip(6)
 
 
 def _ipv4(value: _Value) -> IPv4Address:
-    address = _ip(4)(value)
-    if not isinstance(address, IPv4Address):  # unreachable: _ip(4) checked the version
+    address = _v4_only(value)
+    if not isinstance(address, IPv4Address):  # unreachable: the version was checked; this narrows the type
         raise value.expected("an IPv4 address")
     return address
 
 
 def _ipv6(value: _Value) -> IPv6Address:
-    address = _ip(6)(value)
-    if not isinstance(address, IPv6Address):  # unreachable: _ip(6) checked the version
+    address = _v6_only(value)
+    if not isinstance(address, IPv6Address):  # unreachable, as above
         raise value.expected("an IPv6 address")
     return address
 

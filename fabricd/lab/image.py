@@ -98,6 +98,21 @@ def write_image(busybox: Path, applets: list[str], out: Path) -> None:
     tmp.replace(out)
 
 
+class ImageBuildError(Exception):
+    pass
+
+
+def download_busybox(cache_dir: Path) -> None:
+    fetched = subprocess.run(
+        ["apt-get", "download", "-qq", "busybox-static"], cwd=cache_dir, capture_output=True, text=True
+    )
+    if fetched.returncode != 0:
+        raise ImageBuildError(
+            f"cannot download busybox-static into {cache_dir} for the lab image "
+            f"(run scripts/setup.sh): {fetched.stderr.strip()[-200:]}"
+        )
+
+
 def ensure_image(cache_dir: Path) -> Path:
     """Build the image once per cache directory from the busybox-static Debian package."""
     out = cache_dir / IMAGE_NAME
@@ -107,12 +122,7 @@ def ensure_image(cache_dir: Path) -> Path:
     with tempfile.TemporaryDirectory(dir=cache_dir) as work:
         debs = sorted(cache_dir.glob("busybox-static_*.deb"))
         if not debs:
-            subprocess.run(
-                ["apt-get", "download", "-qq", "busybox-static"],
-                cwd=cache_dir,
-                check=True,
-                capture_output=True,
-            )
+            download_busybox(cache_dir)
             debs = sorted(cache_dir.glob("busybox-static_*.deb"))
         subprocess.run(["dpkg-deb", "-x", str(debs[-1]), work], check=True, capture_output=True)
         busybox = Path(work) / "bin" / "busybox"

@@ -11,13 +11,14 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from fabricd.lab import netns
-from fabricd.lab.image import ensure_image
+from fabricd.lab.image import ImageBuildError, ensure_image
 from fabricd.lab.lxd_node import lxd_binds, lxd_socket, start_lxd, stop_lxd
 from fabricd.lab.node import LabError, NodeRuntime, start_holder, write_node_files
 from fabricd.lab.routers import bird_binds, frr_binds, start_bird, start_frr, wait_bird, wait_frr
@@ -28,6 +29,7 @@ from fabricd.log import get_logger
 log = get_logger("fabric-lab")
 
 DEFAULT_STATE_ROOT = Path(".lab")
+DEFAULT_CACHE_DIR = DEFAULT_STATE_ROOT / ".cache"  # the busybox package and image, shared by all labs
 PRESEED_LABEL = "fabric.lxd.preseed"
 AGENT_READY_TIMEOUT = 30.0
 
@@ -89,10 +91,12 @@ def _kind_binds(node: Node, runtime: NodeRuntime) -> list[tuple[str, str, bool]]
 
 
 class Lab:
-    def __init__(self, topology: Topology, state_root: Path = DEFAULT_STATE_ROOT) -> None:
+    def __init__(
+        self, topology: Topology, state_root: Path = DEFAULT_STATE_ROOT, cache_dir: Path = DEFAULT_CACHE_DIR
+    ) -> None:
         self.topology = topology
         self.state_dir = lab_state_dir(state_root, topology.name)
-        self.cache_dir = (state_root / ".cache").resolve()
+        self.cache_dir = cache_dir.resolve()
 
     @classmethod
     def from_file(cls, path: Path, state_root: Path = DEFAULT_STATE_ROOT) -> Lab:
@@ -191,7 +195,10 @@ class Lab:
         lxd_nodes = [n for n in self.topology.nodes if n.runs_lxd]
         if not lxd_nodes:
             return
-        image = ensure_image(self.cache_dir)
+        try:
+            image = ensure_image(self.cache_dir)
+        except (ImageBuildError, OSError, subprocess.CalledProcessError) as exc:
+            raise LabError(f"cannot build the lab's LXD image: {exc}") from exc
         for node in lxd_nodes:
             preseed_text, preseed_source = None, "default preseed"
             if PRESEED_LABEL in node.labels:
