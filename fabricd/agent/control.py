@@ -57,17 +57,23 @@ class ControlServer:
 
     async def start(self) -> None:
         prepare_socket_path(self.path)
-        # Create it private, then widen to the configured mode, so there is no window where it is looser.
-        old_umask = os.umask(0o177)
+        # Bind under a temporary name, set mode and group, then rename: clients never see a socket
+        # with the wrong permissions.
+        staging = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        staging.unlink(missing_ok=True)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            self._server = await asyncio.start_unix_server(
-                self._serve, path=str(self.path), limit=MAX_MESSAGE_BYTES
-            )
-        finally:
-            os.umask(old_umask)
-        if self._group is not None:
-            os.chown(self.path, -1, grp.getgrnam(self._group).gr_gid)
-        os.chmod(self.path, self._mode)
+            listener.bind(str(staging))
+            if self._group is not None:
+                os.chown(staging, -1, grp.getgrnam(self._group).gr_gid)
+            os.chmod(staging, self._mode)
+            listener.listen(64)
+            os.rename(staging, self.path)
+        except BaseException:
+            listener.close()
+            staging.unlink(missing_ok=True)
+            raise
+        self._server = await asyncio.start_unix_server(self._serve, sock=listener, limit=MAX_MESSAGE_BYTES)
         log.info("control socket listening", path=str(self.path), mode=oct(self._mode))
 
     async def close(self) -> None:
