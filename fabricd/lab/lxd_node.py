@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from pathlib import Path
@@ -42,6 +43,18 @@ def start_lxd(node: NodeRuntime, preseed_text: str | None, preseed_source: str, 
     node.run(["lxd", "init", "--preseed"], input_text=yaml.safe_dump(preseed), timeout=120)
     node.run(["lxc", "image", "import", str(image), "--alias", "busybox"], timeout=120)
     return pid
+
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def remove_pivot_cgroups() -> None:
+    """liblxc leaves an empty lxc.pivot cgroup per hierarchy; rmdir only succeeds while it is unused."""
+    for pivot in CGROUP_ROOT.glob("*/lxc.pivot"):
+        with contextlib.suppress(OSError):
+            pivot.rmdir()
+    with contextlib.suppress(OSError):
+        (CGROUP_ROOT / "lxc.pivot").rmdir()
 
 
 def stop_lxd(node: NodeRuntime, pid: int | None) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from fabricd.lab import netns
 from fabricd.lab.image import ImageBuildError, ensure_image
-from fabricd.lab.lxd_node import lxd_binds, lxd_socket, start_lxd, stop_lxd
+from fabricd.lab.lxd_node import lxd_binds, lxd_socket, remove_pivot_cgroups, start_lxd, stop_lxd
 from fabricd.lab.node import LabError, NodeRuntime, start_holder, write_node_files
 from fabricd.lab.routers import bird_binds, frr_binds, start_bird, start_frr, wait_bird, wait_frr
 from fabricd.lab.state import LabState, NodeState, state_file
@@ -248,6 +248,8 @@ class Lab:
         if state is not None:
             holders = [n.holder_pid for n in state.nodes.values() if n.holder_pid]
             netns.stop_pids(holders, grace=2.0)
+            if any(n.lxd_socket for n in state.nodes.values()):
+                remove_pivot_cgroups()
         shutil.rmtree(self.state_dir / "nodes", ignore_errors=True)
         state_file(self.state_dir).unlink(missing_ok=True)
         log.info("lab down", lab=self.topology.name, namespaces=removed)

@@ -34,11 +34,16 @@ def processes_mentioning(text: str) -> list[int]:
     return found
 
 
-def assert_nothing_left(lab: Lab, recorded_pids: list[int]) -> None:
+def assert_nothing_left(lab: Lab, recorded_pids: list[int], *, ran_lxd: bool = False) -> None:
     assert netns.list_with_prefix(namespace_prefix(lab.topology.name)) == []
     assert [p for p in recorded_pids if netns.alive(p)] == []
     assert processes_mentioning(str(lab.state_dir)) == []
     assert not (lab.state_dir / "state.json").exists()
+    if not ran_lxd:
+        return
+    cgroups = Path("/sys/fs/cgroup")
+    assert list(cgroups.glob("*/lxc.payload*")) + list(cgroups.glob("*/lxc.monitor*")) == []
+    assert list(cgroups.glob("*/lxc.pivot")) == []
 
 
 @pytest.fixture(scope="session")
