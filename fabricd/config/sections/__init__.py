@@ -1,0 +1,1 @@
+"""One parser per section of fabricd.yaml, each reading a `Value` into its part of the model."""
