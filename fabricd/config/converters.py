@@ -247,6 +247,23 @@ def list_of(convert: Convert[_T], *, non_empty: bool = False) -> Convert[tuple[_
     return convert_list
 
 
+def _colon_numbers(parts: int, high: int, what: str) -> Convert[str]:
+    def convert(value: Value) -> str:
+        text = value.text()
+        fields = text.split(":") if text is not None else []
+        if len(fields) != parts or not all(f.isdigit() and int(f) <= high for f in fields):
+            raise value.expected(what)
+        return ":".join(str(int(f)) for f in fields)
+
+    return convert
+
+
+community = _colon_numbers(2, 65535, "a community ASN:VALUE, each 0..65535 (e.g. 65000:100)")
+large_community = _colon_numbers(3, 4294967295, "a large community A:B:C, each 0..4294967295")
+med = integer(0, 4294967295)
+local_pref = integer(0, 4294967295)
+
+
 def families(value: Value) -> tuple[Family, ...]:
     listed = list_of(choice(FAMILIES), non_empty=True)(value)
     if len(set(listed)) != len(listed):

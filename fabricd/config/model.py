@@ -18,6 +18,7 @@ LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["auto", "json", "console"]
 CheckType = Literal["tcp", "http", "exec"]
 Family = Literal["ipv4-unicast", "ipv6-unicast"]
+OvnMode = Literal["all-members", "active-chassis"]
 
 DEFAULT_LXD_SOCKET = Path("/var/lib/lxd/unix.socket")
 DEFAULT_CONTROL_SOCKET = Path("/run/fabricd/fabricd.sock")
@@ -44,6 +45,11 @@ class LXDConfig:
     project: str = "default"
     resync_interval: float = 300.0
     reconnect_backoff_max: float = 30.0
+    # OVN names the active chassis by hostname; (hostname, member) pairs where the two differ.
+    chassis_members: tuple[tuple[str, str], ...] = ()
+
+    def member_for_chassis(self, chassis: str) -> str:
+        return dict(self.chassis_members).get(chassis, chassis)
 
     @property
     def all_projects(self) -> bool:
@@ -75,6 +81,8 @@ class BGPConfig:
     graceful_restart: GracefulRestartConfig = GracefulRestartConfig()
     # The loader requires at least one; the default only keeps field order readable.
     peers: tuple[PeerConfig, ...] = ()
+    # The exabgp executable; None means the one installed next to fabricd's Python.
+    exabgp: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +136,14 @@ class ServiceConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class OvnUplinkConfig:
+    """How one OVN uplink's networks are announced in a cluster."""
+
+    uplink: str
+    mode: OvnMode
+
+
+@dataclass(frozen=True, slots=True)
 class RoutesConfig:
     allowed_ranges: tuple[IPNetwork, ...] = ()
     max_prefix_length_v4: int = 32
@@ -136,6 +152,21 @@ class RoutesConfig:
     min_prefix_length_v6: int = 16
     max_prefixes: int = 100000
     announce_instance_addresses: bool = False
+    # Attributes every announcement carries unless a network's user.fabric.* keys say otherwise.
+    communities: tuple[str, ...] = ()
+    large_communities: tuple[str, ...] = ()
+    med: int | None = None
+    local_pref: int | None = None
+    # all-members: every member announces each OVN network (shared L2 uplink);
+    # active-chassis: only the member hosting the network's active gateway chassis does.
+    ovn_default_mode: OvnMode = "all-members"
+    ovn_uplinks: tuple[OvnUplinkConfig, ...] = ()
+
+    def ovn_mode(self, uplink: str) -> OvnMode:
+        for entry in self.ovn_uplinks:
+            if entry.uplink == uplink:
+                return entry.mode
+        return self.ovn_default_mode
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from fabricd.config.reader import CheckedMapping, Invalid, Unique, Value, conver
 BGP_HOLD_TIME = 9
 
 
-_BGP_KEYS = ("local_asn", "router_id", "hold_time", "graceful_restart", "peers")
+_BGP_KEYS = ("local_asn", "router_id", "hold_time", "graceful_restart", "peers", "exabgp")
 _PEER_KEYS = ("name", "address", "asn", "password", "hold_time", "families", "local_address")
 
 
@@ -22,11 +22,12 @@ def parse_bgp(value: Value, host: HostConfig | None) -> BGPConfig:
     hold_time = m.get("hold_time", convert.hold_time, BGP_HOLD_TIME)
     graceful_restart = m.get("graceful_restart", _parse_graceful_restart, GracefulRestartConfig())
     peers = m.require("peers", _parse_bgp_peers)
+    exabgp = m.get("exabgp", convert.absolute_path, None)
     if peers == ():
         m.fail_at("peers", "at least one peer is required")
     if not m.clean() or local_asn is None or router_id is None or peers is None:
         raise Invalid
-    return BGPConfig(local_asn, router_id, hold_time, graceful_restart, peers)
+    return BGPConfig(local_asn, router_id, hold_time, graceful_restart, peers, exabgp)
 
 
 def _router_id(m: CheckedMapping, host: HostConfig | None) -> IPv4Address | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fabricd.config import converters as convert
 from fabricd.config.model import DEFAULT_LXD_SOCKET, HostConfig, LXDConfig
-from fabricd.config.reader import CheckedMapping, Invalid, Value
+from fabricd.config.reader import CheckedMapping, Invalid, Unique, Value, convert_all
 
 _HOST_KEYS = ("name", "underlay_address", "underlay_address6", "underlay_interface")
 
@@ -29,6 +29,7 @@ _LXD_KEYS = (
     "project",
     "resync_interval",
     "reconnect_backoff_max",
+    "chassis_members",
 )
 
 
@@ -44,11 +45,30 @@ def parse_lxd(value: Value) -> LXDConfig:
     project = m.get("project", convert.project, default.project)
     resync_interval = m.get("resync_interval", convert.positive_number, default.resync_interval)
     backoff = m.get("reconnect_backoff_max", convert.positive_number, default.reconnect_backoff_max)
+    chassis_members = m.get("chassis_members", _parse_chassis_members, default.chassis_members)
     if not m.clean():
         raise Invalid
     if socket is None and url is None:
         socket = DEFAULT_LXD_SOCKET
-    return LXDConfig(socket, url, client_cert, client_key, server_cert, project, resync_interval, backoff)
+    return LXDConfig(
+        socket, url, client_cert, client_key, server_cert, project, resync_interval, backoff, chassis_members
+    )
+
+
+def _parse_chassis_members(value: Value) -> tuple[tuple[str, str], ...]:
+    seen = Unique("chassis")
+    return convert_all(value.items(), lambda item: _parse_chassis_member(item, seen))
+
+
+def _parse_chassis_member(value: Value, seen: Unique) -> tuple[str, str]:
+    m = value.mapping(("chassis", "member"))
+    chassis = m.require("chassis", convert.hostname)
+    member = m.require("member", convert.name)
+    if chassis is not None:
+        seen.check(m, "chassis", chassis)
+    if not m.clean() or chassis is None or member is None:
+        raise Invalid
+    return (chassis, member)
 
 
 def _check_lxd_transport(m: CheckedMapping) -> None:
