@@ -48,7 +48,7 @@ class InstanceRecord:
     status: str  # Running, Stopped, Frozen, Error...
     location: str  # cluster member name, or "none" on a standalone server
     nics: tuple[NicRecord, ...] = ()
-    config: FrozenMap[str] = field(default_factory=FrozenMap)  # expanded config: user.*, volatile.*
+    config: FrozenMap[str] = field(default_factory=FrozenMap)  # the user.* keys of the expanded config
 
     @property
     def running(self) -> bool:

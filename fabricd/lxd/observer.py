@@ -1,0 +1,269 @@
+"""The LXD observer: a current snapshot of LXD, healed by resyncs, refreshed by events.
+
+- A full resync runs at start, on every reconnect and every `lxd.resync_interval`, so missed
+  events only delay convergence.
+- An event re-reads just the object it names (O(changed), not O(everything)).
+- OVN networks are re-read every few seconds: LXD sends no event when the active chassis moves.
+- While LXD is unreachable the last good snapshot is kept and reported as stale, so announcements
+  do not flap; reconnects back off up to `lxd.reconnect_backoff_max`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TypeVar
+
+from fabricd.config.model import LXDConfig
+from fabricd.log import get_logger
+from fabricd.lxd.api import LXDApi, LXDRequestFailed, LXDUnavailable
+from fabricd.lxd.events import EventStream, InstanceHint, NetworkHint, ResyncHint, classify
+from fabricd.lxd.reader import NetworkBundle, read_instance, read_network, read_snapshot
+from fabricd.lxd.records import InstanceRecord, LXDSnapshot, RefusedObject
+
+log = get_logger("fabricd.lxd")
+_T = TypeVar("_T")
+
+OVN_STATE_INTERVAL = 5.0
+# After a start, addresses arrive with DHCP a little later: look again at these delays.
+ADDRESS_REREADS = (1.0, 3.0)
+
+
+@dataclass(frozen=True, slots=True)
+class LXDObservation:
+    snapshot: LXDSnapshot | None  # None until the first resync succeeded
+    connected: bool
+    last_sync_at: float | None
+    unreachable_since: float | None
+    error: str | None
+
+
+class LXDObserver:
+    name = "lxd"
+
+    def __init__(self, config: LXDConfig, on_change: Callable[[], None]) -> None:
+        self.config = config
+        self._on_change = on_change
+        self._api = LXDApi(config)
+        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lxd")
+        self._base: LXDSnapshot | None = None
+        self._instances: dict[tuple[str, str], InstanceRecord] = {}
+        self._networks: dict[tuple[str, str], NetworkBundle] = {}
+        self._refused: dict[tuple[str, str, str], RefusedObject] = {}
+        self._snapshot: LXDSnapshot | None = None
+        self._connected = False
+        self._last_sync: float | None = None
+        self._unreachable_since: float | None = None
+        self._error: str | None = None
+        self._hints: asyncio.Queue[InstanceHint | NetworkHint | ResyncHint | None] = asyncio.Queue()
+        self._stream: EventStream | None = None
+
+    async def observe(self) -> LXDObservation:
+        return LXDObservation(
+            self._current(), self._connected, self._last_sync, self._unreachable_since, self._error
+        )
+
+    # ---- snapshot store ------------------------------------------------------------------------
+
+    def _current(self) -> LXDSnapshot | None:
+        if self._snapshot is None and self._base is not None:
+            bundles = list(self._networks.values())
+            self._snapshot = LXDSnapshot(
+                member=self._base.member,
+                clustered=self._base.clustered,
+                projects=self._base.projects,
+                networks=tuple(b.network for b in bundles),
+                instances=tuple(self._instances.values()),
+                forwards=tuple(f for b in bundles for f in b.forwards),
+                load_balancers=tuple(lb for b in bundles for lb in b.load_balancers),
+                members=self._base.members,
+                refused=tuple(self._refused.values()),
+            )
+        return self._snapshot
+
+    def _changed(self) -> None:
+        self._snapshot = None
+        self._on_change()
+
+    def _load_full(self, snapshot: LXDSnapshot) -> None:
+        self._base = snapshot
+        self._instances = {(i.project, i.name): i for i in snapshot.instances}
+        self._networks = {}
+        for network in snapshot.networks:
+            key = (network.project, network.name)
+            forwards = tuple(f for f in snapshot.forwards if (f.project, f.network) == key)
+            balancers = tuple(lb for lb in snapshot.load_balancers if (lb.project, lb.network) == key)
+            self._networks[key] = NetworkBundle(network, forwards, balancers)
+        self._refused = {(r.kind, r.project, r.name): r for r in snapshot.refused}
+        self._last_sync = time.time()
+        self._changed()
+
+    def _put_instance(self, key: tuple[str, str], result: InstanceRecord | RefusedObject | None) -> None:
+        self._refused.pop(("instance", *key), None)
+        if isinstance(result, InstanceRecord):
+            if self._instances.get(key) == result:
+                return
+            self._instances[key] = result
+        else:
+            self._instances.pop(key, None)
+            if result is not None:
+                self._refused[("instance", *key)] = result
+        self._changed()
+
+    def _put_network(self, key: tuple[str, str], result: NetworkBundle | RefusedObject | None) -> None:
+        self._refused.pop(("network", *key), None)
+        if isinstance(result, NetworkBundle):
+            if self._networks.get(key) == result:
+                return
+            self._networks[key] = result
+        else:
+            self._networks.pop(key, None)
+            if result is not None:
+                self._refused[("network", *key)] = result
+        self._changed()
+
+    # ---- running -------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        backoff = 1.0
+        while not stop.is_set():
+            try:
+                await self._session(stop)
+                backoff = 1.0
+            except LXDUnavailable as exc:
+                self._mark_unreachable(str(exc))
+                log.warning("lxd unreachable; holding the last snapshot", reason=str(exc), retry_in=backoff)
+                await _sleep_or_stop(stop, backoff)
+                backoff = min(backoff * 2, self.config.reconnect_backoff_max)
+            finally:
+                self._close_stream()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _session(self, stop: asyncio.Event) -> None:
+        """One connected period: events on, a full resync, then events until the stream ends."""
+        loop = asyncio.get_running_loop()
+        self._hints = asyncio.Queue()
+        self._stream = await self._blocking(self._open_stream, loop)
+        await self._resync("connect")
+        self._connected, self._unreachable_since, self._error = True, None, None
+        log.info("lxd connected", endpoint=self._api.describe(), instances=len(self._instances))
+        next_full = time.monotonic() + self.config.resync_interval
+        next_ovn = time.monotonic() + OVN_STATE_INTERVAL
+        while not stop.is_set():
+            timeout = max(0.0, min(next_full, next_ovn) - time.monotonic())
+            hint = await _get_or_timeout(self._hints, stop, timeout)
+            if isinstance(hint, ResyncHint) and hint.reason.startswith("events websocket"):
+                raise LXDUnavailable(hint.reason)
+            if hint is not None:
+                await self._apply_hint(hint)
+            now = time.monotonic()
+            if now >= next_full:
+                await self._resync("periodic")
+                next_full = now + self.config.resync_interval
+            if now >= next_ovn:
+                await self._refresh_ovn()
+                next_ovn = now + OVN_STATE_INTERVAL
+
+    def _open_stream(self, loop: asyncio.AbstractEventLoop) -> EventStream:
+        def on_message(data: bytes) -> None:
+            loop.call_soon_threadsafe(self._on_event, data)
+
+        def on_close(reason: str) -> None:
+            loop.call_soon_threadsafe(self._hints.put_nowait, ResyncHint(f"events websocket: {reason}"))
+
+        try:
+            stream = EventStream(self._api, self.config.project, on_message, on_close)
+            stream.start()
+        except LXDUnavailable:
+            raise
+        except Exception as exc:  # pylxd/ws4py raise many kinds; all mean "not reachable now"
+            raise LXDUnavailable(f"{self._api.describe()}: events: {type(exc).__name__}: {exc}") from exc
+        return stream
+
+    def _on_event(self, data: bytes) -> None:
+        try:
+            event = json.loads(data)
+        except ValueError:
+            return
+        hint = classify(event) if isinstance(event, dict) else None
+        if hint is not None:
+            self._hints.put_nowait(hint)
+            if isinstance(hint, InstanceHint) and "started" in str(event.get("metadata", {}).get("action")):
+                for delay in ADDRESS_REREADS:
+                    asyncio.get_running_loop().call_later(delay, self._hints.put_nowait, hint)
+
+    async def _apply_hint(self, hint: InstanceHint | NetworkHint | ResyncHint) -> None:
+        try:
+            if isinstance(hint, InstanceHint):
+                key = (hint.project, hint.name)
+                self._put_instance(key, await self._blocking(read_instance, self._api, *key))
+            elif isinstance(hint, NetworkHint):
+                key = (hint.project, hint.name)
+                self._put_network(key, await self._blocking(read_network, self._api, *key))
+            else:
+                await self._resync(hint.reason)
+        except LXDRequestFailed as exc:
+            log.warning("lxd read failed; resyncing", hint=str(hint), reason=str(exc))
+            await self._resync("read failed")
+
+    async def _resync(self, reason: str) -> None:
+        started = time.monotonic()
+        snapshot = await self._blocking(read_snapshot, self._api, self.config.project)
+        self._load_full(snapshot)
+        for refused in snapshot.refused:
+            log.warning(
+                "lxd object refused",
+                kind=refused.kind,
+                project=refused.project,
+                name=refused.name,
+                reason=refused.reason,
+            )
+        log.info(
+            "lxd resync",
+            reason=reason,
+            seconds=round(time.monotonic() - started, 3),
+            instances=len(snapshot.instances),
+            networks=len(snapshot.networks),
+        )
+
+    async def _refresh_ovn(self) -> None:
+        for key, bundle in list(self._networks.items()):
+            if bundle.network.type == "ovn":
+                await self._apply_hint(NetworkHint(*key))
+
+    async def _blocking(self, func: Callable[..., _T], *args: object) -> _T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
+
+    def _mark_unreachable(self, reason: str) -> None:
+        if self._connected or self._unreachable_since is None:
+            self._unreachable_since = time.time()
+        self._connected = False
+        self._error = reason
+
+    def _close_stream(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+async def _get_or_timeout(
+    queue: asyncio.Queue[InstanceHint | NetworkHint | ResyncHint | None], stop: asyncio.Event, timeout: float
+) -> InstanceHint | NetworkHint | ResyncHint | None:
+    getter = asyncio.ensure_future(queue.get())
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        done, _ = await asyncio.wait({getter, stopper}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        return getter.result() if getter in done else None
+    finally:
+        getter.cancel()
+        stopper.cancel()

@@ -1,0 +1,183 @@
+"""Reading LXD into records: a full snapshot, or one instance or network after an event.
+
+Every object is parsed on its own; a malformed one becomes a RefusedObject and the rest is kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from fabricd.lxd.api import LXDApi, LXDRequestFailed
+from fabricd.lxd.parse import (
+    RecordError,
+    object_name,
+    ovn_chassis_of,
+    parse_forward,
+    parse_instance,
+    parse_load_balancer,
+    parse_member,
+    parse_network,
+)
+from fabricd.lxd.records import (
+    STANDALONE,
+    ForwardRecord,
+    InstanceRecord,
+    LoadBalancerRecord,
+    LXDSnapshot,
+    NetworkRecord,
+    RefusedObject,
+)
+
+_T = TypeVar("_T")
+
+
+@dataclass
+class _Refusals:
+    items: list[RefusedObject]
+
+    def parse(self, kind: str, project: str, raw: Any, parse: Callable[[Any], _T]) -> _T | None:
+        try:
+            if not isinstance(raw, Mapping):
+                raise RecordError(f"expected an object, got {type(raw).__name__}")
+            return parse(raw)
+        except RecordError as exc:
+            self.items.append(RefusedObject(kind, project, object_name(raw), str(exc)))
+            return None
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkBundle:
+    """A network with the objects hanging off it, re-read together after a network event."""
+
+    network: NetworkRecord
+    forwards: tuple[ForwardRecord, ...]
+    load_balancers: tuple[LoadBalancerRecord, ...]
+
+
+def _list(api: LXDApi, path: str, **params: str | int) -> list[Any]:
+    result = api.get(path, **params)
+    return result if isinstance(result, list) else []
+
+
+def network_projects(api: LXDApi, wanted: str) -> list[str]:
+    """Projects that own networks: those with features.networks, plus default."""
+    projects = _list(api, "/projects", recursion=1)
+    names = []
+    for project in projects:
+        if not isinstance(project, Mapping) or not isinstance(project.get("name"), str):
+            continue
+        if wanted not in ("*", project["name"]) and project["name"] != "default":
+            continue
+        config = project.get("config") or {}
+        if project["name"] == "default" or config.get("features.networks") == "true":
+            names.append(project["name"])
+    return sorted(names)
+
+
+def read_network_bundle(
+    api: LXDApi, project: str, raw: Mapping[str, Any], refused: _Refusals
+) -> NetworkBundle | None:
+    name = raw.get("name")
+    chassis = None
+    if raw.get("type") == "ovn" and isinstance(name, str):
+        try:
+            chassis = ovn_chassis_of(api.get(f"/networks/{name}/state", project=project))
+        except LXDRequestFailed:
+            chassis = None  # ovn-controller down: LXD answers 500; the planner withholds with a reason
+    network = refused.parse("network", project, raw, lambda r: parse_network(r, project, chassis))
+    if network is None:
+        return None
+    forwards: list[ForwardRecord] = []
+    balancers: list[LoadBalancerRecord] = []
+    if network.managed and network.type in ("bridge", "ovn"):
+        for item in _list(api, f"/networks/{network.name}/forwards", recursion=1, project=project):
+            parsed = refused.parse(
+                "forward", project, item, lambda r: parse_forward(r, project, network.name)
+            )
+            if parsed is not None:
+                forwards.append(parsed)
+    if network.managed and network.type == "ovn":
+        for item in _list(api, f"/networks/{network.name}/load-balancers", recursion=1, project=project):
+            lb = refused.parse(
+                "load-balancer", project, item, lambda r: parse_load_balancer(r, project, network.name)
+            )
+            if lb is not None:
+                balancers.append(lb)
+    return NetworkBundle(network, tuple(forwards), tuple(balancers))
+
+
+def read_snapshot(api: LXDApi, project: str) -> LXDSnapshot:
+    server = api.get("")
+    environment = (server or {}).get("environment") or {}
+    clustered = bool(environment.get("server_clustered"))
+    member = str(environment.get("server_name") or STANDALONE) if clustered else STANDALONE
+    refused = _Refusals([])
+    projects = network_projects(api, project)
+    bundles: list[NetworkBundle] = []
+    for network_project in projects:
+        for raw in _list(api, "/networks", recursion=1, project=network_project):
+            bundle = read_network_bundle(api, network_project, raw, refused)
+            if bundle is not None:
+                bundles.append(bundle)
+    instances = read_instances(api, project, refused)
+    members = []
+    if clustered:
+        for raw in _list(api, "/cluster/members", recursion=1):
+            parsed = refused.parse("member", "", raw, parse_member)
+            if parsed is not None:
+                members.append(parsed)
+    return LXDSnapshot(
+        member=member,
+        clustered=clustered,
+        projects=tuple(projects),
+        networks=tuple(b.network for b in bundles),
+        instances=tuple(instances),
+        forwards=tuple(f for b in bundles for f in b.forwards),
+        load_balancers=tuple(lb for b in bundles for lb in b.load_balancers),
+        members=tuple(members),
+        refused=tuple(refused.items),
+    )
+
+
+def read_instances(api: LXDApi, project: str, refused: _Refusals) -> list[InstanceRecord]:
+    params: dict[str, str | int] = {"recursion": 2}
+    if project == "*":
+        params["all-projects"] = "true"
+    else:
+        params["project"] = project
+    instances = []
+    for raw in _list(api, "/instances", **params):
+        owner = raw.get("project", project) if isinstance(raw, Mapping) else project
+        parsed = refused.parse("instance", str(owner), raw, lambda r: parse_instance(r, project))
+        if parsed is not None:
+            instances.append(parsed)
+    return instances
+
+
+def read_instance(api: LXDApi, project: str, name: str) -> InstanceRecord | RefusedObject | None:
+    """One instance after an event; None when it no longer exists."""
+    try:
+        raw = api.get(f"/instances/{name}", project=project, recursion=1)
+        state = api.get(f"/instances/{name}/state", project=project)
+    except LXDRequestFailed as exc:
+        if exc.status == 404:
+            return None
+        raise
+    refused = _Refusals([])
+    parsed = refused.parse("instance", project, raw, lambda r: parse_instance({**r, "state": state}, project))
+    return parsed if parsed is not None else refused.items[0]
+
+
+def read_network(api: LXDApi, project: str, name: str) -> NetworkBundle | RefusedObject | None:
+    """One network (with forwards, load balancers, OVN chassis) after an event; None when gone."""
+    try:
+        raw = api.get(f"/networks/{name}", project=project)
+    except LXDRequestFailed as exc:
+        if exc.status == 404:
+            return None
+        raise
+    refused = _Refusals([])
+    bundle = read_network_bundle(api, project, raw, refused)
+    return bundle if bundle is not None else refused.items[0]
