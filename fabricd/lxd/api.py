@@ -62,6 +62,8 @@ class LXDApi:
             body = response.json()
         except ValueError as exc:
             raise LXDRequestFailed(path, response.status_code, "reply is not JSON") from exc
+        if not isinstance(body, dict):
+            raise LXDRequestFailed(path, response.status_code, "reply is not a JSON object")
         if response.status_code != 200 or body.get("type") == "error":
             raise LXDRequestFailed(path, response.status_code, str(body.get("error", ""))[:200])
         return body.get("metadata")
@@ -71,5 +73,8 @@ class LXDApi:
 
     def websocket_client_factory(self) -> pylxd.Client:
         """A pylxd client for the events websocket (pylxd knows the ws+unix/wss plumbing)."""
-        endpoint = self.config.url or str(self.config.socket)
-        return pylxd.Client(endpoint=endpoint, cert=self.cert, session=self.session, timeout=REQUEST_TIMEOUT)
+        # The endpoint, not the socket path: pylxd reads a path that does not exist (yet) as a URL
+        # and fails with a misleading "No scheme supplied" instead of a connection error.
+        return pylxd.Client(
+            endpoint=self.endpoint, cert=self.cert, session=self.session, timeout=REQUEST_TIMEOUT
+        )

@@ -42,19 +42,24 @@ _RESYNC_PREFIXES = (
     "project-",
     "cluster-member-",
     "config-updated",
+    "network-renamed",  # the source names the new network; the old one must go too
     "network-acl-",
     "network-zone-",
 )
 
 
 def classify(event: Mapping[str, Any]) -> Hint | None:
-    if event.get("type") != "lifecycle":
+    """The object a lifecycle event asks to re-read; None for other or unusable events. Never raises."""
+    if not isinstance(event, Mapping) or event.get("type") != "lifecycle":
         return None
     metadata = event.get("metadata")
     if not isinstance(metadata, Mapping):
         return None
     action = str(metadata.get("action", ""))
-    source = urlparse(str(metadata.get("source", "")))
+    try:
+        source = urlparse(str(metadata.get("source", "")))
+    except ValueError:  # e.g. an unbalanced "[" read as an IPv6 host
+        return None
     parts = [unquote(p) for p in source.path.split("/") if p]
     project = str(event.get("project") or parse_qs(source.query).get("project", ["default"])[0])
     if action == "instance-renamed" or action.startswith(_RESYNC_PREFIXES):

@@ -104,38 +104,47 @@ class LXDObserver:
         self._changed()
 
     def _put_instance(self, key: tuple[str, str], result: InstanceRecord | RefusedObject | None) -> None:
-        self._refused.pop(("instance", *key), None)
-        if isinstance(result, InstanceRecord):
-            if self._instances.get(key) == result:
-                return
-            self._instances[key] = result
-        else:
-            self._instances.pop(key, None)
-            if result is not None:
-                self._refused[("instance", *key)] = result
-        self._changed()
+        self._put(self._instances, "instance", key, result, InstanceRecord)
 
     def _put_network(self, key: tuple[str, str], result: NetworkBundle | RefusedObject | None) -> None:
-        self._refused.pop(("network", *key), None)
-        if isinstance(result, NetworkBundle):
-            if self._networks.get(key) == result:
-                return
-            self._networks[key] = result
+        self._put(self._networks, "network", key, result, NetworkBundle)
+
+    def _put(
+        self,
+        store: dict[tuple[str, str], _T],
+        kind: str,
+        key: tuple[str, str],
+        result: _T | RefusedObject | None,
+        record_type: type[_T],
+    ) -> None:
+        """Store one re-read object (record, refusal or gone); on_change only when something changed."""
+        refused_key = (kind, *key)
+        record = result if isinstance(result, record_type) else None
+        refusal = result if isinstance(result, RefusedObject) else None
+        if store.get(key) == record and self._refused.get(refused_key) == refusal:
+            return
+        if record is None:
+            store.pop(key, None)
         else:
-            self._networks.pop(key, None)
-            if result is not None:
-                self._refused[("network", *key)] = result
+            store[key] = record
+        if refusal is None:
+            self._refused.pop(refused_key, None)
+        else:
+            self._refused[refused_key] = refusal
         self._changed()
 
     # ---- running -------------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        backoff = 1.0
+        first_backoff = min(1.0, self.config.reconnect_backoff_max)
+        backoff = first_backoff
         while not stop.is_set():
             try:
                 await self._session(stop)
-                backoff = 1.0
-            except LXDUnavailable as exc:
+                backoff = first_backoff
+            except (LXDUnavailable, LXDRequestFailed) as exc:
+                # LXDRequestFailed here means a full resync failed (403 untrusted, 500...): no fresh
+                # snapshot can be had, so it is handled like an unreachable LXD rather than ending run().
                 self._mark_unreachable(str(exc))
                 log.warning("lxd unreachable; holding the last snapshot", reason=str(exc), retry_in=backoff)
                 await _sleep_or_stop(stop, backoff)
@@ -170,11 +179,13 @@ class LXDObserver:
                 next_ovn = now + OVN_STATE_INTERVAL
 
     def _open_stream(self, loop: asyncio.AbstractEventLoop) -> EventStream:
+        hints = self._hints  # this session's queue: a late close of this stream must not end the next
+
         def on_message(data: bytes) -> None:
             loop.call_soon_threadsafe(self._on_event, data)
 
         def on_close(reason: str) -> None:
-            loop.call_soon_threadsafe(self._hints.put_nowait, ResyncHint(f"events websocket: {reason}"))
+            loop.call_soon_threadsafe(hints.put_nowait, ResyncHint(f"events websocket: {reason}"))
 
         try:
             stream = EventStream(self._api, self.config.project, on_message, on_close)

@@ -28,20 +28,21 @@ def _str(obj: Mapping[str, Any], key: str, *, default: str | None = None) -> str
     return value
 
 
-def _config(obj: Mapping[str, Any], key: str) -> FrozenMap[str]:
-    raw = obj.get(key) or {}
-    if not isinstance(raw, Mapping):
-        raise RecordError(f"{key}: expected a mapping, got {type(raw).__name__}")
+def _config(obj: Mapping[str, Any], key: str, label: str | None = None) -> FrozenMap[str]:
+    raw = _mapping(obj, key, label)
     bad = [k for k, v in raw.items() if not isinstance(k, str) or not isinstance(v, str)]
     if bad:
-        raise RecordError(f"{key}: keys and values must be strings ({bad[0]!r:.60})")
+        raise RecordError(f"{label or key}: keys and values must be strings ({bad[0]!r:.60})")
     return FrozenMap(raw)
 
 
-def _mapping(obj: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-    raw = obj.get(key) or {}
+def _mapping(obj: Mapping[str, Any], key: str, label: str | None = None) -> Mapping[str, Any]:
+    """obj[key] as a mapping; missing or null (Go's nil map) is empty, anything else is refused."""
+    raw = obj.get(key)
+    if raw is None:
+        return {}
     if not isinstance(raw, Mapping):
-        raise RecordError(f"{key}: expected a mapping, got {type(raw).__name__}")
+        raise RecordError(f"{label or key}: expected a mapping, got {type(raw).__name__}")
     return raw
 
 
@@ -58,37 +59,64 @@ def parse_network(raw: Mapping[str, Any], project: str, ovn_chassis: str | None 
 
 def ovn_chassis_of(state: Mapping[str, Any] | None) -> str | None:
     """The active chassis from GET /1.0/networks/NAME/state, when LXD can say."""
-    ovn = (state or {}).get("ovn") or {}
+    if not isinstance(state, Mapping):
+        return None
+    ovn = state.get("ovn")
     chassis = ovn.get("chassis") if isinstance(ovn, Mapping) else None
     return chassis if isinstance(chassis, str) and chassis else None
 
 
-def _global_addresses(iface_state: Mapping[str, Any]) -> tuple[str, ...]:
+def _global_addresses(iface_state: Mapping[str, Any], label: str) -> tuple[str, ...]:
+    addresses = iface_state.get("addresses")
+    if addresses is None:
+        return ()
+    if not isinstance(addresses, list):
+        raise RecordError(f"{label}: expected a list, got {type(addresses).__name__}")
     found = []
-    for entry in iface_state.get("addresses") or []:
+    for entry in addresses:
         if not isinstance(entry, Mapping) or entry.get("scope") != "global":
             continue
         address, netmask = entry.get("address"), entry.get("netmask")
-        if isinstance(address, str) and isinstance(netmask, str | int):
+        mask_ok = (isinstance(netmask, str) and netmask != "") or type(netmask) is int  # not bool
+        if isinstance(address, str) and address and mask_ok:
             found.append(f"{address}/{netmask}")
     return tuple(sorted(found))
+
+
+def _by_hwaddr(interfaces: Mapping[str, Any], hwaddr: str, claimed: set[str]) -> tuple[str, Any]:
+    """The state entry with this MAC. A VM's state comes from lxd-agent, keyed by the guest's own
+    interface names (enp5s0), not by device names; LXD itself matches VM NICs by hwaddr.
+    Entries another NIC claims by name are skipped."""
+    for name in sorted(interfaces):
+        iface = interfaces[name]
+        if name in claimed:
+            continue
+        if isinstance(iface, Mapping) and str(iface.get("hwaddr", "")).lower() == hwaddr.lower():
+            return name, iface
+    return "", None
 
 
 def _nics(raw: Mapping[str, Any], expanded_config: FrozenMap[str]) -> tuple[NicRecord, ...]:
     devices = _mapping(raw, "expanded_devices")
     state = raw.get("state") if isinstance(raw.get("state"), Mapping) else {}
-    interfaces = _mapping(state, "network") if state else {}
+    interfaces = _mapping(state, "network", "state.network") if state else {}
+    nic_configs = {
+        device: _config(devices, device, f"expanded_devices.{device}")
+        for device, config in sorted(devices.items())
+        if isinstance(config, Mapping) and config.get("type") == "nic"
+    }
+    claimed = {config.get("name", device) for device, config in nic_configs.items()}
     nics = []
-    for device, config in sorted(devices.items()):
-        if not isinstance(config, Mapping) or config.get("type") != "nic":
-            continue
-        nic_config = _config(devices, device)
+    for device, nic_config in nic_configs.items():
         ifname = nic_config.get("name", device)
-        iface = interfaces.get(ifname)
-        iface = iface if isinstance(iface, Mapping) else {}
         hwaddr = expanded_config.get(f"volatile.{device}.hwaddr") or nic_config.get("hwaddr")
+        iface = interfaces.get(ifname)
+        if not isinstance(iface, Mapping) and hwaddr:
+            ifname, iface = _by_hwaddr(interfaces, hwaddr, claimed)
+        iface = iface if isinstance(iface, Mapping) else {}
         host_name = iface.get("host_name") if isinstance(iface.get("host_name"), str) else None
-        nics.append(NicRecord(device, nic_config, hwaddr, host_name, _global_addresses(iface)))
+        addresses = _global_addresses(iface, f"state.network.{ifname}.addresses")
+        nics.append(NicRecord(device, nic_config, hwaddr, host_name, addresses))
     return tuple(nics)
 
 

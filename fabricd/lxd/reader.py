@@ -70,18 +70,17 @@ def network_projects(api: LXDApi, wanted: str) -> list[str]:
             continue
         if wanted not in ("*", project["name"]) and project["name"] != "default":
             continue
-        config = project.get("config") or {}
-        if project["name"] == "default" or config.get("features.networks") == "true":
+        config = project.get("config")
+        own_networks = isinstance(config, Mapping) and config.get("features.networks") == "true"
+        if project["name"] == "default" or own_networks:
             names.append(project["name"])
     return sorted(names)
 
 
-def read_network_bundle(
-    api: LXDApi, project: str, raw: Mapping[str, Any], refused: _Refusals
-) -> NetworkBundle | None:
-    name = raw.get("name")
+def read_network_bundle(api: LXDApi, project: str, raw: Any, refused: _Refusals) -> NetworkBundle | None:
+    name = raw.get("name") if isinstance(raw, Mapping) else None
     chassis = None
-    if raw.get("type") == "ovn" and isinstance(name, str):
+    if isinstance(raw, Mapping) and raw.get("type") == "ovn" and isinstance(name, str) and name:
         try:
             chassis = ovn_chassis_of(api.get(f"/networks/{name}/state", project=project))
         except LXDRequestFailed:
@@ -110,7 +109,8 @@ def read_network_bundle(
 
 def read_snapshot(api: LXDApi, project: str) -> LXDSnapshot:
     server = api.get("")
-    environment = (server or {}).get("environment") or {}
+    environment = server.get("environment") if isinstance(server, Mapping) else None
+    environment = environment if isinstance(environment, Mapping) else {}
     clustered = bool(environment.get("server_clustered"))
     member = str(environment.get("server_name") or STANDALONE) if clustered else STANDALONE
     refused = _Refusals([])

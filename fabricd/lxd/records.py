@@ -32,7 +32,7 @@ class NicRecord:
     device: str  # device name, e.g. eth0
     config: FrozenMap[str]  # the expanded device config: network, nictype, parent, ipv4.routes.external...
     hwaddr: str | None = None  # volatile.<device>.hwaddr or the device's hwaddr
-    host_name: str | None = None  # interface name inside the instance (state), when running
+    host_name: str | None = None  # host-side interface (veth/tap) from the instance state, when running
     addresses: tuple[str, ...] = ()  # global addresses from the instance state, "addr/prefixlen"
 
     @property
