@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   lxd lxd-client nftables            # LXD daemons inside lab nodes
   frr bird2                          # upstream routers
+  openvswitch-switch ovn-central ovn-host  # OVS + OVN inside lab nodes (fabric.ovn), userspace datapath
   dnsmasq-base                       # DHCP/DNS authority (binary only, no system service)
   iproute2 iputils-ping iperf3 tcpdump util-linux openssl
   python3-venv
@@ -33,6 +34,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq -o DPkg::Lock::Timeout=300 --no-install-recommends "${missing[@]}" >/dev/null
+  # OVS and OVN only ever run inside lab nodes (whose /run is private): should a package have
+  # started a daemon on the machine despite policy-rc.d, stop it by its pid file.
+  for pidfile in /run/openvswitch/*.pid /run/ovn/*.pid; do
+    [ -f "$pidfile" ] || continue
+    pid=$(head -n1 "$pidfile")
+    case "$pid" in ''|*[!0-9]*) continue ;; esac
+    if kill "$pid" 2>/dev/null; then echo "setup: stopped $(basename "$pidfile" .pid) (pid $pid) on the machine"; fi
+  done
   echo "setup: installed ${missing[*]}"
 fi
 

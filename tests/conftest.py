@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-LAB_TOOLS = ("nsenter", "lxd", "lxc", "vtysh", "bird", "birdc", "dnsmasq", "apt-get", "dpkg-deb")
+LAB_TOOLS = (
+    "nsenter", "lxd", "lxc", "vtysh", "bird", "birdc", "dnsmasq", "apt-get", "dpkg-deb",
+    "ovs-vsctl", "ovs-vswitchd", "ovsdb-server", "ovn-nbctl", "ovn-sbctl", "ovn-northd", "ovn-controller",
+)  # fmt: skip
 
 
 def in_ci() -> bool:

@@ -1,8 +1,9 @@
-"""The agent process: control socket, reconcile loop, clean exit on SIGTERM/SIGINT."""
+"""The agent process: LXD observer, reconcile loop, BGP speaker, control socket; clean SIGTERM."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -11,9 +12,14 @@ from typing import Any
 from fabricd import __version__
 from fabricd.agent.control import ControlServer, ControlSocketInUse
 from fabricd.agent.reconcile import ReconcileLoop
+from fabricd.agent.route_status import route_rows
+from fabricd.agent.route_steps import RouteAnnouncing, RoutePlanning
 from fabricd.agent.status import HostStatus, StatusSnapshot
+from fabricd.bgp.speaker import ExaBGPSpeaker
 from fabricd.config import FabricConfig
 from fabricd.log import get_logger
+from fabricd.lxd.observer import LXDObserver
+from fabricd.routes.incremental import IncrementalPlanner
 
 log = get_logger("fabricd.agent")
 
@@ -28,15 +34,52 @@ class Agent:
             pid=os.getpid(),
             started_at=time.time(),
         )
-        # Planners arrive with the features that need them; the loop already runs with none.
-        self.loop = ReconcileLoop(observers=(), planners=(), appliers=(), interval=config.reconcile.interval)
+        self.lxd = LXDObserver(config.lxd, on_change=self._lxd_changed)
+        self.speaker = (
+            ExaBGPSpeaker(config.bgp, config.host, config.control.socket.parent / "bgp")
+            if config.bgp is not None
+            else None
+        )
+        self.announcing = RouteAnnouncing(self.speaker)
+        self.loop = ReconcileLoop(
+            observers=(self.lxd,),
+            planners=(RoutePlanning(IncrementalPlanner(config)),),
+            appliers=(self.announcing,),
+            interval=config.reconcile.interval,
+        )
         self.control = ControlServer(
             config.control.socket, config.control.mode, config.control.group, self.handle_request
         )
         self.stopping = asyncio.Event()
+        self._lxd_observation: dict[str, Any] = {}
+
+    def _lxd_changed(self) -> None:
+        self.loop.trigger()
 
     def snapshot(self) -> StatusSnapshot:
-        return StatusSnapshot(host=self.host, reconcile=self.loop.stats)
+        plan = self.announcing.plan
+        states = self.speaker.route_states() if self.speaker is not None else {}
+        peers = self.speaker.peers() if self.speaker is not None else ()
+        now = time.time()
+        return StatusSnapshot(
+            host=self.host,
+            reconcile=self.loop.stats,
+            bgp_peers=tuple(p.as_dict(now) for p in peers),
+            routes=tuple(route_rows(plan, states)),
+            problems=tuple(self._problems()),
+        )
+
+    def _problems(self) -> list[str]:
+        problems = []
+        observation = self.lxd.observation()
+        if not observation.connected:
+            held = " (holding the last known routes)" if observation.snapshot is not None else ""
+            since = _ago(observation.unreachable_since)
+            problems.append(f"lxd unreachable since {since}: {observation.error}{held}")
+        if observation.snapshot is not None:
+            for bad in observation.snapshot.refused:
+                problems.append(f"lxd {bad.kind} {bad.project}/{bad.name} refused: {bad.reason}")
+        return problems
 
     def handle_request(self, command: str, args: dict[str, Any]) -> dict[str, Any]:
         status = self.snapshot().as_dict(time.time())
@@ -54,9 +97,17 @@ class Agent:
             log.error("cannot open control socket", path=str(self.config.control.socket), reason=str(exc))
             return 1
         log.info("fabricd started", host=self.host.name, version=__version__, config=str(self.config.source))
+        observer = asyncio.create_task(self.lxd.run(self.stopping), name="lxd-observer")
         try:
+            if self.speaker is not None:
+                await self.speaker.start()
             await self.loop.run(self.stopping)
         finally:
+            self.stopping.set()
+            if self.speaker is not None:
+                await self.speaker.stop()  # ExaBGP goes: its sessions close and peers withdraw
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(observer, timeout=5)
             await self.control.close()
             log.info("fabricd stopped", host=self.host.name)
         return 0
@@ -64,6 +115,12 @@ class Agent:
     def _on_signal(self, signum: int) -> None:
         log.info("stop requested", signal=signal.Signals(signum).name)
         self.stopping.set()
+
+
+def _ago(since: float | None) -> str:
+    if since is None:
+        return "start"
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since))
 
 
 def run_agent(config: FabricConfig) -> int:

@@ -66,7 +66,9 @@ class ReconcileLoop:
 
     async def run_pass(self) -> PassResult:
         observed = {o.name: await o.observe() for o in self._observers}
-        desired = {p.name: p.plan(observed) for p in self._planners}
+        # Planners are pure but may take a while on a cold start; off the event loop they cannot
+        # delay the speaker's heartbeats (a 3 s stall would withdraw every route).
+        desired = {p.name: await asyncio.to_thread(p.plan, observed) for p in self._planners}
         applied = {a.name: await a.apply(desired.get(a.name)) for a in self._appliers}
         return PassResult(observed, desired, applied)
 

@@ -20,6 +20,11 @@ images naming bird run BIRD 2. Labels start extras inside a node:
   fabric.lxd: "true"            a real LXD daemon with a locally built busybox image
   fabric.lxd.preseed: FILE      its preseed (explicit addresses only; checked)
   fabric.agent: CONFIG          fabricd with that config
+  fabric.ovn: "true"            OVS (userspace datapath) + OVN central + ovn-controller, all state
+                                node-private; chassis = node name; LXD is pointed at it (with fabric.lxd).
+                                LXD makes an OVN network's uplink bridge with the kernel datapath: after
+                                `lxc network create ... --type=ovn`, run inside the node
+                                `python -m fabricd.lab.ovn_node netdev` to switch it to netdev
 
 Lab state (PIDs, logs, LXD storage) lives in --state-dir/<lab name> (default ./.lab/<lab name>).
 Needs root. No node has a route out of the machine.
@@ -28,6 +33,7 @@ examples:
   fabric-lab up labs/basic.clab.yml
   fabric-lab exec r1 -- vtysh -c 'show bgp summary'
   fabric-lab exec h1 -- fabricctl status
+  fabric-lab exec h1 -- python -m fabricd.lab.ovn_node netdev   (ovn-bgp lab, after an OVN network)
   fabric-lab down labs/basic.clab.yml
 """
 

@@ -75,3 +75,10 @@ def stop_lxd(node: NodeRuntime, pid: int | None) -> None:
         deadline = time.monotonic() + 10
         while netns.alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
+
+
+def respawn_lxd(node: NodeRuntime) -> int:
+    """Start the node's LXD daemon again on its existing state (after it was killed or shut down)."""
+    pid = node.spawn(["lxd", "--group", "root", "--logfile", str(node.log_file("lxd-daemon"))], "lxd")
+    node.run(["lxd", "waitready", "--timeout=60"], timeout=70)
+    return pid

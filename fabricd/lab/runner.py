@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from fabricd.lab import netns
+from fabricd.lab import netns, ovn_node
 from fabricd.lab.image import ImageBuildError, ensure_image
 from fabricd.lab.lxd_node import lxd_binds, lxd_socket, remove_pivot_cgroups, start_lxd, stop_lxd
 from fabricd.lab.node import LabError, NodeRuntime, start_holder, write_node_files
@@ -87,6 +87,8 @@ def _kind_binds(node: Node, runtime: NodeRuntime) -> list[tuple[str, str, bool]]
         binds += bird_binds(runtime)
     if node.runs_lxd:
         binds += lxd_binds(runtime)
+    if ovn_node.runs_ovn(node):
+        binds += ovn_node.ovn_binds(runtime)
     return binds
 
 
@@ -135,6 +137,7 @@ class Lab:
             self._create_links()
             self._run_exec_lines(runtimes)
             self._start_routers(state, runtimes)
+            self._start_ovn(state, runtimes)
             self._start_lxd(state, runtimes)
             self._start_agents(state, runtimes)
         except BaseException:
@@ -191,6 +194,14 @@ class Lab:
                 state.save()
                 wait_bird(runtime)
 
+    def _start_ovn(self, state: LabState, runtimes: dict[str, NodeRuntime]) -> None:
+        """OVS + OVN per `fabric.ovn` node (see ovn_node); pid files are recorded before anything starts."""
+        for node in self.topology.nodes:
+            if ovn_node.runs_ovn(node):
+                state.nodes[node.name].pid_files += ovn_node.ovn_pid_files(runtimes[node.name])
+                state.save()
+                ovn_node.start_ovn(runtimes[node.name])
+
     def _start_lxd(self, state: LabState, runtimes: dict[str, NodeRuntime]) -> None:
         lxd_nodes = [n for n in self.topology.nodes if n.runs_lxd]
         if not lxd_nodes:
@@ -204,6 +215,8 @@ class Lab:
             if PRESEED_LABEL in node.labels:
                 preseed_path = self.topology.directory / node.labels[PRESEED_LABEL]
                 preseed_text, preseed_source = preseed_path.read_text(), str(preseed_path)
+            if ovn_node.runs_ovn(node):
+                preseed_text = ovn_node.with_lxd_ovn_config(preseed_text)
             node_state = state.nodes[node.name]
             node_state.lxd_socket = str(lxd_socket(runtimes[node.name]))
             state.save()
@@ -264,6 +277,8 @@ class Lab:
                     stop_lxd(_runtime(self.state_dir, node), node.lxd_pid)
                 except LabError as exc:
                     log.warning("lxd shutdown failed", node=node.name, reason=str(exc))
+        for node in nodes:  # after LXD, which still removes its ports on the way down
+            ovn_node.stop_ovn(_runtime(self.state_dir, node), node.pid_files)
         pids: list[int] = []
         for node in nodes:
             pids += node.pids

@@ -64,6 +64,10 @@ class LXDObserver:
         self._stream: EventStream | None = None
 
     async def observe(self) -> LXDObservation:
+        return self.observation()
+
+    def observation(self) -> LXDObservation:
+        """The current view, for status between reconcile passes."""
         return LXDObservation(
             self._current(), self._connected, self._last_sync, self._unreachable_since, self._error
         )
@@ -251,10 +255,13 @@ class LXDObserver:
         return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)
 
     def _mark_unreachable(self, reason: str) -> None:
+        was_connected = self._connected
         if self._connected or self._unreachable_since is None:
             self._unreachable_since = time.time()
         self._connected = False
         self._error = reason
+        if was_connected:
+            self._on_change()
 
     def _close_stream(self) -> None:
         if self._stream is not None:

@@ -61,6 +61,16 @@ def _list(api: LXDApi, path: str, **params: str | int) -> list[Any]:
     return result if isinstance(result, list) else []
 
 
+def _optional_list(api: LXDApi, path: str, **params: str | int) -> list[Any]:
+    """A collection older LXD servers lack (load balancers arrived after 5.0): 404 means none."""
+    try:
+        return _list(api, path, **params)
+    except LXDRequestFailed as exc:
+        if exc.status == 404:
+            return []
+        raise
+
+
 def network_projects(api: LXDApi, wanted: str) -> list[str]:
     """Projects that own networks: those with features.networks, plus default."""
     projects = _list(api, "/projects", recursion=1)
@@ -91,14 +101,15 @@ def read_network_bundle(api: LXDApi, project: str, raw: Any, refused: _Refusals)
     forwards: list[ForwardRecord] = []
     balancers: list[LoadBalancerRecord] = []
     if network.managed and network.type in ("bridge", "ovn"):
-        for item in _list(api, f"/networks/{network.name}/forwards", recursion=1, project=project):
+        for item in _optional_list(api, f"/networks/{network.name}/forwards", recursion=1, project=project):
             parsed = refused.parse(
                 "forward", project, item, lambda r: parse_forward(r, project, network.name)
             )
             if parsed is not None:
                 forwards.append(parsed)
     if network.managed and network.type == "ovn":
-        for item in _list(api, f"/networks/{network.name}/load-balancers", recursion=1, project=project):
+        path = f"/networks/{network.name}/load-balancers"
+        for item in _optional_list(api, path, recursion=1, project=project):
             lb = refused.parse(
                 "load-balancer", project, item, lambda r: parse_load_balancer(r, project, network.name)
             )

@@ -1,0 +1,258 @@
+"""What each LXD network means for routes: its allowed ranges, next hops, attributes and locality.
+
+Read once per network (and its uplink) so the thousands of instances on it share the answers.
+Next hops:
+- OVN network: the uplink's `bgp.ipvX.nexthop` if set, else the network's own router address on
+  the uplink (`volatile.network.ipvX.address`); the uplink is the network named by the OVN
+  network's `network` key, in project "default".
+- bridge network: this host's underlay address of the family.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+
+from fabricd.config.model import FabricConfig, LXDConfig, RoutesConfig
+from fabricd.lxd.records import LXDSnapshot, NetworkRecord
+from fabricd.routes.attributes import network_attributes
+from fabricd.routes.model import IPAddress, IPNetwork, RouteAttributes
+from fabricd.routes.policy import (
+    Ranges,
+    lxd_true,
+    next_hop_problem,
+    parse_address,
+    parse_interface,
+    prefixes_from_address_ranges,
+    prefixes_from_list,
+    shown,
+)
+
+NetworkKey = tuple[str, str]  # (project, name)
+UPLINK_PROJECT = "default"  # LXD keeps OVN uplinks in the default project
+ROUTED_TYPES = ("ovn", "bridge")
+
+
+@dataclass(frozen=True, slots=True)
+class PlanContext:
+    """Everything besides LXD objects a plan depends on; fixed for an IncrementalPlanner's state."""
+
+    member: str
+    clustered: bool
+    routes: RoutesConfig
+    lxd: LXDConfig
+    host_next_hops: tuple[IPAddress | str, IPAddress | str]  # v4, v6: an address or why none
+
+    @classmethod
+    def of(cls, snapshot: LXDSnapshot, config: FabricConfig) -> PlanContext:
+        host = config.host
+        v4: IPAddress | str = "no IPv4 next hop: host.underlay_address is IPv6"
+        if host.underlay_address.version == 4:
+            v4 = _host_next_hop(host.underlay_address, 4, "host.underlay_address")
+        v6: IPAddress | str = "no IPv6 next hop: set host.underlay_address6"
+        if host.underlay_address6 is not None:
+            v6 = _host_next_hop(host.underlay_address6, 6, "host.underlay_address6")
+        elif host.underlay_address.version == 6:
+            v6 = _host_next_hop(host.underlay_address, 6, "host.underlay_address")
+        return cls(snapshot.member, snapshot.clustered, config.routes, config.lxd, (v4, v6))
+
+    def host_next_hop(self, version: int) -> IPAddress | str:
+        return self.host_next_hops[0 if version == 4 else 1]
+
+    def config_ranges(self, version: int) -> list[IPNetwork]:
+        return [r for r in self.routes.allowed_ranges if r.version == version]
+
+
+def _host_next_hop(address: IPAddress, version: int, source: str) -> IPAddress | str:
+    return next_hop_problem(address, version, source) or address
+
+
+@dataclass(frozen=True, slots=True)
+class FamilyInfo:
+    allowed: Ranges = field(default_factory=Ranges)
+    next_hop: IPAddress | None = None
+    next_hop_problem: str = ""  # why next_hop is None
+    address_text: str = ""  # ipvX.address as written; "" when unset or "none"
+    subnet: IPNetwork | None = None  # network form of ipvX.address, when readable
+    nat: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkInfo:
+    project: str
+    name: str
+    type: str
+    problem: str | None = None  # the network carries no routes at all, and why
+    attributes: RouteAttributes = field(default_factory=RouteAttributes)
+    attribute_problem: str | None = None
+    announce_addresses: bool = False
+    uplink: str = ""  # ovn only
+    range_owner: str = ""  # "uplink U" or "bridge B", for refusal reasons
+    withhold: str | None = None  # ovn: why network-level routes are not this member's
+    v4: FamilyInfo = field(default_factory=FamilyInfo)
+    v6: FamilyInfo = field(default_factory=FamilyInfo)
+
+    @property
+    def key(self) -> NetworkKey:
+        return (self.project, self.name)
+
+    def family(self, version: int) -> FamilyInfo:
+        return self.v4 if version == 4 else self.v6
+
+
+def _own_address(config: Mapping[str, str], version: int) -> tuple[str, IPNetwork | None]:
+    text = config.get(f"ipv{version}.address", "").strip()
+    if text.lower() in ("", "none"):
+        return "", None
+    interface = parse_interface(text)
+    if interface is None or interface.version != version:
+        return text, None
+    return text, interface.network
+
+
+def _bridge(record: NetworkRecord, ctx: PlanContext) -> NetworkInfo:
+    families = []
+    for version in (4, 6):
+        text, subnet = _own_address(record.config, version)
+        own = [subnet] if subnet is not None else []
+        hop = ctx.host_next_hop(version)
+        families.append(
+            FamilyInfo(
+                allowed=Ranges.of(ctx.config_ranges(version) + own),
+                next_hop=None if isinstance(hop, str) else hop,
+                next_hop_problem=hop if isinstance(hop, str) else "",
+                address_text=text,
+                subnet=subnet,
+            )
+        )
+    return NetworkInfo(record.project, record.name, "bridge", range_owner=f"bridge {record.name}",
+                       v4=families[0], v6=families[1])  # fmt: skip
+
+
+def _ovn_next_hop(
+    record: NetworkRecord, uplink: NetworkRecord | str, version: int
+) -> tuple[IPAddress | None, str]:
+    if isinstance(uplink, str):
+        return None, uplink
+    key = f"bgp.ipv{version}.nexthop"
+    text = uplink.config.get(key, "").strip()
+    if text:
+        address = parse_address(text)
+        if address is None:
+            return None, f"{key} '{shown(text)}' of uplink {uplink.name} is not an address"
+        return _checked(address, version, f"bgp.ipv{version}.nexthop of uplink {uplink.name}")
+    key = f"volatile.network.ipv{version}.address"
+    text = record.config.get(key, "").strip()
+    if not text:
+        return None, f"no uplink address yet ({key} unset)"
+    address = parse_address(text.partition("/")[0])
+    if address is None:
+        return None, f"{key} '{shown(text)}' is not an address"
+    return _checked(address, version, key)
+
+
+def _checked(address: IPAddress, version: int, source: str) -> tuple[IPAddress | None, str]:
+    problem = next_hop_problem(address, version, source)
+    return (None, problem) if problem is not None else (address, "")
+
+
+def _ovn_withhold(record: NetworkRecord, uplink_name: str, ctx: PlanContext) -> str | None:
+    if not ctx.clustered or ctx.routes.ovn_mode(uplink_name) != "active-chassis":
+        return None
+    if record.ovn_chassis is None:
+        return "active chassis unknown"
+    member = ctx.lxd.member_for_chassis(record.ovn_chassis)
+    return None if member == ctx.member else f"active chassis is on member {shown(member)}"
+
+
+def _ovn(record: NetworkRecord, uplink: NetworkRecord | str, ctx: PlanContext) -> NetworkInfo:
+    uplink_name = record.config.get("network", "").strip()
+    families = []
+    for version in (4, 6):
+        text, subnet = _own_address(record.config, version)
+        granted: list[IPNetwork] = []
+        if not isinstance(uplink, str):
+            granted += prefixes_from_list(uplink.config.get(f"ipv{version}.routes"), version)
+            granted += prefixes_from_address_ranges(uplink.config.get(f"ipv{version}.ovn.ranges"), version)
+        next_hop, problem = _ovn_next_hop(record, uplink, version)
+        families.append(
+            FamilyInfo(
+                allowed=Ranges.of(ctx.config_ranges(version) + granted),
+                next_hop=next_hop,
+                next_hop_problem=problem,
+                address_text=text,
+                subnet=subnet,
+                nat=lxd_true(record.config.get(f"ipv{version}.nat")),
+            )
+        )
+    owner = f"uplink {shown(uplink_name)}" + (f" ({uplink})" if isinstance(uplink, str) else "")
+    return NetworkInfo(
+        record.project, record.name, "ovn", uplink=uplink_name, range_owner=owner,
+        withhold=_ovn_withhold(record, uplink_name, ctx), v4=families[0], v6=families[1],
+    )  # fmt: skip
+
+
+def network_info(record: NetworkRecord, uplink: NetworkRecord | str, ctx: PlanContext) -> NetworkInfo:
+    """`uplink` is the OVN network's uplink record, or why there is none."""
+    if not record.managed:
+        return NetworkInfo(record.project, record.name, record.type, f"network {record.name} is not managed")
+    if record.type not in ROUTED_TYPES:
+        kind = shown(record.type)
+        problem = f"network {record.name} is of type {kind}; only ovn and bridge networks announce routes"
+        return NetworkInfo(record.project, record.name, record.type, problem)
+    read = network_attributes(record.config, ctx.routes)
+    info = _ovn(record, uplink, ctx) if record.type == "ovn" else _bridge(record, ctx)
+    announce = read.announce_addresses
+    if announce is None:
+        announce = ctx.routes.announce_instance_addresses
+    return replace(
+        info, attributes=read.attributes, attribute_problem=read.problem, announce_addresses=announce
+    )
+
+
+def _grouped(networks: Iterable[NetworkRecord]) -> dict[NetworkKey, list[NetworkRecord]]:
+    """Records by key; equal duplicates collapse, unequal ones stay to be refused."""
+    groups: dict[NetworkKey, list[NetworkRecord]] = {}
+    for record in networks:
+        group = groups.setdefault((record.project, record.name), [])
+        if record not in group:
+            group.append(record)
+    return groups
+
+
+InfoMemo = dict[tuple[NetworkRecord, NetworkRecord | str], NetworkInfo]
+
+
+def network_infos(
+    networks: Iterable[NetworkRecord], ctx: PlanContext, memo: InfoMemo | None = None
+) -> tuple[dict[NetworkKey, NetworkInfo], InfoMemo]:
+    """Every network's info, and the memo to pass next time so unchanged networks keep theirs."""
+    old_memo = memo or {}
+    new_memo: InfoMemo = {}
+    infos: dict[NetworkKey, NetworkInfo] = {}
+    groups = _grouped(networks)
+    for key, group in groups.items():
+        if len(group) > 1:
+            problem = f"LXD reported network {key[0]}/{key[1]} {len(group)} times, differently"
+            infos[key] = NetworkInfo(key[0], key[1], "", problem)
+            continue
+        record = group[0]
+        uplink: NetworkRecord | str = ""
+        if record.type == "ovn":
+            uplink = _uplink(record, groups)
+        memo_key = (record, uplink)
+        info = old_memo.get(memo_key) or network_info(record, uplink, ctx)
+        new_memo[memo_key] = infos[key] = info
+    return infos, new_memo
+
+
+def _uplink(record: NetworkRecord, groups: Mapping[NetworkKey, list[NetworkRecord]]) -> NetworkRecord | str:
+    name = record.config.get("network", "").strip()
+    if not name:
+        return "OVN network has no uplink (network key unset)"
+    group = groups.get((UPLINK_PROJECT, name), [])
+    if not group:
+        return f"uplink {shown(name)} not found in project {UPLINK_PROJECT}"
+    if len(group) > 1:
+        return f"uplink {shown(name)} reported {len(group)} times, differently"
+    return group[0]
