@@ -1,26 +1,45 @@
 #!/usr/bin/env bash
-# Bring up a demo lab in network namespaces and show what each fabricd reports.
+# Bring up the basic lab, give each host an instance with routes, and show what r1 learned and
+# what each fabricd reports. The lab stays up for exploring; `make demo-down` removes it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LAB=${1:-labs/basic.clab.yml}
 BIN=.venv/bin
+LABCTL="$BIN/fabric-lab"
 [ "$(id -u)" = 0 ] || { echo "demo: run as root (it makes network namespaces)" >&2; exit 1; }
 
-"$BIN/fabric-lab" down "$LAB" >/dev/null
-"$BIN/fabric-lab" up "$LAB"
-nodes=$("$BIN/python" -c 'import sys; from fabricd.lab.topology import load_topology
-t = load_topology(sys.argv[1]); print(" ".join(n.name for n in t.nodes if n.agent_config))' "$LAB")
-routers=$("$BIN/python" -c 'import sys; from fabricd.lab.topology import load_topology
-t = load_topology(sys.argv[1]); print(" ".join(n.name for n in t.nodes if n.router == "frr"))' "$LAB")
+"$LABCTL" down "$LAB" >/dev/null
+"$LABCTL" up "$LAB"
 
-for r in $routers; do
-  echo; echo "=== $r: show bgp summary"
-  "$BIN/fabric-lab" exec "$r" -- vtysh -c 'show bgp summary'
+# One instance per host asks for routes: the host announces them with its own next hop.
+"$LABCTL" exec h1 -- lxc init busybox web1 -q
+"$LABCTL" exec h1 -- lxc config device override web1 eth0 \
+  ipv4.routes.external=10.201.1.0/24 ipv6.routes.external=fd00:201:1::/64
+"$LABCTL" exec h1 -- lxc start web1
+"$LABCTL" exec h2 -- lxc init busybox web2 -q
+"$LABCTL" exec h2 -- lxc config device override web2 eth0 ipv4.routes.external=10.201.2.0/24
+"$LABCTL" exec h2 -- lxc start web2
+# A tenant asking for a prefix outside the allowed ranges: refused, shown with its reason.
+"$LABCTL" exec h2 -- lxc init busybox rogue -q
+"$LABCTL" exec h2 -- lxc config device override rogue eth0 ipv4.routes.external=0.0.0.0/0
+"$LABCTL" exec h2 -- lxc start rogue
+
+echo "waiting for r1 to learn the routes..."
+for _ in $(seq 1 100); do
+  if "$LABCTL" exec r1 -- ip route show 10.201.2.0/24 | grep -q via &&
+     "$LABCTL" exec r1 -- ip -6 route show fd00:201:1::/64 | grep -q via; then break; fi
+  sleep 0.2
 done
-for h in $nodes; do
+
+echo; echo "=== r1: show bgp summary"
+"$LABCTL" exec r1 -- vtysh -c 'show bgp summary'
+echo; echo "=== r1: kernel routes learned by BGP"
+"$LABCTL" exec r1 -- ip route show proto bgp
+"$LABCTL" exec r1 -- ip -6 route show proto bgp
+for h in h1 h2; do
   echo; echo "=== $h: fabricctl status"
-  "$BIN/fabric-lab" exec "$h" -- fabricctl status
+  "$LABCTL" exec "$h" -- fabricctl status
 done
 echo
-echo "The lab stays up. Try: $BIN/fabric-lab exec h1 -- lxc list"
-echo "Tear it down with: make demo-down   (or $BIN/fabric-lab down $LAB)"
+echo "The lab stays up. Try: $LABCTL exec h1 -- lxc stop web1   (and watch r1 withdraw 10.201.1.0/24)"
+echo "Tear it down with: make demo-down   (or $LABCTL down $LAB)"
