@@ -20,11 +20,26 @@ images naming bird run BIRD 2. Labels start extras inside a node:
   fabric.lxd: "true"            a real LXD daemon with a locally built busybox image
   fabric.lxd.preseed: FILE      its preseed (explicit addresses only; checked)
   fabric.agent: CONFIG          fabricd with that config
+  fabric.lxd.cluster: NAME      an LXD cluster member (member name = node name); every node with the
+                                same NAME joins one cluster; the first in file order bootstraps it with
+                                its preseed (+ core.https_address, cluster section), the others join with
+                                a token; a joining member's preseed holds only cluster.member_config
+  fabric.lxd.cluster.address: IP  the member's underlay address; LXD listens on IP:8443 (required)
   fabric.ovn: "true"            OVS (userspace datapath) + OVN central + ovn-controller, all state
                                 node-private; chassis = node name; LXD is pointed at it (with fabric.lxd).
                                 LXD makes an OVN network's uplink bridge with the kernel datapath: after
                                 `lxc network create ... --type=ovn`, run inside the node
                                 `python -m fabricd.lab.ovn_node netdev` to switch it to netdev
+  fabric.ovn: central           one OVN for several nodes: like "true", but NB/SB also listen on
+                                tcp:ADDRESS:6641/6642 and LXD uses tcp:ADDRESS:6641
+  fabric.ovn: chassis           OVS + ovn-controller only, connected to the central's SB database
+  fabric.ovn.address: IP        (central, chassis) the node's underlay address: tunnel endpoint, and
+                                the central's listen address; the interface holding it moves into the
+                                OVS bridge br-phy (userspace tunnels must leave through OVS), so the
+                                node at its other end needs
+                                `python -m fabricd.lab.ovn_node tx-checksum-off IFACE` in its exec lines
+  fabric.ovn.central: IP        (chassis) the central's address
+  fabric.ovn.encap: geneve      tunnel type between chassis: geneve (default) or vxlan
 
 Lab state (PIDs, logs, LXD storage) lives in --state-dir/<lab name> (default ./.lab/<lab name>).
 Needs root. No node has a route out of the machine.
@@ -34,6 +49,7 @@ examples:
   fabric-lab exec r1 -- vtysh -c 'show bgp summary'
   fabric-lab exec h1 -- fabricctl status
   fabric-lab exec h1 -- python -m fabricd.lab.ovn_node netdev   (ovn-bgp lab, after an OVN network)
+  fabric-lab exec m1 -- lxc cluster list                        (ovn-cluster lab)
   fabric-lab down labs/basic.clab.yml
 """
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from fabricd.lab import netns, ovn_node
+from fabricd.lab import lxd_cluster, netns, ovn_node
 from fabricd.lab.image import ImageBuildError, ensure_image
 from fabricd.lab.lxd_node import lxd_binds, lxd_socket, remove_pivot_cgroups, start_lxd, stop_lxd
 from fabricd.lab.node import LabError, NodeRuntime, start_holder, write_node_files
@@ -88,7 +88,7 @@ def _kind_binds(node: Node, runtime: NodeRuntime) -> list[tuple[str, str, bool]]
     if node.runs_lxd:
         binds += lxd_binds(runtime)
     if ovn_node.runs_ovn(node):
-        binds += ovn_node.ovn_binds(runtime)
+        binds += ovn_node.ovn_binds(runtime, ovn_node.ovn_plan(node))
     return binds
 
 
@@ -158,6 +158,7 @@ class Lab:
             runtime = _runtime(self.state_dir, node_state)
             runtime.directory.mkdir(parents=True, exist_ok=True)
             write_node_files(runtime)
+            runtime.env.update(lxd_cluster.node_env(self.topology, node))  # members reach each other
             kind_binds = _kind_binds(node, runtime)
             overlays = [(str(runtime.run_dir), "/run", False), *kind_binds]
             binds = kind_binds + _user_binds(node, overlays)
@@ -196,11 +197,10 @@ class Lab:
 
     def _start_ovn(self, state: LabState, runtimes: dict[str, NodeRuntime]) -> None:
         """OVS + OVN per `fabric.ovn` node (see ovn_node); pid files are recorded before anything starts."""
-        for node in self.topology.nodes:
-            if ovn_node.runs_ovn(node):
-                state.nodes[node.name].pid_files += ovn_node.ovn_pid_files(runtimes[node.name])
-                state.save()
-                ovn_node.start_ovn(runtimes[node.name])
+        for node, plan in ovn_node.start_order(self.topology.nodes):
+            state.nodes[node.name].pid_files += ovn_node.ovn_pid_files(runtimes[node.name], plan)
+            state.save()
+            ovn_node.start_ovn(runtimes[node.name], plan)
 
     def _start_lxd(self, state: LabState, runtimes: dict[str, NodeRuntime]) -> None:
         lxd_nodes = [n for n in self.topology.nodes if n.runs_lxd]
@@ -215,12 +215,17 @@ class Lab:
             if PRESEED_LABEL in node.labels:
                 preseed_path = self.topology.directory / node.labels[PRESEED_LABEL]
                 preseed_text, preseed_source = preseed_path.read_text(), str(preseed_path)
-            if ovn_node.runs_ovn(node):
-                preseed_text = ovn_node.with_lxd_ovn_config(preseed_text)
+            if ovn_node.runs_ovn(node) and not lxd_cluster.joins(self.topology, node):  # joiners: no config
+                preseed_text = ovn_node.with_lxd_ovn_config(preseed_text, ovn_node.ovn_plan(node))
             node_state = state.nodes[node.name]
             node_state.lxd_socket = str(lxd_socket(runtimes[node.name]))
             state.save()
-            node_state.lxd_pid = start_lxd(runtimes[node.name], preseed_text, preseed_source, image)
+            if lxd_cluster.is_member(self.topology, node):  # bootstrap or join (see lxd_cluster)
+                node_state.lxd_pid = lxd_cluster.start_member(
+                    self.topology, node, runtimes, preseed_text, preseed_source, image
+                )
+            else:
+                node_state.lxd_pid = start_lxd(runtimes[node.name], preseed_text, preseed_source, image)
             state.save()
 
     def _start_agents(self, state: LabState, runtimes: dict[str, NodeRuntime]) -> None:
@@ -271,7 +276,7 @@ class Lab:
     def _stop_recorded(self, state: LabState) -> None:
         nodes = list(state.nodes.values())
         netns.stop_pids([n.agent_pid for n in nodes if n.agent_pid], grace=10.0)
-        for node in nodes:
+        for node in reversed(nodes):  # cluster members that joined go before the one they joined
             if node.lxd_socket and node.holder_pid and netns.alive(node.holder_pid):
                 try:
                     stop_lxd(_runtime(self.state_dir, node), node.lxd_pid)

@@ -3,7 +3,8 @@
 - A full resync runs at start, on every reconnect and every `lxd.resync_interval`, so missed
   events only delay convergence.
 - An event re-reads just the object it names (O(changed), not O(everything)).
-- OVN networks are re-read every few seconds: LXD sends no event when the active chassis moves.
+- Every few seconds the network list is compared and OVN networks are re-read: LXD sends no event
+  when the active chassis moves, nor (5.0.2) when a network is created cluster-wide.
 - While LXD is unreachable the last good snapshot is kept and reported as stale, so announcements
   do not flap; reconnects back off up to `lxd.reconnect_backoff_max`.
 """
@@ -23,7 +24,7 @@ from fabricd.config.model import LXDConfig
 from fabricd.log import get_logger
 from fabricd.lxd.api import LXDApi, LXDRequestFailed, LXDUnavailable
 from fabricd.lxd.events import EventStream, InstanceHint, NetworkHint, ResyncHint, classify
-from fabricd.lxd.reader import NetworkBundle, read_instance, read_network, read_snapshot
+from fabricd.lxd.reader import NetworkBundle, list_network_keys, read_instance, read_network, read_snapshot
 from fabricd.lxd.records import InstanceRecord, LXDSnapshot, RefusedObject
 
 log = get_logger("fabricd.lxd")
@@ -179,7 +180,7 @@ class LXDObserver:
                 await self._resync("periodic")
                 next_full = now + self.config.resync_interval
             if now >= next_ovn:
-                await self._refresh_ovn()
+                await self._refresh_networks()
                 next_ovn = now + OVN_STATE_INTERVAL
 
     def _open_stream(self, loop: asyncio.AbstractEventLoop) -> EventStream:
@@ -246,10 +247,14 @@ class LXDObserver:
             networks=len(snapshot.networks),
         )
 
-    async def _refresh_ovn(self) -> None:
-        for key, bundle in list(self._networks.items()):
-            if bundle.network.type == "ovn":
-                await self._apply_hint(NetworkHint(*key))
+    async def _refresh_networks(self) -> None:
+        """LXD sends no event when an OVN gateway moves, nor (5.0.2) for a network created
+        cluster-wide: re-read the OVN networks, and any network that appeared or vanished."""
+        listed = await self._blocking(list_network_keys, self._api, self.config.project)
+        known = set(self._networks)
+        ovn = {key for key, bundle in self._networks.items() if bundle.network.type == "ovn"}
+        for key in sorted((listed ^ known) | (ovn & listed)):
+            await self._apply_hint(NetworkHint(*key))
 
     async def _blocking(self, func: Callable[..., _T], *args: object) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)

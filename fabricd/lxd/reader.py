@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import unquote, urlparse
 
 from fabricd.lxd.api import LXDApi, LXDRequestFailed
 from fabricd.lxd.parse import (
@@ -116,6 +117,17 @@ def read_network_bundle(api: LXDApi, project: str, raw: Any, refused: _Refusals)
             if lb is not None:
                 balancers.append(lb)
     return NetworkBundle(network, tuple(forwards), tuple(balancers))
+
+
+def list_network_keys(api: LXDApi, project: str) -> set[tuple[str, str]]:
+    """(project, name) of every network, from the cheap non-recursive listing."""
+    keys = set()
+    for network_project in network_projects(api, project):
+        for url in _list(api, "/networks", project=network_project):
+            name = unquote(urlparse(url).path.rsplit("/", 1)[-1]) if isinstance(url, str) else ""
+            if name:
+                keys.add((network_project, name))
+    return keys
 
 
 def read_snapshot(api: LXDApi, project: str) -> LXDSnapshot:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,18 @@ def lab_from(path: Path, name: str, state_root: Path) -> Lab:
     """The topology file as written, renamed so a developer's own running lab is never touched."""
     topology = dataclasses.replace(load_topology(path), name=name)
     return Lab(topology, state_root)
+
+
+@contextmanager
+def fresh_lab(path: Path, name: str, state_root: Path) -> Iterator[Lab]:
+    """The lab up from clean (an aborted earlier run is removed first), and always down again."""
+    lab = lab_from(path, name, state_root)
+    lab.down()
+    lab.up()
+    try:
+        yield lab
+    finally:
+        lab.down()
 
 
 def processes_mentioning(text: str) -> list[int]:
@@ -53,10 +66,5 @@ def state_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def basic_lab(lab_host: None, state_root: Path) -> Iterator[Lab]:
-    lab = lab_from(REPO / "labs" / "basic.clab.yml", "tbasic", state_root)
-    lab.down()
-    lab.up()
-    try:
+    with fresh_lab(REPO / "labs" / "basic.clab.yml", "tbasic", state_root) as lab:
         yield lab
-    finally:
-        lab.down()

@@ -16,7 +16,7 @@ import pytest
 from fabricd.lab import ovn_node
 from fabricd.lab.node import NodeRuntime
 from fabricd.lab.runner import Lab
-from tests.lab.conftest import REPO, lab_from
+from tests.lab.conftest import REPO, fresh_lab
 from tests.lab.fib import routes_to, wait_for
 
 pytestmark = pytest.mark.lab
@@ -24,13 +24,8 @@ pytestmark = pytest.mark.lab
 
 @pytest.fixture(scope="module")
 def lab(lab_host: None, state_root: Path) -> Iterator[Lab]:
-    lab = lab_from(REPO / "labs" / "ovn-bgp.clab.yml", "tovnr", state_root)
-    lab.down()
-    lab.up()
-    try:
+    with fresh_lab(REPO / "labs" / "ovn-bgp.clab.yml", "tovnr", state_root) as lab:
         yield lab
-    finally:
-        lab.down()
 
 
 def network_key(node: NodeRuntime, network: str, key: str) -> str:

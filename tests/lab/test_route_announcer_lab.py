@@ -19,7 +19,7 @@ from fabricd.lab import netns
 from fabricd.lab.lxd_node import respawn_lxd
 from fabricd.lab.node import NodeRuntime
 from fabricd.lab.runner import Lab
-from tests.lab.conftest import REPO, lab_from
+from tests.lab.conftest import REPO, fresh_lab
 from tests.lab.fib import routes_to, wait_for
 
 pytestmark = pytest.mark.lab
@@ -29,13 +29,8 @@ H1_V4, H1_V6 = "10.99.1.11", "fd00:99:1::11"
 
 @pytest.fixture(scope="module")
 def lab(lab_host: None, state_root: Path) -> Iterator[Lab]:
-    lab = lab_from(REPO / "labs" / "basic.clab.yml", "troutes", state_root)
-    lab.down()
-    lab.up()
-    try:
+    with fresh_lab(REPO / "labs" / "basic.clab.yml", "troutes", state_root) as lab:
         yield lab
-    finally:
-        lab.down()
 
 
 def routes_json(node: NodeRuntime) -> list[dict[str, object]]:

@@ -28,8 +28,8 @@ from fabricd.lxd.records import (
     NicRecord,
     RefusedObject,
 )
-from tests.unit.test_lxd_parse import CONTAINER, OVN, variant
-from tests.unit.test_lxd_reader import FakeApi, standard_routes
+from tests.unit.test_lxd_parse import BRIDGE, CONTAINER, OVN, UNMANAGED, variant
+from tests.unit.test_lxd_reader import FakeApi, listing, standard_routes
 
 NOWHERE = Path("/nonexistent/unix.socket")
 
@@ -318,10 +318,10 @@ def test_hints_reread_single_objects_through_the_api() -> None:
         await obs._apply_hint(InstanceHint("p1", "c1"))
         assert changes.count == 2
 
-        # OVN chassis moved: the periodic OVN refresh notices
+        # OVN chassis moved: the periodic network refresh notices
         routes[("/networks/ovn0", "p2")] = OVN
         routes[("/networks/ovn0/state", "p2")] = {"ovn": {"chassis": "h1"}}
-        await obs._refresh_ovn()
+        await obs._refresh_networks()
         assert changes.count == 3
         current = await obs.observe()
         assert current.snapshot is not None
@@ -512,3 +512,31 @@ def test_connected_session_applies_hints_and_ends_on_a_closed_websocket() -> Non
     asyncio.run(main())
     assert [stream.closed for stream in streams] == [1] * len(streams)
     assert changes.count >= 3
+
+
+def test_network_refresh_finds_networks_created_without_an_event() -> None:
+    """LXD 5.0.2 sends no event for a network created cluster-wide; the periodic listing finds it."""
+    obs, changes = make(LXDConfig(socket=NOWHERE, project="*"))
+    routes = standard_routes()
+    api = FakeApi(routes)
+    obs._api = api  # type: ignore[assignment]
+
+    async def body() -> None:
+        await obs._resync("test")
+        routes[("/networks/ovn0", "p2")] = OVN  # OVN networks are re-read on every refresh
+        before = changes.count
+        new = variant(BRIDGE, name="br9")
+        routes[("/networks", "default")] = listing([BRIDGE, UNMANAGED, new])
+        routes[("/networks/br9", "default")] = new
+        await obs._refresh_networks()
+        current = await obs.observe()
+        assert current.snapshot is not None and current.snapshot.network("default", "br9") is not None
+        assert changes.count == before + 1
+        # and one deleted meanwhile disappears
+        routes[("/networks", "default")] = listing([UNMANAGED, new])
+        routes.pop(("/networks/br0", "default"), None)
+        await obs._refresh_networks()
+        current = await obs.observe()
+        assert current.snapshot is not None and current.snapshot.network("default", "br0") is None
+
+    asyncio.run(body())

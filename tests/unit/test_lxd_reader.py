@@ -82,14 +82,25 @@ OVN_STATE = {
 BAD_INSTANCE = variant(CONTAINER, name="broken", expanded_config={"user.port": 8080})
 
 
+def listing(objects: list[dict[str, Any]]) -> Route:
+    """A collection as LXD answers it: objects with recursion, their URLs without."""
+
+    def answer(params: dict[str, str | int]) -> Any:
+        if params.get("recursion"):
+            return objects
+        return [f"/1.0/networks/{o['name']}" for o in objects]
+
+    return answer
+
+
 def standard_routes(*, clustered: bool = True) -> dict[str | tuple[str, str | None], Route]:
     c2 = variant(CONTAINER, name="c2", project="p2")
     return {
         "": server(clustered),
         "/projects": PROJECTS,
-        ("/networks", "default"): [BRIDGE, UNMANAGED],
-        ("/networks", "p1"): [variant(BRIDGE, name="p1only")],  # must never be read
-        ("/networks", "p2"): [OVN],
+        ("/networks", "default"): listing([BRIDGE, UNMANAGED]),
+        ("/networks", "p1"): listing([variant(BRIDGE, name="p1only")]),  # must never be read
+        ("/networks", "p2"): listing([OVN]),
         ("/networks/br0/forwards", "default"): [FORWARD],
         ("/networks/ovn0/forwards", "p2"): [variant(FORWARD, listen_address="192.0.2.30", location="")],
         ("/networks/ovn0/load-balancers", "p2"): [LOAD_BALANCER],
