@@ -13,8 +13,6 @@ import shlex
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from fabricd.lab import lxd_cluster, netns, ovn_node
@@ -298,17 +296,6 @@ def _read_pid(path: Path) -> list[int]:
         return [int(path.read_text().split()[0])]
     except (OSError, ValueError, IndexError):
         return []
-
-
-@contextmanager
-def running_lab(path: Path, state_root: Path = DEFAULT_STATE_ROOT) -> Iterator[Lab]:
-    """Bring a lab up for the duration of a block, and always down again."""
-    lab = Lab.from_file(path, state_root)
-    lab.up()
-    try:
-        yield lab
-    finally:
-        lab.down()
 
 
 def node_runtime(state_dir: Path, name: str) -> NodeRuntime:
