@@ -15,7 +15,7 @@ demo-down:
 	$(BIN)/fabric-lab down $(LAB)
 
 lint: setup
-	$(BIN)/ruff check fabricd tests
+	$(BIN)/ruff check fabricd tests bench
 	$(BIN)/mypy fabricd
 
 unit: setup

@@ -6,9 +6,7 @@ The strategies draw from small pools of names and prefixes so generated objects 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from ipaddress import IPv4Address, IPv4Network
-from typing import Any, TypeVar
+from typing import Any
 
 from hypothesis import strategies as st
 
@@ -22,14 +20,66 @@ from fabricd.lxd.records import (
     NetworkRecord,
     NicRecord,
 )
-from fabricd.routes.model import Refusal, RoutePlan
-from fabricd.routes.planner import IncrementalPlanner, plan_routes
-
-ME = "m1"
-MEMBERS = ("m1", "m2")
-UPLINK = "UPLINK"
-HOST = "host:\n  name: m1\n  underlay_address: 192.0.2.11\n"
-HOST6 = HOST + "  underlay_address6: 2001:db8::11\n"
+from tests.unit.lxd_builders import (  # re-exported: the plain builders live there
+    CONFIG as CONFIG,
+)
+from tests.unit.lxd_builders import (
+    HOST as HOST,
+)
+from tests.unit.lxd_builders import (
+    HOST6 as HOST6,
+)
+from tests.unit.lxd_builders import (
+    ME as ME,
+)
+from tests.unit.lxd_builders import (
+    MEMBERS as MEMBERS,
+)
+from tests.unit.lxd_builders import (
+    UPLINK as UPLINK,
+)
+from tests.unit.lxd_builders import (
+    Config as Config,
+)
+from tests.unit.lxd_builders import (
+    Record as Record,
+)
+from tests.unit.lxd_builders import (
+    announced as announced,
+)
+from tests.unit.lxd_builders import (
+    bridge as bridge,
+)
+from tests.unit.lxd_builders import (
+    config as config,
+)
+from tests.unit.lxd_builders import (
+    instance as instance,
+)
+from tests.unit.lxd_builders import (
+    large_config as large_config,
+)
+from tests.unit.lxd_builders import (
+    large_snapshot as large_snapshot,
+)
+from tests.unit.lxd_builders import (
+    nic as nic,
+)
+from tests.unit.lxd_builders import (
+    ovn as ovn,
+)
+from tests.unit.lxd_builders import (
+    planned as planned,
+)
+from tests.unit.lxd_builders import (
+    reasons as reasons,
+)
+from tests.unit.lxd_builders import (
+    snapshot as snapshot,
+)
+from tests.unit.lxd_builders import (
+    uplink as uplink,
+)
 
 JUNK = (
     "",
@@ -223,140 +273,3 @@ def configs(draw: st.DrawFn) -> FabricConfig:
     ]
     host = draw(st.sampled_from((HOST, HOST6)))
     return load_config_text(host + "\n".join(lines) + "\n", "test.yaml")
-
-
-def config(body: str = "", host: str = HOST6) -> FabricConfig:
-    return load_config_text(host + body, "test.yaml")
-
-
-# --- builders for hand-written cases --------------------------------------------------------------
-
-Config = Mapping[str, str | None]  # None drops a default key
-
-UPLINK_DEFAULTS: Config = {
-    "ipv4.routes": "198.51.100.0/24",
-    "ipv6.routes": "2001:db8:100::/48",
-    "ipv4.ovn.ranges": "203.0.113.10-203.0.113.20",
-}
-OVN_DEFAULTS: Config = {
-    "network": UPLINK,
-    "ipv4.address": "198.51.100.1/26",
-    "ipv4.nat": "false",
-    "ipv6.address": "2001:db8:100:1::1/64",
-    "ipv6.nat": "false",
-    "volatile.network.ipv4.address": "203.0.113.11",
-    "volatile.network.ipv6.address": "2001:db8:ff::11",
-}
-BRIDGE_DEFAULTS: Config = {"ipv4.address": "10.0.3.1/24", "ipv6.address": "2001:db8:300::1/64"}
-
-
-def _merged(defaults: Config, config: Config | None) -> FrozenMap[str]:
-    merged = {**defaults, **(config or {})}
-    return FrozenMap({k: v for k, v in merged.items() if v is not None})
-
-
-def uplink(config: Config | None = None, kind: str = "physical") -> NetworkRecord:
-    return NetworkRecord("default", UPLINK, kind, True, _merged(UPLINK_DEFAULTS, config))
-
-
-def ovn(
-    name: str = "net1", config: Config | None = None, *, project: str = "default", chassis: str | None = ME
-) -> NetworkRecord:
-    return NetworkRecord(project, name, "ovn", True, _merged(OVN_DEFAULTS, config), chassis)
-
-
-def bridge(name: str = "br0", config: Config | None = None) -> NetworkRecord:
-    return NetworkRecord("default", name, "bridge", True, _merged(BRIDGE_DEFAULTS, config))
-
-
-def nic(
-    network: str, config: Config | None = None, device: str = "eth0", addresses: tuple[str, ...] = ()
-) -> NicRecord:
-    return NicRecord(device, _merged({"network": network}, config), addresses=addresses)
-
-
-def instance(
-    name: str,
-    *nics: NicRecord,
-    status: str = "Running",
-    location: str = ME,
-    config: Config | None = None,
-    project: str = "default",
-) -> InstanceRecord:
-    return InstanceRecord(project, name, "container", status, location, nics, _merged({}, config))
-
-
-Record = NetworkRecord | InstanceRecord | ForwardRecord | LoadBalancerRecord
-_R = TypeVar("_R", bound=Record)
-
-
-def _of(kind: type[_R], records: tuple[Record, ...]) -> tuple[_R, ...]:
-    return tuple(r for r in records if isinstance(r, kind))
-
-
-def snapshot(*records: Record, member: str = ME, clustered: bool = True) -> LXDSnapshot:
-    return LXDSnapshot(
-        member,
-        clustered,
-        ("default",),
-        _of(NetworkRecord, records),
-        _of(InstanceRecord, records),
-        _of(ForwardRecord, records),
-        _of(LoadBalancerRecord, records),
-    )
-
-
-# --- a large deterministic snapshot for timing --------------------------------------------------
-
-
-def large_snapshot(instances: int = 10_000, routes_each: int = 5, networks: int = 50) -> LXDSnapshot:
-    """`networks` networks (an uplink, OVN networks and bridges), every instance running here."""
-    uplink = NetworkRecord("default", UPLINK, "physical", True, FrozenMap({
-        "ipv4.routes": "100.64.0.0/10,198.18.0.0/15", "bgp.ipv4.nexthop": "192.0.2.1",
-    }))  # fmt: skip
-    nets: list[NetworkRecord] = [uplink]
-    for n in range(1, networks):
-        if n % 2:
-            config = {"network": UPLINK, "ipv4.address": f"198.18.{n}.1/24"}
-            nets.append(NetworkRecord("default", f"ovn{n}", "ovn", True, FrozenMap(config), MEMBERS[n % 2]))
-        else:
-            config = {"ipv4.address": f"10.{n}.0.1/16"}
-            nets.append(NetworkRecord("default", f"br{n}", "bridge", True, FrozenMap(config)))
-    base = int(IPv4Address("100.64.0.0"))
-    records = []
-    for i in range(instances):
-        net = nets[1 + i % (networks - 1)]
-        routes = ",".join(str(IPv4Network((base + i * routes_each + r, 32))) for r in range(routes_each))
-        nic = NicRecord("eth0", FrozenMap({"network": net.name, "ipv4.routes.external": routes}))
-        records.append(InstanceRecord("default", f"c{i}", "container", "Running", ME, (nic,)))
-    return LXDSnapshot(ME, True, ("default",), tuple(nets), tuple(records))
-
-
-def large_config() -> FabricConfig:
-    return config("routes:\n  allowed_ranges: [100.64.0.0/10]\n")
-
-
-# --- planning with both planners ----------------------------------------------------------------
-
-CONFIG = config("routes:\n  allowed_ranges: [10.50.0.0/16]\n")
-
-
-def planned(snap: LXDSnapshot, cfg: FabricConfig = CONFIG) -> RoutePlan:
-    """plan_routes, checked against a fresh IncrementalPlanner and for internal errors."""
-    cold = plan_routes(snap, cfg)
-    assert IncrementalPlanner(cfg).update(snap) == cold
-    assert not [r for r in cold.refused if "could not plan" in r.reason]
-    return cold
-
-
-def announced(plan: RoutePlan) -> dict[str, str]:
-    """prefix -> next hop"""
-    return {str(r.prefix): str(r.next_hop) for r in plan.routes}
-
-
-def reasons(refusals: tuple[Refusal, ...]) -> dict[str, list[str]]:
-    """prefix -> reasons"""
-    found: dict[str, list[str]] = {}
-    for refusal in refusals:
-        found.setdefault(refusal.prefix, []).append(refusal.reason)
-    return found

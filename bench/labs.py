@@ -1,0 +1,89 @@
+"""Labs for the benchmark: the project's topology files under bench-only names and state roots."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+from fabricd.lab import netns
+from fabricd.lab.node import NodeRuntime
+from fabricd.lab.runner import Lab, namespace_prefix
+from fabricd.lab.topology import load_topology
+
+REPO = Path(__file__).resolve().parents[1]
+BASIC = REPO / "labs" / "basic.clab.yml"
+
+
+def named_lab(path: Path, name: str, state_root: Path, *, strip_fabric: bool = False) -> Lab:
+    """The topology renamed (never a developer's own lab); stripped: no LXD and no fabricd agent."""
+    topology = load_topology(path)
+    nodes = topology.nodes
+    if strip_fabric:
+        nodes = tuple(
+            dataclasses.replace(n, labels={k: v for k, v in n.labels.items() if not k.startswith("fabric.")})
+            for n in topology.nodes
+        )
+    return Lab(dataclasses.replace(topology, name=name, nodes=nodes), state_root)
+
+
+def leftover_namespaces(lab: Lab) -> list[str]:
+    return netns.list_with_prefix(namespace_prefix(lab.topology.name))
+
+
+def wait_sessions(node: NodeRuntime, timeout: float = 60) -> float:
+    """Seconds until fabricd on the node reports every BGP peer established."""
+    started = time.monotonic()
+    peers: list[dict[str, object]] = []
+    while time.monotonic() - started < timeout:
+        result = node.run(["fabricctl", "status", "--json"], check=False, timeout=10)
+        if result.returncode == 0:
+            peers = json.loads(result.stdout)["bgp_peers"]
+            if peers and all(p["state"] == "established" for p in peers):
+                return time.monotonic() - started
+        time.sleep(0.1)
+    raise TimeoutError(f"{node.name}: fabricd peers not established within {timeout:g}s: {peers}")
+
+
+def reap(pid: int) -> None:
+    """Collect a child of ours that was killed (lab processes are children of the benchmark)."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def stop_agent(lab: Lab, host: str, timeout: float = 15) -> None:
+    """SIGTERM the node's fabricd (a clean stop: ExaBGP closes its sessions) and forget its pid."""
+    state = lab.state()
+    pid = state.nodes[host].agent_pid
+    if pid is not None and netns.alive(pid):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while netns.alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if netns.alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        reap(pid)
+    state.nodes[host].agent_pid = None
+    state.save()
+
+
+def restart_agent(lab: Lab, host: str, timeout: float = 30) -> int:
+    """Start fabricd again in the node, as `Lab.up` does, record its pid, wait until it answers."""
+    node = lab.node(host)
+    config = next(n.agent_config for n in lab.topology.nodes if n.name == host)
+    if config is None:
+        raise ValueError(f"{host} runs no agent in {lab.topology.source}")
+    pid = node.spawn(["fabricd", "run", "--config", str(config), "--log-format", "json"], "fabricd")
+    state = lab.state()
+    state.nodes[host].agent_pid = pid
+    state.save()
+    deadline = time.monotonic() + timeout
+    while node.run(["fabricctl", "status", "--json"], check=False, timeout=10).returncode != 0:
+        if time.monotonic() > deadline or not netns.alive(pid):
+            raise TimeoutError(f"{host}: fabricd did not come back; see {node.log_file('fabricd')}")
+        time.sleep(0.1)
+    return pid

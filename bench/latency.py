@@ -1,0 +1,395 @@
+"""Event latencies on labs/basic.clab.yml: real LXD, fabricd, ExaBGP and FRR; r1's FIB is the judge.
+
+Per round: `lxc start` of one instance with ipv4.routes.external → its route in r1's kernel table;
+a speaker-alone announce and withdraw from h2 (the same-run floor); `lxc stop --force` → the route
+gone. Then fabricd SIGKILL rounds with 20 routes from five instances.
+
+Clocks: FIB reads and event arrivals are time.monotonic() in this process; fabricd's log and the
+packet capture are wall clock. Monotonic times are put on the wall clock with one offset measured
+at the start (the two clocks do not drift apart measurably within a run).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from bench.driver_link import DriverLink
+from bench.fib import FibWatcher, ProcFib
+from bench.labs import BASIC, REPO, named_lab, reap, restart_agent, stop_agent, wait_sessions
+from bench.lxd_events import LifecycleEvents
+from bench.pcap import BgpCapture, Segment, first_update
+from bench.stats import Json, check, distribution
+from fabricd.lab.node import NodeRuntime
+from fabricd.lab.runner import Lab
+
+H1_V4, H2_V4 = "10.99.1.11", "10.99.2.12"
+INSTANCE, PREFIX = "brt1", "10.201.9.0/24"
+FLOOR_PREFIX = "10.201.250.0/24"  # announced by the speaker-alone driver on h2
+KILL_INSTANCES = 5
+KILL_ROUTES_EACH = 4
+KILL_PREFIXES = tuple(
+    f"10.201.{20 + i * KILL_ROUTES_EACH + j}.0/24"
+    for i in range(KILL_INSTANCES)
+    for j in range(KILL_ROUTES_EACH)
+)
+STARTED = ("instance-started",)
+STOPPED = ("instance-stopped", "instance-shutdown")
+ADDRESS_REREADS_DONE = 3.5  # fabricd re-reads a started instance 1 s and 3 s later: let that pass
+LXD_BGP_FLOOR_S = 1.0  # lxd-bgp waits 1 s after every event before it looks
+
+START_GOAL = {"p50_max_s": 0.3, "p99_max_s": 1.0}
+STOP_GOAL = {"p50_max_s": 0.3}
+KILL_GOAL = {"max_s": 0.5}
+
+Progress = Callable[[str], None]
+
+
+def clock_offset() -> float:
+    """time.time() - time.monotonic(), the median of a few back-to-back readings."""
+    return statistics.median(time.time() - time.monotonic() for _ in range(9))
+
+
+@dataclass
+class Change:
+    """One measured route change, every moment on the wall clock (None where it was not seen)."""
+
+    t0: float  # the event's arrival (instance rounds) or the set_routes call (floor rounds)
+    fib: float  # the first FIB read that showed the change
+    sent: float | None = None  # fabricd's "bgp commands sent" log line (floor: the set_routes call)
+    cli_returned: float | None = None
+    cli_seconds: float | None = None
+
+
+@dataclass
+class Samples:
+    start: list[Change] = field(default_factory=list)
+    stop: list[Change] = field(default_factory=list)
+    floor_announce: list[Change] = field(default_factory=list)
+    floor_withdraw: list[Change] = field(default_factory=list)
+    kill: list[float] = field(default_factory=list)
+    restart: list[float] = field(default_factory=list)
+    missed: list[str] = field(default_factory=list)
+
+
+class FabricdLog:
+    """fabricd's JSON log on h1: when it wrote the BGP commands for our prefix (wall clock)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def offset(self) -> int:
+        try:
+            return self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def commands_sent(self, since: int, verb: str, prefix: str) -> float | None:
+        """time.time() of the first "bgp commands sent" batch after `since` that starts with our line."""
+        with contextlib.suppress(OSError), open(self.path, "rb") as log:
+            log.seek(since)
+            for raw in log:
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    line = json.loads(raw)
+                    first = f"{line['first']} "
+                    if line.get("event") == "bgp commands sent" and f" {verb} route {prefix} " in first:
+                        return datetime.fromisoformat(line["timestamp"]).timestamp()
+        return None
+
+
+class LatencyRun:
+    def __init__(self, lab: Lab, rounds: int, kill_rounds: int, progress: Progress) -> None:
+        self.lab, self.rounds, self.kill_rounds, self.progress = lab, rounds, kill_rounds, progress
+        self.h1, self.r1 = lab.node("h1"), lab.node("r1")
+        holder = lab.state().nodes["r1"].holder_pid
+        if holder is None:
+            raise RuntimeError("r1 has no holder process")
+        self.fib = ProcFib(holder)
+        self.log = FabricdLog(self.h1.log_file("fabricd"))
+        self.samples = Samples()
+        self.offset = clock_offset()
+
+    def wall(self, mono: float) -> float:
+        return mono + self.offset
+
+    # --- one measurement -------------------------------------------------------------------------
+
+    def _lxc(self, *args: str) -> tuple[float, float]:
+        """Run lxc on h1; (issued, returned) monotonic times.
+
+        stdin is empty: `lxc init` reads instance YAML from any stdin that is not a terminal.
+        """
+        issued = time.monotonic()
+        self.h1.run(["lxc", *args], timeout=60, input_text="")
+        return issued, time.monotonic()
+
+    def _create(self, name: str, routes: str) -> None:
+        self._lxc("init", "busybox", name)
+        self._lxc("config", "device", "override", name, "eth0", f"ipv4.routes.external={routes}")
+
+    def _instance_round(
+        self, watcher: FibWatcher, events: LifecycleEvents, start: bool, record: bool
+    ) -> float | None:
+        """lxc start (or stop --force) of the instance → the route's arrival (or removal) at r1.
+
+        Returns the event's arrival (monotonic), None when it was not seen.
+        """
+        mark, offset = events.mark(), self.log.offset()
+        verb = "start" if start else "stop"
+        issued, returned = self._lxc("start", INSTANCE) if start else self._lxc("stop", "--force", INSTANCE)
+        event = events.wait(STARTED if start else STOPPED, INSTANCE, mark, timeout=30)
+        seen = watcher.when([PREFIX], present=start, after=issued, timeout=30)
+        if event is None or seen is None:
+            self.samples.missed.append(f"{verb}: event seen {event is not None}, FIB seen {seen is not None}")
+            return None if event is None else event.mono
+        if record:
+            change = Change(
+                t0=event.wall,
+                fib=self.wall(seen),
+                sent=self.log.commands_sent(offset, "announce" if start else "withdraw", PREFIX),
+                cli_returned=self.wall(returned),
+                cli_seconds=returned - issued,
+            )
+            (self.samples.start if start else self.samples.stop).append(change)
+        return event.mono
+
+    def _floor_round(self, watcher: FibWatcher, driver: DriverLink, record: bool) -> None:
+        """The speaker alone: set_routes in the driver on h2 → r1's FIB, announce then withdraw."""
+        for present, routes, samples in (
+            (True, [[FLOOR_PREFIX, H2_V4]], self.samples.floor_announce),
+            (False, [], self.samples.floor_withdraw),
+        ):
+            before = time.monotonic()
+            reply = driver.call("set", routes=routes, timeout=30)
+            seen = watcher.when([FLOOR_PREFIX], present=present, after=before, timeout=30)
+            if seen is None:
+                self.samples.missed.append(f"floor {'announce' if present else 'withdraw'}: FIB not seen")
+            elif record:
+                called = self.wall(float(reply["t_call"]))
+                samples.append(Change(t0=called, fib=self.wall(seen), sent=called))
+            time.sleep(0.3)
+
+    # --- phases -----------------------------------------------------------------------------------
+
+    def event_rounds(self, watcher: FibWatcher, events: LifecycleEvents, driver: DriverLink) -> None:
+        for n in range(-1, self.rounds):  # round -1 warms every path up and is not counted
+            record = n >= 0
+            started = self._instance_round(watcher, events, start=True, record=record)
+            if started is not None:
+                time.sleep(max(0.0, started + ADDRESS_REREADS_DONE - time.monotonic()))
+            self._floor_round(watcher, driver, record)
+            self._instance_round(watcher, events, start=False, record=record)
+            time.sleep(0.5)
+            if record:
+                s = self.samples
+                self.progress(
+                    f"latency round {n + 1}/{self.rounds}: start {_last(s.start)} stop {_last(s.stop)} "
+                    f"floor {_last(s.floor_announce)}/{_last(s.floor_withdraw)}"
+                )
+
+    def kill_rounds_(self, watcher: FibWatcher) -> Json:
+        """SIGKILL rounds; returns the FIB reader's cross-check, made while all 20 routes are in."""
+        for i in range(KILL_INSTANCES):
+            self._create(f"bk{i}", ",".join(KILL_PREFIXES[i * KILL_ROUTES_EACH : (i + 1) * KILL_ROUTES_EACH]))
+            self._lxc("start", f"bk{i}")
+        if watcher.when(KILL_PREFIXES, present=True, after=time.monotonic(), timeout=60) is None:
+            raise RuntimeError(f"the {len(KILL_PREFIXES)} routes of the kill rounds never all reached r1")
+        cross_check = _cross_check(self.r1, self.fib)
+        for n in range(self.kill_rounds):
+            time.sleep(1.0)
+            pid = self.lab.state().nodes["h1"].agent_pid
+            if pid is None:
+                raise RuntimeError("h1 has no fabricd")
+            killed = time.monotonic()
+            os.kill(pid, signal.SIGKILL)
+            gone = watcher.when(KILL_PREFIXES, present=False, after=killed, timeout=15)
+            reap(pid)
+            if gone is None:
+                self.samples.missed.append("sigkill: routes not withdrawn within 15 s")
+            else:
+                self.samples.kill.append(gone - killed)
+            restarted = time.monotonic()
+            restart_agent(self.lab, "h1")
+            back = watcher.when(KILL_PREFIXES, present=True, after=restarted, timeout=60)
+            if back is None:
+                raise RuntimeError("routes did not come back after restarting fabricd")
+            self.samples.restart.append(back - restarted)
+            took = f"{self.samples.kill[-1]:.3f}s" if gone is not None else "(missed)"
+            self.progress(f"sigkill round {n + 1}/{self.kill_rounds}: withdrawn in {took}")
+        return cross_check
+
+    def run(self) -> Json:
+        wait_sessions(self.h1)
+        stop_agent(self.lab, "h2")  # h2's own speaker would hold the session the floor driver needs
+        h2 = self.lab.node("h2")
+        floor_config = REPO / "labs" / "basic" / "h2" / "fabricd.yaml"
+        args = ["--config", str(floor_config), "--state", str(h2.directory / "bench-floor")]
+        driver = DriverLink(self.lab, "h2", args, "bench-floor-driver")
+        try:
+            driver.call("start", timeout=90)
+            self._create(INSTANCE, PREFIX)
+            socket = self.lab.state().nodes["h1"].lxd_socket
+            if socket is None:
+                raise RuntimeError("h1 runs no LXD")
+            prefixes = (PREFIX, FLOOR_PREFIX, *KILL_PREFIXES)
+            with LifecycleEvents(Path(socket)) as events, FibWatcher(self.fib, prefixes) as watcher:
+                from_h1, from_h2 = BgpCapture(self.lab, "r1", "eth1"), BgpCapture(self.lab, "r1", "eth2")
+                with from_h1, from_h2:
+                    self.event_rounds(watcher, events, driver)
+                wire = from_h1.segments() + from_h2.segments()
+                cross_check = self.kill_rounds_(watcher)
+                reads = watcher.reads
+        finally:
+            driver.close()
+        return self.report(cross_check, reads, wire)
+
+    # --- report ----------------------------------------------------------------------------------
+
+    def report(self, cross_check: Json, reads: int, wire: list[Segment]) -> Json:
+        s = self.samples
+        floor = _breakdown(s.floor_announce, wire, H2_V4, speaker_only=True)
+        floor_withdraw = _breakdown(s.floor_withdraw, wire, H2_V4, speaker_only=True)
+        start = distribution([c.fib - c.t0 for c in s.start])
+        stop = distribution([c.fib - c.t0 for c in s.stop])
+        kill = distribution(s.kill)
+        floor_p50 = floor["total"].get("p50")
+        floor_withdraw_p50 = floor_withdraw["total"].get("p50")
+        return {
+            "lab": "labs/basic.clab.yml",
+            "lab_name": self.lab.topology.name,
+            "rounds": self.rounds,
+            "fib": {
+                "how": "r1's main IPv4 table read from /proc/<r1 holder pid>/net/route in a thread",
+                "poll_interval_s": 0.002,
+                "reads": reads,
+                "cross_check_with_pyroute2": cross_check,
+            },
+            "t0": (
+                "arrival of LXD's lifecycle event at the benchmark's own events websocket on h1's LXD "
+                "(the same stream fabricd listens to); the end is the first FIB read showing the change"
+            ),
+            "instance_start_to_fib": {
+                "from_event": start,
+                "from_lxc_start_returned": distribution([c.fib - (c.cli_returned or 0.0) for c in s.start]),
+                "lxc_start_command_s": distribution([c.cli_seconds or 0.0 for c in s.start]),
+                "goal": START_GOAL,
+                "meets_goal": check(start.get("p50"), START_GOAL["p50_max_s"])
+                and check(start.get("p99"), START_GOAL["p99_max_s"]),
+                "ratio_vs_lxd_bgp_floor": _ratio(start.get("p50"), LXD_BGP_FLOOR_S),
+                "minus_speaker_floor_s": _minus(start.get("p50"), floor_p50),
+                "breakdown": _breakdown(s.start, wire, H1_V4),
+            },
+            "instance_stop_to_withdrawn": {
+                "from_event": stop,
+                "from_lxc_stop_returned": distribution([c.fib - (c.cli_returned or 0.0) for c in s.stop]),
+                "goal": STOP_GOAL,
+                "meets_goal": check(stop.get("p50"), STOP_GOAL["p50_max_s"]),
+                "ratio_vs_lxd_bgp_floor": _ratio(stop.get("p50"), LXD_BGP_FLOOR_S),
+                "minus_speaker_floor_s": _minus(stop.get("p50"), floor_withdraw_p50),
+                "breakdown": _breakdown(s.stop, wire, H1_V4),
+            },
+            "fabricd_sigkill_to_all_withdrawn": {
+                "routes": len(KILL_PREFIXES),
+                "instances": KILL_INSTANCES,
+                "t0": "just before os.kill(fabricd, SIGKILL); end: none of the routes in r1's FIB",
+                "seconds": kill,
+                "goal": KILL_GOAL,
+                "meets_goal": check(kill.get("max"), KILL_GOAL["max_s"]),
+                "p50_within_goal": check(kill.get("p50"), KILL_GOAL["max_s"]),
+                "ratio_vs_lxd_bgp_floor": _ratio(kill.get("p50"), LXD_BGP_FLOOR_S),
+                "restart_to_all_reannounced_s": distribution(s.restart),
+            },
+            "baselines": {
+                "lxd_bgp_floor_s": LXD_BGP_FLOOR_S,
+                "lxd_bgp_note": "lxd-bgp waits 1 s after every event: none of its latencies is below 1.0 s",
+                "speaker_floor": {
+                    "what": (
+                        "ExaBGPSpeaker alone (bench/scale_driver.py on h2, h2's fabricd stopped): "
+                        "set_routes call → r1's FIB; fabricd p50 minus this p50 = LXD event + re-read + plan"
+                    ),
+                    "announce_to_fib": floor,
+                    "withdraw_to_fib": floor_withdraw,
+                },
+            },
+            "relay_watchdog_kills_h1": _watchdog_kills(self.h1),
+            "missed": s.missed,
+        }
+
+
+def _breakdown(changes: list[Change], wire: list[Segment], src: str, speaker_only: bool = False) -> Json:
+    """Where the time went: t0 → BGP commands written → UPDATE on r1's link → r1's FIB."""
+    to_sent, to_wire, wire_to_fib, total = [], [], [], []
+    for change in changes:
+        total.append(change.fib - change.t0)
+        if change.sent is None:
+            continue
+        to_sent.append(change.sent - change.t0)
+        on_wire = first_update(wire, src, change.sent)
+        if on_wire is not None and on_wire <= change.fib:
+            to_wire.append(on_wire - change.sent)
+            wire_to_fib.append(change.fib - on_wire)
+    parts: Json = {"total": distribution(total)}
+    if not speaker_only:
+        parts["t0_to_bgp_commands_sent"] = _brief(distribution(to_sent))
+    parts["bgp_commands_sent_to_update_on_wire"] = _brief(distribution(to_wire))
+    parts["update_on_wire_to_fib"] = _brief(distribution(wire_to_fib))
+    parts["how"] = (
+        "the set_routes call → first BGP UPDATE from h2 captured by tcpdump on r1's link → FIB"
+        if speaker_only
+        else "fabricd's 'bgp commands sent' log line; first BGP UPDATE from h1 captured by tcpdump on "
+        "r1's link (an UPDATE not matched to a round leaves that round out of the wire split)"
+    )
+    return parts
+
+
+def _brief(figure: Json) -> Json:
+    return {k: v for k, v in figure.items() if k not in ("samples", "unit", "mean")}
+
+
+def _cross_check(r1: NodeRuntime, fib: ProcFib) -> Json:
+    """The /proc reader agrees with pyroute2's view (tests/lab/fib.py) on present and absent routes."""
+    from tests.lab.fib import routes_to
+
+    checked = (*KILL_PREFIXES, PREFIX, FLOOR_PREFIX, "10.99.1.0/24")
+    ours = {p: fib.gateways(p) for p in checked}
+    theirs = {p: routes_to(r1.netns_name, p) for p in checked}
+    return {"agree": ours == theirs, "prefixes": len(checked), "present": sum(1 for g in ours.values() if g)}
+
+
+def _watchdog_kills(node: NodeRuntime) -> int:
+    """Times fabricd's relay stopped ExaBGP for want of heartbeats (0 expected: the loop is never busy)."""
+    with contextlib.suppress(OSError):
+        text = (node.run_dir / "fabricd" / "bgp" / "exabgp.out").read_text(errors="replace")
+        return text.count("no heartbeat from fabricd")
+    return 0
+
+
+def _last(changes: list[Change]) -> str:
+    return f"{(changes[-1].fib - changes[-1].t0) * 1000:.0f}ms" if changes else "-"
+
+
+def _ratio(value: float | None, base: float) -> float | None:
+    return None if value is None else round(value / base, 3)
+
+
+def _minus(value: float | None, base: float | None) -> float | None:
+    return None if value is None or base is None else round(value - base, 4)
+
+
+def latency_phase(rounds: int, kill_rounds: int, state_root: Path, progress: Progress) -> Json:
+    lab = named_lab(BASIC, "bench-rt", state_root)
+    progress(f"latency: bringing up {lab.topology.name} (real LXD, fabricd, ExaBGP, FRR)")
+    lab.up()
+    try:
+        return LatencyRun(lab, rounds, kill_rounds, progress).run()
+    finally:
+        progress(f"latency: taking {lab.topology.name} down")
+        lab.down()

@@ -1,0 +1,297 @@
+"""The agent-equivalent process the benchmark runs inside a lab node: planner + ExaBGPSpeaker.
+
+    python -m bench.scale_driver --config labs/basic/h1/fabricd.yaml --state DIR [--allowed CIDR]...
+
+No LXD and no fabricd agent: the routes come from a synthetic snapshot planned here ("plan") or
+from the benchmark ("set"), and go to a real ExaBGP (a child of this process, exactly as fabricd
+runs it) that peers with the lab's FRR. Commands arrive as JSON lines on stdin, answers leave as
+JSON lines on stdout; logs go to stderr. Times are time.monotonic(), which the benchmark outside
+the node shares (network namespaces do not change clocks).
+
+Commands ("op"):
+  plan {instances, routes_each}  build the synthetic snapshot, plan it with a fresh
+                                 IncrementalPlanner (timed), keep the plan and the planner
+  start                          start the speaker and wait until every peer is established
+  set {routes: [[prefix, next_hop], ...]}   one set_routes with exactly these routes
+  install                        set_routes(plan.routes); later an "acked" line when ExaBGP acked all
+  resend                         set_routes(plan.routes) again, nothing changed (a reconcile pass)
+  move {k}                       replace one instance record (routes moved), re-plan, set_routes
+  status                         ExaBGP pid and starts, the event loop's worst stall since the
+                                 last status (every line also carries RSS figures)
+  quit                           stop the speaker (sessions close) and exit
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import gc
+import json
+import os
+import resource
+import sys
+import time
+from collections.abc import Sequence
+from ipaddress import ip_address, ip_network
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench.synthetic import bench_config, moved
+from fabricd.config import load_config
+from fabricd.log import configure_logging
+from fabricd.lxd.records import LXDSnapshot
+from fabricd.routes.incremental import IncrementalPlanner
+from fabricd.routes.model import Origin, Route, RoutePlan
+
+if TYPE_CHECKING:
+    from fabricd.bgp.speaker import ExaBGPSpeaker
+
+ESTABLISH_TIMEOUT = 60.0
+
+
+def vm_kb(field: str, pid: int | str = "self") -> int | None:
+    """VmRSS / VmHWM of a process in kB (None when it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def maxrss_kb() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def emit(**fields: Any) -> None:
+    """One answer line; every line carries this process's peak and current RSS at that moment.
+
+    VmHWM is the peak of this program's own memory. ru_maxrss is kept beside it but can be higher:
+    Linux carries it over fork and exec, so it starts at the size of the process that launched us.
+    """
+    fields.setdefault("vmhwm_kb", vm_kb("VmHWM"))
+    fields.setdefault("maxrss_kb", maxrss_kb())
+    fields.setdefault("vmrss_kb", vm_kb("VmRSS"))
+    sys.stdout.write(json.dumps(fields) + "\n")
+    sys.stdout.flush()
+
+
+class LoopWatch:
+    """How late the event loop wakes up, and the garbage collector's pauses.
+
+    A stall of 3 s starves the relay of heartbeats: it then stops ExaBGP and every route is
+    withdrawn. Both figures are reported (and reset) with each status.
+    """
+
+    TICK = 0.05
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[None] | None = None
+        self._gc_began = 0.0
+        self._reset()
+        gc.callbacks.append(self._on_gc)
+
+    def _reset(self) -> None:
+        self.max_stall, self.over_1s, self.over_3s = 0.0, 0, 0
+        self.gc_max, self.gc_total, self.gc_full = 0.0, 0.0, 0
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._gc_began = time.perf_counter()
+            return
+        took = time.perf_counter() - self._gc_began
+        self.gc_max = max(self.gc_max, took)
+        self.gc_total += took
+        self.gc_full += info.get("generation") == 2
+
+    async def run(self) -> None:
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(self.TICK)
+            stall = time.monotonic() - before - self.TICK
+            self.max_stall = max(self.max_stall, stall)
+            self.over_1s += stall > 1.0
+            self.over_3s += stall > 3.0
+
+    def take(self) -> dict[str, float | int]:
+        """The figures since the last take, then start again."""
+        figures = {
+            "loop_max_stall_s": round(self.max_stall, 3),
+            "stalls_over_1s": self.over_1s,
+            "stalls_over_3s": self.over_3s,
+            "gc_max_pause_s": round(self.gc_max, 3),
+            "gc_total_s": round(self.gc_total, 3),
+            "gc_full_collections": self.gc_full,
+        }
+        self._reset()
+        return figures
+
+
+class Driver:
+    def __init__(self, args: argparse.Namespace) -> None:
+        # Imported after configure_logging: fabricd's module loggers bind the config current at import.
+        from fabricd.bgp.speaker import ExaBGPSpeaker
+
+        self.config = bench_config(args.config, args.allowed) if args.allowed else load_config(args.config)
+        if self.config.bgp is None:
+            raise SystemExit(f"{args.config}: no bgp section")
+        self.speaker: ExaBGPSpeaker = ExaBGPSpeaker(self.config.bgp, self.config.host, args.state)
+        self.snapshot: LXDSnapshot | None = None
+        self.planner: IncrementalPlanner | None = None
+        self.plan = RoutePlan()
+        self.routes_each = 0
+        self.acks: asyncio.Task[None] | None = None
+        self.watch = LoopWatch()
+
+    async def handle(self, op: str, command: dict[str, Any]) -> bool:
+        if op == "plan":
+            self.do_plan(int(command["instances"]), int(command["routes_each"]))
+        elif op == "start":
+            await self.do_start()
+        elif op == "set":
+            routes = [_route(prefix, hop) for prefix, hop in command["routes"]]
+            await self.set_routes(op, routes)
+        elif op == "install":
+            await self.set_routes(op, self.plan.routes)
+            self.acks = asyncio.create_task(self.watch_acks(len(self.plan.routes)))
+        elif op == "resend":
+            await self.set_routes(op, self.plan.routes)
+        elif op == "move":
+            await self.do_move(int(command["k"]))
+        elif op == "status":
+            emit(
+                op=op,
+                exabgp_pid=self.speaker.exabgp_pid,
+                exabgp_starts=self.speaker.supervisor.starts,
+                peers=self._peers(),
+                **self.watch.take(),
+            )
+        elif op == "quit":
+            return False
+        else:
+            emit(op=op, error="unknown command")
+        return True
+
+    def do_plan(self, instances: int, routes_each: int) -> None:
+        from bench.synthetic import synthetic_snapshot
+
+        before = vm_kb("VmRSS")
+        import tests.unit.lxd_builders  # noqa: F401  (the snapshot builders; no hypothesis)
+
+        imported = vm_kb("VmRSS")
+        self.snapshot = synthetic_snapshot(instances, routes_each)
+        self.routes_each = routes_each
+        built = vm_kb("VmRSS")
+        self.planner = IncrementalPlanner(self.config)
+        cpu, wall = time.process_time(), time.perf_counter()
+        self.plan = self.planner.update(self.snapshot)
+        emit(
+            op="plan",
+            routes=len(self.plan.routes),
+            refused=len(self.plan.refused),
+            cold_update_cpu_s=time.process_time() - cpu,
+            cold_update_wall_s=time.perf_counter() - wall,
+            vmrss_kb_before_test_imports=before,
+            vmrss_kb_after_test_imports=imported,
+            vmrss_kb_after_snapshot=built,
+            vmrss_kb_after_plan=vm_kb("VmRSS"),
+        )
+
+    async def do_start(self) -> None:
+        started = time.monotonic()
+        await self.speaker.start()
+        deadline = started + ESTABLISH_TIMEOUT
+        while not all(p.state == "established" for p in self.speaker.peers()):
+            if time.monotonic() > deadline:
+                emit(op="start", error="peers not established", peers=self._peers())
+                return
+            await asyncio.sleep(0.02)
+        emit(op="start", established_s=time.monotonic() - started, exabgp_pid=self.speaker.exabgp_pid)
+
+    def _peers(self) -> list[dict[str, object]]:
+        return [p.as_dict(time.time()) for p in self.speaker.peers()]
+
+    async def set_routes(self, op: str, routes: Sequence[Route]) -> None:
+        called = time.monotonic()
+        await self.speaker.set_routes(routes)
+        emit(op=op, t_call=called, t_done=time.monotonic(), routes=len(routes))
+
+    async def watch_acks(self, total: int) -> None:
+        """When ExaBGP has acked every announcement to the IPv4 peers (the count fabricctl shows)."""
+        want = {p.address for p in self.speaker.peers() if p.address.version == 4}
+        while True:
+            sent = {p.address: p.prefixes_sent for p in self.speaker.peers()}
+            if all(sent.get(a, 0) >= total for a in want):
+                emit(op="acked", t=time.monotonic(), acked=min(sent[a] for a in want))
+                return
+            await asyncio.sleep(0.05)
+
+    async def do_move(self, k: int) -> None:
+        """One instance event at scale: replace a record, plan incrementally, hand over the plan."""
+        if self.snapshot is None or self.planner is None:
+            emit(op="move", error="no plan yet")
+            return
+        records = list(self.snapshot.instances)
+        i = k * 137 % len(records)
+        records[i] = moved(records[i], k, self.routes_each)
+        self.snapshot = dataclasses.replace(self.snapshot, instances=tuple(records))
+        begun = time.monotonic()
+        self.plan = self.planner.update(self.snapshot)
+        planned = time.monotonic()
+        await self.speaker.set_routes(self.plan.routes)
+        emit(
+            op="move",
+            t_begin=begun,
+            t_call=planned,
+            t_done=time.monotonic(),
+            routes=len(self.plan.routes),
+            instance=records[i].name,
+            prefixes=records[i].nics[0].config["ipv4.routes.external"].split(","),
+        )
+
+
+def _route(prefix: str, next_hop: str) -> Route:
+    return Route(
+        ip_network(prefix), ip_address(next_hop), Origin("user-route", "default", "bench", key=prefix)
+    )
+
+
+async def serve(args: argparse.Namespace) -> None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=16 << 20)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    driver = Driver(args)
+    driver.watch.task = asyncio.create_task(driver.watch.run())
+    emit(op="hello", pid=os.getpid())
+    try:
+        while line := await reader.readline():
+            command = json.loads(line)
+            op = str(command.get("op"))
+            try:
+                if not await driver.handle(op, command):
+                    break
+            except Exception as exc:  # report, keep serving: the benchmark decides what to do
+                emit(op=op, error=f"{type(exc).__name__}: {exc}")
+    finally:
+        for task in (driver.acks, driver.watch.task):
+            if task is not None:
+                task.cancel()
+        await driver.speaker.stop()
+        emit(op="bye")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, required=True, help="the node's fabricd.yaml")
+    parser.add_argument("--state", type=Path, required=True, help="ExaBGP state directory")
+    parser.add_argument("--allowed", action="append", default=[], help="routes.allowed_ranges override")
+    args = parser.parse_args(argv)
+    configure_logging("info", "json")
+    asyncio.run(serve(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
