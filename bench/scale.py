@@ -404,7 +404,9 @@ class ScaleRun:
             "set_routes → all its new routes in r1's FIB, with every other route installed",
             "planner_update_ms": distribution(planner_ms, "ms", 3),
             "set_routes_call_s": distribution(set_routes_s),
-            "set_routes_note": "ExaBGPSpeaker.set_routes re-plans and diffs the whole set on the event loop",
+            "set_routes_note": (
+                "ExaBGPSpeaker.set_routes diffs only what changed and yields to the event loop on large sends"
+            ),
             "update_to_fib_s": distribution(to_fib),
             "missed": missed,
         }

@@ -124,6 +124,9 @@ def render_config(bgp: BGPConfig, host: HostConfig, relay_argv: Sequence[str]) -
     return "\n".join(lines) + "\n"
 
 
+REACTOR_SPEED = "0.2"
+
+
 def exabgp_environment(log_file: Path, level: str = "INFO") -> dict[str, str]:
     """ExaBGP's settings, passed as environment so no machine-wide exabgp.env changes them."""
     return {
@@ -143,4 +146,9 @@ def exabgp_environment(log_file: Path, level: str = "INFO") -> dict[str, str]:
         # Never listen on port 179; fabricd's ExaBGP only connects out.
         "exabgp_tcp_bind": "",
         "exabgp_bgp_passive": "false",
+        # The reactor runs 50 API steps (one route each) per loop and sleeps speed/100 s when no
+        # new line came in: at the default 1.0 that is 10 ms per 50 routes, ExaBGP half idle.
+        # Measured (50,000 routes, bulk lines of 1000): 1.0 → 14.3 s to r1's FIB, 0.2 → 8.8 s;
+        # the price is ExaBGP's idle CPU with sessions up: 1.3% of a core at 1.0, 3.3% at 0.2.
+        "exabgp_reactor_speed": REACTOR_SPEED,
     }

@@ -1,7 +1,10 @@
 """The BGP speaker fabricd's route applier talks to, and its ExaBGP implementation.
 
 The applier hands over the whole desired set every time (like MetalLB's session.Set); the speaker
-sends only the difference. A route counts as announced when ExaBGP acked it for a peer whose
+sends only the difference, and finds it at the cost of what changed: the very same set costs
+nothing, one changed route costs one route's work. Nothing holds the event loop for long (its
+heartbeats keep ExaBGP alive): big sends, such as the full set for a new ExaBGP, yield between
+slices. A route counts as announced when ExaBGP acked it for a peer whose
 session is established. When ExaBGP goes away the speaker forgets everything it sent, and the next
 ExaBGP gets the full set again as soon as its relay connects.
 """
@@ -11,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 from collections import deque
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -30,6 +34,7 @@ log = get_logger("fabricd.bgp.speaker")
 RouteStatus = Literal["announced", "pending"]
 HEARTBEAT_LINE = b"#heartbeat\n"
 HEARTBEAT_INTERVAL = 0.5
+SLICE_S = 0.02  # the longest stretch of work between two chances for other tasks to run
 
 
 class Speaker(Protocol):
@@ -46,9 +51,20 @@ class Speaker(Protocol):
         """Close the sessions; peers withdraw everything at once (nothing is withdrawn first)."""
 
 
-def _wire(route: Route | None) -> object:
-    """What a peer sees of a route; a different origin alone is the same announcement."""
-    return None if route is None else (route.prefix, route.next_hop, route.attributes)
+_wire = cmd.wire
+
+
+class _Pacer:
+    """Lets other tasks (the heartbeat first) run once a stretch of work has taken SLICE_S."""
+
+    def __init__(self, budget: float = SLICE_S) -> None:
+        self.budget = budget
+        self.since = time.perf_counter()
+
+    async def __call__(self) -> None:
+        if time.perf_counter() - self.since >= self.budget:
+            await asyncio.sleep(0)
+            self.since = time.perf_counter()
 
 
 class ExaBGPSpeaker:
@@ -83,8 +99,9 @@ class ExaBGPSpeaker:
         )
         self._addresses = tuple(p.address for p in bgp.peers)
         self._table = PeerTable(bgp.peers)
-        self._desired = cmd.plan((), bgp.peers)
-        self._problems: object = None
+        self._desired = cmd.DesiredState(bgp.peers)
+        self._input: Collection[Route] | None = None  # the last set handed over, when immutable
+        self._dirty: set[IPNetwork] = set()  # prefixes to compare again (a refused withdraw)
         self._sent: dict[IPAddress, dict[IPNetwork, Route]] = {a: {} for a in self._addresses}
         self._acked: dict[IPAddress, dict[IPNetwork, Route]] = {a: {} for a in self._addresses}
         self._inflight: deque[cmd.Command] = deque()
@@ -106,35 +123,60 @@ class ExaBGPSpeaker:
         await self.supervisor.stop()
 
     async def set_routes(self, routes: Collection[Route]) -> None:
-        self._desired = cmd.plan(routes, self.bgp.peers)
-        self._log_problems()
-        await self._sync()
+        if routes is self._input and not self._dirty:
+            return  # the very same (immutable) set: nothing can have changed
+        async with self._lock:
+            changed = self._dirty
+            self._dirty = set()
+            pace = _Pacer()
+            try:
+                for _ in self._desired.update(routes, changed):
+                    await pace()
+            except BaseException:  # cancelled half-way: start again from nothing next time
+                self._desired = cmd.DesiredState(self.bgp.peers)
+                self._input = None
+                self._dirty |= changed
+                for sent in self._sent.values():  # withdrawn if the next set lacks them
+                    self._dirty.update(sent)
+                raise
+            self._input = routes if isinstance(routes, (tuple, frozenset)) else None
+            self._log_problems()
+            try:
+                await self._sync_locked(changed, pace)
+            except BaseException:  # what was not sent yet must be compared again next time
+                self._dirty |= changed
+                raise
 
     def peers(self) -> tuple[PeerStatus, ...]:
         return self._table.snapshot({a: len(r) for a, r in self._acked.items()})
 
     def route_states(self) -> Mapping[Route, RouteStatus]:
         states: dict[Route, RouteStatus] = {}
-        for route in self._desired.routes.values():
+        desired = self._desired
+        peers = [
+            (routes, self._acked[peer])
+            for peer, routes in desired.by_peer.items()
+            if self._table.established(peer)
+        ]
+        for prefix, route in desired.routes.items():
             announced = any(
-                _wire(self._acked[peer].get(route.prefix)) == _wire(route) and self._table.established(peer)
-                for peer, routes in self._desired.by_peer.items()
-                if route.prefix in routes
+                prefix in routes and _wire(acked.get(prefix)) == _wire(route) for routes, acked in peers
             )
             states[route] = "announced" if announced else "pending"
-        for route in self._desired.aliases:
-            states[route] = states[self._desired.routes[route.prefix]]
-        for route in (*self._desired.duplicates, *(r for r, _ in self._desired.invalid)):
+        for prefix, aliases in desired.aliases.items():
+            for route in aliases:
+                states[route] = states[desired.routes[prefix]]
+        for duplicates in desired.duplicates.values():
+            for route in duplicates:
+                states[route] = "pending"
+        for route in desired.invalid:
             states[route] = "pending"
         return states
 
     def _log_problems(self) -> None:
+        # set_routes runs every reconcile pass: each problem is said once, when it appears.
         desired = self._desired
-        problems = (desired.duplicates, desired.invalid, desired.unreachable)
-        if problems == self._problems:
-            return  # set_routes runs every reconcile pass: say it once per change
-        self._problems = problems
-        for route in desired.duplicates:
+        for route in desired.new_duplicates:
             kept = desired.routes[route.prefix]
             log.error(
                 "route dropped",
@@ -144,9 +186,9 @@ class ExaBGPSpeaker:
                 kept_next_hop=str(kept.next_hop),
                 reason="another route for the same prefix was chosen (the lowest); the planner should dedupe",
             )
-        for route, why in desired.invalid:
+        for route, why in desired.new_invalid:
             log.error("route dropped", prefix=str(route.prefix), origin=str(route.origin), reason=why)
-        for route in desired.unreachable:
+        for route in desired.new_unreachable:
             log.warning(
                 "route has no peer",
                 prefix=str(route.prefix),
@@ -154,46 +196,104 @@ class ExaBGPSpeaker:
                 reason=f"no peer has an IPv{route.version} session with ipv{route.version}-unicast",
             )
 
-    async def _sync(self) -> None:
-        """Send what differs between desired and sent; sent is updated as written, acked on `done`."""
-        async with self._lock:
-            writer = self._writer
-            if writer is None:
-                return  # nothing to talk to; the next ExaBGP gets the full set
-            lines = []
-            for peer in self._addresses:
-                sent = self._sent[peer]
-                for command in cmd.diff(peer, self._desired.by_peer.get(peer, {}), sent):
-                    if command.action == "announce":
-                        sent[command.route.prefix] = command.route
+    async def _sync_locked(self, changed: Iterable[IPNetwork] | None, pace: _Pacer) -> None:
+        """Send what differs between desired and sent for these prefixes (None: all of them).
+
+        `sent` is updated as written, `acked` on `done`. The caller holds the lock.
+        """
+        writer = self._writer
+        if writer is None:
+            return  # nothing to talk to; the next ExaBGP gets the full set
+        desired = self._desired.by_peer
+        batches: list[tuple[IPAddress, cmd.Action, list[Route]]] = []
+        for peer in self._addresses:
+            want, sent = desired.get(peer, {}), self._sent[peer]
+            gone: list[Route] = []
+            new: list[Route] = []
+            if changed is None:  # sent is empty (a new ExaBGP): everything
+                new = list(want.values())
+            else:
+                for n, prefix in enumerate(changed, 1):
+                    route, old = want.get(prefix), sent.get(prefix)
+                    if _wire(route) != _wire(old):
+                        if route is not None:
+                            new.append(route)
+                        elif old is not None:
+                            gone.append(old)
+                    if not n % 1000:
+                        await pace()
+            batches += [(peer, "withdraw", gone), (peer, "announce", new)]
+        for peer, action, routes in batches:
+            if not routes:
+                continue
+            sent, first = self._sent[peer], True
+            for command in cmd.render_steps(peer, action, routes):
+                if command is None:
+                    await pace()
+                    continue
+                if self._writer is not writer:
+                    return  # that ExaBGP is gone; the next one starts afresh
+                if first:  # one log line per peer and action, as its first line goes out
+                    first = False
+                    log.info(
+                        "bgp commands sent",
+                        peer=str(peer),
+                        action=action,
+                        routes=len(routes),
+                        first=command.line[:200],
+                    )
+                for route in command.routes:
+                    if action == "announce":
+                        sent[route.prefix] = route
                     else:
-                        sent.pop(command.route.prefix, None)
-                    self._inflight.append(command)
-                    lines.append(command.line)
-            if not lines:
-                return
-            log.info("bgp commands sent", count=len(lines), first=lines[0])
-            writer.write("".join(f"{line}\n" for line in lines).encode())
+                        sent.pop(route.prefix, None)
+                self._inflight.append(command)
+                writer.write(f"{command.line}\n".encode())
+                await pace()
             try:
                 await writer.drain()
             except ConnectionError as exc:  # the session is ending; the next one starts afresh
                 log.warning("bgp commands not delivered", reason=str(exc))
+                return
 
     def _on_ack(self, ok: bool) -> None:
         if not self._inflight:
             log.warning("unexpected ack from exabgp", ok=ok)
             return
         command = self._inflight.popleft()
-        acked = self._acked[command.peer]
+        acked, sent = self._acked[command.peer], self._sent[command.peer]
         if ok and command.action == "announce":
-            acked[command.route.prefix] = command.route
+            for route in command.routes:
+                acked[route.prefix] = route
         elif ok:
-            acked.pop(command.route.prefix, None)
+            for route in command.routes:
+                acked.pop(route.prefix, None)
+        elif len(command.routes) > 1:
+            # One bad route fails its whole line: try each (still current) route on its own.
+            log.warning("exabgp refused a bulk command, retrying route by route", routes=len(command.routes))
+            announce = command.action == "announce"
+            retry = [
+                r for r in command.routes if (sent.get(r.prefix) is r if announce else r.prefix not in sent)
+            ]
+            if self._writer is not None and retry:
+                lines = []
+                for route in retry:
+                    single = cmd.Command(
+                        command.peer,
+                        command.action,
+                        (route,),
+                        cmd.bulk_line(command.peer, command.action, (route,)),
+                    )
+                    self._inflight.append(single)
+                    lines.append(f"{single.line}\n")
+                self._writer.write("".join(lines).encode())
         else:
             log.error("exabgp refused a command", command=command.line, reason="acked error")
-            if command.action == "withdraw" and command.route.prefix in acked:
+            (route,) = command.routes
+            if command.action == "withdraw" and route.prefix in acked and route.prefix not in sent:
                 # Still announced: put it back so the next set_routes tries again.
-                self._sent[command.peer].setdefault(command.route.prefix, acked[command.route.prefix])
+                sent[route.prefix] = acked[route.prefix]
+                self._dirty.add(route.prefix)
 
     def _on_line(self, text: str) -> None:
         message = parse_line(text)
@@ -227,7 +327,8 @@ class ExaBGPSpeaker:
             self._writer = writer
         beat = asyncio.create_task(self._heartbeat(writer), name="exabgp-heartbeat")
         try:
-            await self._sync()
+            async with self._lock:
+                await self._sync_locked(None, _Pacer())
             while line := await reader.readline():
                 self._on_line(line.decode(errors="replace"))
         finally:

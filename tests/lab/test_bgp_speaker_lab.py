@@ -176,7 +176,9 @@ def running(lab: Lab) -> Iterator[list[int]]:
 
 
 def test_speaker_announces_changes_and_withdraws_when_fabricd_dies(lab_host: None, state_root: Path) -> None:
-    lab = speaker_lab(REPO / "labs" / "basic.clab.yml", "tspeaker", state_root)
+    lab = speaker_lab(
+        REPO / "labs" / "basic.clab.yml", os.environ.get("TSPEAKER_LAB", "tspeaker"), state_root
+    )
     times: dict[str, float] = {}
     with running(lab) as recorded:
         r1, driver = lab.node("r1"), Driver(lab.node("h1"), REPO / "labs" / "basic" / "h1" / "fabricd.yaml")
@@ -211,6 +213,32 @@ def test_speaker_announces_changes_and_withdraws_when_fabricd_dies(lab_host: Non
                 assert V4_MORE in fib.routes() and time.monotonic() < deadline
                 time.sleep(0.005)
             final = {V4_MORE: H1, V4_NEW: H1, V6: H1_6}
+            base = [route(V4_MORE, H1, med=20), route(V6, H1_6), route(V4_NEW, H1)]
+
+            # Bulk lines: routes sharing next hop and attributes go as one `announce attributes ...
+            # nlri P1 P2 ...` line per peer (IPv4 and IPv6), and leave as one `withdraw attributes`.
+            bulk4 = {f"10.202.{i}.0/24": H1 for i in range(40)}
+            bulk6 = {str(ip_network(f"fd00:202:{i}::/64")): H1_6 for i in range(12)}
+            attrs = {"med": 7, "communities": ["65000:7"], "large_communities": ["65000:7:7"]}
+            driver.set_routes(
+                base
+                + [route(p, H1, **attrs) for p in bulk4]
+                + [route(p, H1_6, local_pref=150) for p in bulk6]
+            )
+            times["bulk announce->fib"] = fib.wait(
+                lambda r: r == final | bulk4 | bulk6, 10, "bulk-announced routes"
+            )
+            path = frr_route(r1, "10.202.39.0/24")
+            assert path.get("metric") == 7 and path.get("community", {}).get("string") == "65000:7", path
+            assert path.get("largeCommunity", {}).get("string") == "65000:7:7", path
+            status = driver.wait_status(lambda s: set(s.get("routes", {}).values()) == {"announced"})
+            sent = {p["name"]: p["prefixes_sent"] for p in status["peers"]}
+            assert sent == {"r1": 2 + 40, "r1-v6": 1 + 12}, sent
+            exabgp_log = driver.work / "state" / "exabgp.log"
+            log = exabgp_log.read_text(errors="replace") if exabgp_log.exists() else ""
+            assert "issue parsing" not in log and "could not parse" not in log
+            driver.set_routes(base)
+            times["bulk withdraw->fib"] = fib.wait(lambda r: r == final, 10, "bulk-withdrawn routes")
 
             # A session reset from the router's side: new sessions start with nothing received, so
             # prefixes received on them were re-sent by ExaBGP on its own (the gap is too short for
@@ -321,7 +349,7 @@ def test_md5_password_session_with_a_listen_range(lab_host: None, state_root: Pa
             name=name, address=address, peer=peer, asn=asn, password=json.dumps(password)
         )
         configs[name].write_text(text)
-    lab = speaker_lab(tmp_path / "md5.clab.yml", "tmd5", state_root)
+    lab = speaker_lab(tmp_path / "md5.clab.yml", os.environ.get("TMD5_LAB", "tmd5"), state_root)
     times: dict[str, float] = {}
     with running(lab) as recorded:
         r = lab.node("r")

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fabricd.bgp.commands import (
+    DesiredState,
     RouteError,
     announce_line,
     carries,
@@ -121,7 +122,7 @@ def test_diff_new_gone_changed() -> None:
     sent = {r.prefix: r for r in (A, kept, moved_old, med_old)}
     desired = {r.prefix: r for r in (kept, moved_new, med_new, route("10.200.5.0/24", "10.99.1.11"))}
     commands = diff(peer, desired, sent)
-    assert [(c.action, str(c.route.prefix)) for c in commands] == [
+    assert [(c.action, str(r.prefix)) for c in commands for r in c.routes] == [
         ("withdraw", "10.200.1.0/24"),
         ("announce", "10.200.3.0/24"),  # a new next hop replaces: no withdraw first
         ("announce", "10.200.4.0/24"),
@@ -154,10 +155,60 @@ def test_applying_the_diff_reaches_the_desired_state(before: list[Route], after:
     peer = V4.address
     sent = dict(plan(before, [V4]).by_peer[peer])
     desired = plan(after, [V4]).by_peer[peer]
-    for command in diff(peer, desired, sent):
-        if command.action == "announce":
-            sent[command.route.prefix] = command.route
-        else:
-            del sent[command.route.prefix]
+    for command in diff(peer, desired, sent, bulk=2):
+        for r in command.routes:
+            if command.action == "announce":
+                sent[r.prefix] = r
+            else:
+                del sent[r.prefix]
     assert sent == desired
     assert diff(peer, desired, sent) == []
+
+
+def test_routes_sharing_next_hop_and_attributes_go_as_bulk_lines() -> None:
+    peer = V4.address
+    a, b, c = (route(f"10.200.{i}.0/24", "10.99.1.11", med=5, communities=("65000:1",)) for i in (3, 1, 2))
+    other = route("10.200.9.0/24", "10.99.1.12")
+    commands = diff(peer, {r.prefix: r for r in (a, b, c, other)}, {}, bulk=2)
+    assert [c.line for c in commands] == [
+        "neighbor 10.99.1.1 announce attributes next-hop 10.99.1.11 med 5 community [65000:1]"
+        " nlri 10.200.1.0/24 10.200.2.0/24",
+        announce_line(peer, a),  # the rest of the chunk: one route alone keeps the route form
+        announce_line(peer, other),
+    ]
+    assert [len(c.routes) for c in commands] == [2, 1, 1]
+    gone = diff(peer, {}, {r.prefix: r for r in (a, b, c)})
+    assert [c.line for c in gone] == [
+        "neighbor 10.99.1.1 withdraw attributes next-hop 10.99.1.11"
+        " nlri 10.200.1.0/24 10.200.2.0/24 10.200.3.0/24"
+    ]
+    v6 = [route(f"fd00:200:{i}::/64", "fd00:99:1::11") for i in (1, 2)]
+    (line,) = [c.line for c in diff(V6.address, {r.prefix: r for r in v6}, {})]
+    assert line == (
+        "neighbor fd00:99:1::1 announce attributes next-hop fd00:99:1::11"
+        " nlri fd00:200:1::/64 fd00:200:2::/64"
+    )
+
+
+def test_desired_state_follows_changes_at_the_cost_of_what_changed() -> None:
+    routes = [route(f"10.{i // 256}.{i % 256}.0/24", "10.99.1.11") for i in range(2000)]
+    state = DesiredState([V4, V6])
+    assert len(state.update_all(routes)) == 2000
+    assert state.update_all(tuple(routes)) == set()  # same objects
+    assert state.update_all([route(str(r.prefix), "10.99.1.11") for r in routes]) == set()  # equal values
+    moved = route("10.0.5.0/24", "10.99.1.12")
+    dup = route("10.0.6.0/24", "10.99.1.13")
+    changed = state.update_all([*routes[:5], moved, *routes[6:], dup])
+    assert changed == {moved.prefix} and state.by_peer[V4.address][moved.prefix] is moved
+    assert state.new_duplicates == [dup] and state.duplicates == {dup.prefix: (dup,)}
+    assert state.update_all(routes) == {moved.prefix}  # back; the duplicate leaves without a change
+    assert state.duplicates == {} and state.by_peer[V4.address][moved.prefix] == routes[5]
+    assert state.snapshot() == plan(routes, [V4, V6])
+
+
+@given(st.lists(st.lists(_ROUTES, max_size=8), min_size=1, max_size=4))
+def test_desired_state_matches_the_plan_from_scratch(sets: list[list[Route]]) -> None:
+    state = DesiredState([V4, V4_BOTH])
+    for routes in sets:
+        state.update_all(routes)
+        assert state.snapshot() == plan(routes, [V4, V4_BOTH])

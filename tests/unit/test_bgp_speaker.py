@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from fabricd.bgp import relay
-from fabricd.bgp.commands import announce_line, withdraw_line
+from fabricd.bgp.commands import BULK_MAX, announce_line, withdraw_line
 from fabricd.bgp.peer_state import Ack, NeighborChange, PeerTable, Shutdown, Unknown, parse_line
-from fabricd.bgp.speaker import ExaBGPSpeaker
+from fabricd.bgp.speaker import ExaBGPSpeaker, _Pacer
 from fabricd.bgp.supervisor import rotate
 from fabricd.config.model import BGPConfig, HostConfig, PeerConfig
 from fabricd.routes.model import Origin, Route
@@ -264,9 +264,11 @@ def test_speaker_sends_diffs_and_the_full_set_to_each_new_exabgp(tmp_path: Path,
         await eventually(lambda: states()[A] == states()[B] == "announced")
         first = speaker.exabgp_pid
         assert received(tmp_path, first) == [
-            announce_line(V4.address, REFUSED),  # prefixes in numeric order: 10.66 before 10.200
-            announce_line(V4.address, A),
+            # One line for both (same next hop and attributes), prefixes in numeric order
+            "neighbor 10.99.1.1 announce attributes next-hop 10.99.1.11 nlri 10.66.0.0/24 10.200.1.0/24",
             announce_line(V6.address, B),
+            announce_line(V4.address, REFUSED),  # the bulk line was refused: each route on its own
+            announce_line(V4.address, A),
         ]
         assert states()[REFUSED] == "pending"  # acked `error`
         assert [(p.name, p.state, p.prefixes_sent) for p in speaker.peers()] == [
@@ -278,7 +280,7 @@ def test_speaker_sends_diffs_and_the_full_set_to_each_new_exabgp(tmp_path: Path,
 
         await speaker.set_routes([A2, C])
         await eventually(lambda: set(speaker.route_states().values()) == {"announced"})
-        assert received(tmp_path, first)[3:] == [
+        assert received(tmp_path, first)[4:] == [
             withdraw_line(V4.address, REFUSED),  # withdraws first, then announces
             announce_line(V4.address, A2),  # replaces A: no withdraw of 10.200.1.0/24
             announce_line(V4.address, C),
@@ -294,7 +296,7 @@ def test_speaker_sends_diffs_and_the_full_set_to_each_new_exabgp(tmp_path: Path,
         await eventually(lambda: len(received(tmp_path, speaker.exabgp_pid)) == 2)
         second = speaker.exabgp_pid
         assert received(tmp_path, second) == [announce_line(V4.address, A2), announce_line(V4.address, C)]
-        assert len(received(tmp_path, first)) == 7 and speaker.supervisor.starts == 2
+        assert len(received(tmp_path, first)) == 8 and speaker.supervisor.starts == 2
         await speaker.stop()
         assert second is not None and not alive(second)
         assert not (tmp_path / "state" / "relay.sock").exists()
@@ -341,7 +343,7 @@ STANDIN = """
 import asyncio, sys, time
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
-from fabricd.bgp.speaker import ExaBGPSpeaker
+from fabricd.bgp.speaker import ExaBGPSpeaker, _Pacer
 from fabricd.bgp.supervisor import rotate
 from fabricd.config.model import BGPConfig, HostConfig, PeerConfig
 async def main():
@@ -411,3 +413,125 @@ def test_logs_are_rotated_once_they_grow(tmp_path: Path) -> None:
     rotate(log, limit=50)
     assert not log.exists() and (tmp_path / "exabgp.log.1").read_text() == "x" * 100
     rotate(tmp_path / "missing.log")  # nothing there: nothing to do
+
+
+# ---- cost at scale: unchanged sets, one-route changes, full re-sends (no ExaBGP: a fake writer) ----
+
+
+class FakeWriter:
+    """Stands in for the relay connection: keeps every line written."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def write(self, data: bytes) -> None:
+        self.lines += data.decode().splitlines()
+
+    async def drain(self) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+
+def many_routes(n: int) -> tuple[Route, ...]:
+    return tuple(
+        route(f"100.{64 + i // 65536}.{i // 256 % 256}.{i % 256}/32", "10.99.1.11") for i in range(n)
+    )
+
+
+def connected_speaker(tmp_path: Path) -> tuple[ExaBGPSpeaker, FakeWriter]:
+    speaker = make_speaker(tmp_path, Path("/nonexistent/exabgp"))
+    writer = FakeWriter()
+    speaker._writer = writer  # type: ignore[assignment]
+    return speaker, writer
+
+
+def test_unchanged_and_one_route_changes_cost_little_at_50k_routes(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        speaker, writer = connected_speaker(tmp_path)
+        routes = many_routes(50_000)
+        began = time.perf_counter()
+        await speaker.set_routes(routes)
+        cold = time.perf_counter() - began
+        assert sum(line.count("/32") for line in writer.lines) == 50_000
+        assert len(writer.lines) == 50_000 // BULK_MAX  # bulk lines
+        writer.lines.clear()
+        timings = []
+        for same in (
+            routes,
+            list(routes),
+            tuple(route(str(r.prefix), str(r.next_hop)) for r in routes[:100]) + routes[100:],
+        ):
+            began = time.perf_counter()
+            await speaker.set_routes(same)
+            timings.append(time.perf_counter() - began)
+        assert writer.lines == []
+        assert timings[0] < cold / 1000 and timings[1] < cold / 20, (cold, timings)
+        moved = route("100.64.1.2/32", "10.99.1.12")
+        changed = tuple(moved if r.prefix == moved.prefix else r for r in routes)
+        began = time.perf_counter()
+        await speaker.set_routes(changed)
+        one = time.perf_counter() - began
+        assert writer.lines == [announce_line(V4.address, moved)]  # that route's line only
+        assert one < cold / 20, (cold, one)
+
+    asyncio.run(scenario())
+
+
+def test_a_full_resend_lets_other_tasks_run(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        speaker, writer = connected_speaker(tmp_path)
+        speaker._writer = None
+        await speaker.set_routes(many_routes(50_000))  # remembered; nothing to send to yet
+        ticks = 0
+        longest = 0.0
+
+        async def ticker() -> None:
+            nonlocal ticks, longest
+            last = time.perf_counter()
+            while True:
+                await asyncio.sleep(0)
+                now = time.perf_counter()
+                ticks, longest = ticks + 1, max(longest, now - last)
+                last = now
+
+        task = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        ticks, longest = 0, 0.0
+        speaker._writer = writer  # type: ignore[assignment]
+        async with speaker._lock:  # what a new ExaBGP's session does first
+            began = time.perf_counter()
+            await speaker._sync_locked(None, _Pacer(0.002))
+            took = time.perf_counter() - began
+        task.cancel()
+        assert sum(line.count("/32") for line in writer.lines) == 50_000
+        print(f"ticks {ticks} in {took * 1000:.0f} ms, longest gap {longest * 1000:.1f} ms")
+        # The other task ran all along (with 2 ms slices: many times), not once at the end.
+        assert ticks >= 10 and longest < took / 2, (ticks, longest, took)
+
+    asyncio.run(scenario())
+
+
+def test_a_cancelled_set_routes_leaves_nothing_behind(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        speaker, writer = connected_speaker(tmp_path)
+        await speaker.set_routes([A, C])
+        task = asyncio.create_task(speaker.set_routes(many_routes(20_000)))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        writer.lines.clear()
+        await speaker.set_routes([A2])
+        announced = {line.split()[4] for line in writer.lines if " announce route " in line}
+        withdrawn = {
+            p for line in writer.lines if " withdraw " in line for p in line.split(" nlri ")[-1].split()
+        }
+        sent = speaker._sent[V4.address]
+        assert sent == {A2.prefix: A2}, len(sent)
+        assert A2.prefix.with_prefixlen in announced and C.prefix.with_prefixlen in str(writer.lines)
+        assert not withdrawn & {A2.prefix.with_prefixlen}
+
+    asyncio.run(scenario())

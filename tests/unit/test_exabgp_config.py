@@ -122,6 +122,7 @@ def test_environment_acks_commands_and_never_listens_or_respawns() -> None:
     assert env["exabgp_api_respawn"] == "false" and env["exabgp_api_cli"] == "false"
     assert env["exabgp_daemon_daemonize"] == "false" and env["exabgp_daemon_drop"] == "false"
     assert env["exabgp_tcp_bind"] == "" and env["exabgp_log_destination"] == "/run/fabricd/bgp/exabgp.log"
+    assert float(env["exabgp_reactor_speed"]) < 1.0  # the default throttles large installs
 
 
 # ExaBGP's own parser, in a child so its global environment and logger stay out of this process.
