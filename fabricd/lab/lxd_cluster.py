@@ -32,13 +32,13 @@ import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from fabricd.lab import netns
+from fabricd.lab.labels import underlay_address
 from fabricd.lab.lxd_node import respawn_lxd, start_lxd
 from fabricd.lab.lxd_preseed import DEFAULT_PRESEED, load_preseed
 from fabricd.lab.node import LabError, NodeRuntime
@@ -98,16 +98,7 @@ def _listen(host: str) -> str:
 
 
 def _host(node: Node) -> str:
-    text = node.labels.get(ADDRESS_LABEL, "").strip()
-    try:
-        address = ip_address(text)
-    except ValueError:
-        raise LabError(
-            f"node {node.name}: label {ADDRESS_LABEL} must be the member's IP address, not {text!r}"
-        ) from None
-    if address.is_unspecified or address.is_loopback:
-        raise LabError(f"node {node.name}: label {ADDRESS_LABEL} must be an underlay address, not {text}")
-    return str(address)
+    return str(underlay_address(node, ADDRESS_LABEL, "the member's IP address"))
 
 
 def node_env(topology: Topology, node: Node) -> dict[str, str]:

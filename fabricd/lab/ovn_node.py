@@ -49,13 +49,13 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from ipaddress import ip_address
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
 from fabricd.lab import netns
+from fabricd.lab.labels import underlay_address
 from fabricd.lab.lxd_preseed import DEFAULT_PRESEED
 from fabricd.lab.node import LabError, NodeRuntime
 from fabricd.lab.topology_model import FALSE_WORDS, TRUE_WORDS, Node
@@ -141,15 +141,7 @@ def ovn_plan(node: Node) -> OvnPlan | None:
 
 
 def _address_label(node: Node, label: str, role: str) -> str:
-    text = node.labels.get(label, "").strip()
-    try:
-        address = ip_address(text)
-    except ValueError:
-        raise LabError(
-            f"node {node.name}: {OVN_LABEL}: {role} needs label {label} with an IP address, not {text!r}"
-        ) from None
-    if address.is_unspecified or address.is_loopback:
-        raise LabError(f"node {node.name}: label {label} must be an underlay address, not {text}")
+    address = underlay_address(node, label, f"an IP address (an OVN {role} needs it)")
     return f"[{address}]" if address.version == 6 else str(address)
 
 
