@@ -51,7 +51,6 @@ class Agent:
             config.control.socket, config.control.mode, config.control.group, self.handle_request
         )
         self.stopping = asyncio.Event()
-        self._lxd_observation: dict[str, Any] = {}
 
     def _lxd_changed(self) -> None:
         self.loop.trigger()
