@@ -11,6 +11,8 @@ from typing import Any
 
 from fabricd import __version__
 from fabricd.agent.control import ControlServer, ControlSocketInUse
+from fabricd.agent.overlay_status import overlay_peer_rows, overlay_problems, overlay_section
+from fabricd.agent.overlay_steps import OverlayApplying, OverlayPlanning, UnderlayObserver
 from fabricd.agent.reconcile import ReconcileLoop
 from fabricd.agent.route_status import route_rows
 from fabricd.agent.route_steps import RouteAnnouncing, RoutePlanning
@@ -19,9 +21,12 @@ from fabricd.bgp.speaker import ExaBGPSpeaker
 from fabricd.config import FabricConfig
 from fabricd.log import get_logger
 from fabricd.lxd.observer import LXDObserver
+from fabricd.overlay.manager import OverlayManager
 from fabricd.routes.incremental import IncrementalPlanner
 
 log = get_logger("fabricd.agent")
+# Overlay peers from the cluster: LXD sends no event when a member goes offline, so poll this often.
+MEMBER_POLL_INTERVAL = 0.5
 
 
 class Agent:
@@ -34,17 +39,33 @@ class Agent:
             pid=os.getpid(),
             started_at=time.time(),
         )
-        self.lxd = LXDObserver(config.lxd, on_change=self._lxd_changed)
+        overlay = config.overlay
+        member_poll = MEMBER_POLL_INTERVAL if overlay.enabled and overlay.peers_from_lxd_cluster else None
+        self.lxd = LXDObserver(config.lxd, on_change=self._lxd_changed, member_interval=member_poll)
+        self.overlay: OverlayManager | None = None
+        self.underlay: UnderlayObserver | None = None
+        self.overlay_applying: OverlayApplying | None = None
+        observers: list[Any] = [self.lxd]
+        planners: list[Any] = [RoutePlanning(IncrementalPlanner(config))]
+        appliers: list[Any] = []
+        if overlay.enabled:
+            self.overlay = OverlayManager(config, config.control.socket.parent)
+            self.underlay = UnderlayObserver(self.overlay)
+            self.overlay_applying = OverlayApplying(self.overlay, recheck=config.reconcile.interval)
+            observers.append(self.underlay)
+            planners.append(OverlayPlanning(config))
+            appliers.append(self.overlay_applying)
         self.speaker = (
             ExaBGPSpeaker(config.bgp, config.host, config.control.socket.parent / "bgp")
             if config.bgp is not None
             else None
         )
         self.announcing = RouteAnnouncing(self.speaker)
+        appliers.insert(0, self.announcing)
         self.loop = ReconcileLoop(
-            observers=(self.lxd,),
-            planners=(RoutePlanning(IncrementalPlanner(config)),),
-            appliers=(self.announcing,),
+            observers=observers,
+            planners=planners,
+            appliers=appliers,
             interval=config.reconcile.interval,
         )
         self.control = ControlServer(
@@ -65,7 +86,19 @@ class Agent:
             reconcile=self.loop.stats,
             bgp_peers=tuple(p.as_dict(now) for p in peers),
             routes=tuple(route_rows(plan, states)),
+            overlay_peers=tuple(overlay_peer_rows(self._overlay_plan())),
+            overlay=self._overlay_status(),
             problems=tuple(self._problems()),
+        )
+
+    def _overlay_plan(self) -> Any:
+        return self.overlay_applying.applied.plan if self.overlay_applying is not None else None
+
+    def _overlay_status(self) -> dict[str, Any] | None:
+        if self.overlay is None or self.overlay_applying is None or self.underlay is None:
+            return None
+        return overlay_section(
+            self.config, self.overlay_applying.applied, self.underlay.last, self.overlay.firewall_status()
         )
 
     def _problems(self) -> list[str]:
@@ -78,6 +111,9 @@ class Agent:
         if observation.snapshot is not None:
             for bad in observation.snapshot.refused:
                 problems.append(f"lxd {bad.kind} {bad.project}/{bad.name} refused: {bad.reason}")
+        if self.overlay_applying is not None and self.underlay is not None:
+            configured_mtu = self.config.overlay.mtu is not None
+            problems += overlay_problems(self.overlay_applying.applied, self.underlay.last, configured_mtu)
         return problems
 
     def handle_request(self, command: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -105,6 +141,9 @@ class Agent:
             self.stopping.set()
             if self.speaker is not None:
                 await self.speaker.stop()  # ExaBGP goes: its sessions close and peers withdraw
+            if self.overlay is not None:
+                # The overlay stays up so instances keep talking; only the VXLAN filter goes.
+                await asyncio.to_thread(self.overlay.stop)
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(observer, timeout=5)
             await self.control.close()

@@ -48,6 +48,7 @@ class StatusSnapshot:
     routes: tuple[dict[str, Any], ...] = ()
     overlay_peers: tuple[dict[str, Any], ...] = ()
     authority: dict[str, Any] | None = None
+    overlay: dict[str, Any] | None = None
     problems: tuple[str, ...] = field(default=())
 
     def as_dict(self, now: float) -> dict[str, Any]:
@@ -57,6 +58,7 @@ class StatusSnapshot:
             "routes": list(self.routes),
             "overlay_peers": list(self.overlay_peers),
             "authority": self.authority,
+            "overlay": self.overlay,
             "reconcile": self.reconcile.as_dict(),
             "problems": list(self.problems),
         }

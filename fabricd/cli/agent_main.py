@@ -21,6 +21,7 @@ examples:
   fabricd check-config /etc/fabricd/fabricd.yaml   # validate; exit 2 names file, key and line
   fabricd run --config /etc/fabricd/fabricd.yaml   # run in the foreground (systemd does this)
   fabricctl status                                 # ask the running agent what it is doing
+  fabricd teardown --config /etc/fabricd/fabricd.yaml  # stop first; removes the overlay it built
 """
 
 
@@ -47,6 +48,23 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-format", choices=("auto", "json", "console"), help="override logging.format")
     run.add_argument(
         "--log-level", choices=("debug", "info", "warning", "error"), help="override logging.level"
+    )
+
+    teardown = commands.add_parser(
+        "teardown",
+        help="remove everything fabricd built on this host (the agent must be stopped)",
+        description="Remove what fabricd built: the overlay's VXLAN device with its FDB, the bridge "
+        "when fabricd created it (an adopted bridge stays), the nftables table inet fabricd_overlay, "
+        "and fabricd's state files. Instances attached to the bridge lose the overlay. Stopping the "
+        "agent alone leaves the overlay up on purpose, so instances keep talking across a restart. "
+        "Refuses (exit 1) while the agent answers on its control socket.",
+    )
+    teardown.add_argument(
+        "--config",
+        "-c",
+        type=Path,
+        default=DEFAULT_CONFIG_PATH,
+        help=f"config file (default {DEFAULT_CONFIG_PATH})",
     )
 
     check = commands.add_parser(
@@ -81,6 +99,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_BAD_CONFIG
+    if args.command == "teardown":
+        configure_logging(config.logging.level, config.logging.format)
+        from fabricd.cli.teardown import teardown  # imported late: needs netlink
+
+        return teardown(config)
     configure_logging(args.log_level or config.logging.level, args.log_format or config.logging.format)
     from fabricd.agent.daemon import run_agent  # imported late: check-config must stay light
 

@@ -68,15 +68,7 @@ def render_status(status: dict[str, Any]) -> str:
         else "BGP peers: none"
     )
     lines += ["", render_routes(status.get("routes", [])), ""]
-    overlay = status.get("overlay_peers", [])
-    lines.append(
-        table(
-            ("OVERLAY PEER", "ADDRESS", "STATE"),
-            [(p.get("name"), p.get("address"), p.get("state")) for p in overlay],
-        )
-        if overlay
-        else "overlay peers: none"
-    )
+    lines += render_overlay(status.get("overlay"), status.get("overlay_peers", []))
     authority = status.get("authority")
     lines.append("")
     if authority:
@@ -87,6 +79,40 @@ def render_status(status: dict[str, Any]) -> str:
     if problems:
         lines += ["", "problems:"] + [f"  - {p}" for p in problems]
     return "\n".join(lines)
+
+
+def render_overlay(overlay: dict[str, Any] | None, peers: Sequence[dict[str, Any]]) -> list[str]:
+    if not overlay:
+        return ["overlay: disabled"]
+    flood = overlay.get("flood") or []
+    lines = [
+        f"overlay {overlay.get('bridge')} vni {overlay.get('vni')} port {overlay.get('port')}: "
+        f"{overlay.get('state')}, mtu {overlay.get('mtu')} ({overlay.get('mtu_source')}), "
+        f"{overlay.get('known_macs', 0)} known MACs",
+        "flood list: " + (", ".join(f"{f.get('vtep')} ({f.get('peer')})" for f in flood) or "empty"),
+    ]
+    firewall = overlay.get("firewall") or {}
+    if firewall:
+        dropped = (firewall.get("counters") or {}).get("vxlan_dropped")
+        lines.append(
+            f"vxlan filter: {len(firewall.get('peers') or [])} peers allowed"
+            + (f", {dropped} packets dropped" if dropped is not None else "")
+        )
+    if peers:
+        rows = [
+            (
+                p.get("name"),
+                p.get("address"),
+                p.get("state"),
+                "yes" if p.get("flood") else "no",
+                p.get("reason"),
+            )
+            for p in peers
+        ]
+        lines += ["", table(("OVERLAY PEER", "ADDRESS", "STATE", "FLOOD", "REASON"), rows)]
+    else:
+        lines.append("overlay peers: none")
+    return lines
 
 
 def _ms(seconds: float | None) -> str:

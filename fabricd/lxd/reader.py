@@ -27,6 +27,7 @@ from fabricd.lxd.records import (
     InstanceRecord,
     LoadBalancerRecord,
     LXDSnapshot,
+    MemberRecord,
     NetworkRecord,
     RefusedObject,
 )
@@ -145,12 +146,7 @@ def read_snapshot(api: LXDApi, project: str) -> LXDSnapshot:
             if bundle is not None:
                 bundles.append(bundle)
     instances = read_instances(api, project, refused)
-    members = []
-    if clustered:
-        for raw in _list(api, "/cluster/members", recursion=1):
-            parsed = refused.parse("member", "", raw, parse_member)
-            if parsed is not None:
-                members.append(parsed)
+    members = read_members(api, refused) if clustered else []
     return LXDSnapshot(
         member=member,
         clustered=clustered,
@@ -162,6 +158,17 @@ def read_snapshot(api: LXDApi, project: str) -> LXDSnapshot:
         members=tuple(members),
         refused=tuple(refused.items),
     )
+
+
+def read_members(api: LXDApi, refused: _Refusals | None = None) -> list[MemberRecord]:
+    """The cluster members with their status (Online, Offline, Evacuated)."""
+    refused = refused if refused is not None else _Refusals([])
+    members = []
+    for raw in _list(api, "/cluster/members", recursion=1):
+        parsed = refused.parse("member", "", raw, parse_member)
+        if parsed is not None:
+            members.append(parsed)
+    return members
 
 
 def read_instances(api: LXDApi, project: str, refused: _Refusals) -> list[InstanceRecord]:

@@ -1,0 +1,195 @@
+"""Applies an overlay plan to the kernel: devices, FDB, and the record of what fabricd owns.
+
+The record (`overlay.json` in the state directory) lists the FDB entries fabricd installed, so a
+restart removes its own stale entries and leaves everyone else's alone. It lives under /run: after
+a reboot the VXLAN device and its FDB are gone as well.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from ipaddress import ip_address
+from pathlib import Path
+from typing import Any
+
+from pyroute2 import IPRoute
+
+from fabricd.config.model import FabricConfig
+from fabricd.log import get_logger
+from fabricd.overlay.firewall import FirewallError, OverlayFirewall
+from fabricd.overlay.kernel import (
+    OWNED_ALIAS,
+    DeviceSpec,
+    FdbEntry,
+    KernelChanges,
+    desired_fdb,
+    diff_overlay,
+    vxlan_name,
+)
+from fabricd.overlay.model import OverlayPlan
+from fabricd.overlay.netlink import apply_changes, delete_link, read_overlay, underlay_link
+
+log = get_logger("fabricd.overlay")
+STATE_FILE = "overlay.json"
+
+
+@dataclass(frozen=True, slots=True)
+class Underlay:
+    index: int | None
+    name: str | None
+    mtu: int | None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedOverlay:
+    """What the last pass did, for status."""
+
+    plan: OverlayPlan | None = None
+    changes: KernelChanges = field(default_factory=KernelChanges)
+    owned: int = 0
+    applied_at: float | None = None
+    error: str | None = None
+
+
+class OverlayManager:
+    def __init__(self, config: FabricConfig, state_dir: Path, ipr_factory: type[IPRoute] = IPRoute) -> None:
+        self.config = config
+        self.bridge = config.overlay.bridge
+        self.vxlan = vxlan_name(config.overlay.bridge)
+        self._state_file = state_dir / STATE_FILE
+        self._ipr_factory = ipr_factory
+        self.firewall = OverlayFirewall(config.overlay.port)
+        self._firewall_peers: tuple[str, ...] = ()
+        self._firewall_error: str | None = None
+
+    def read_underlay(self) -> Underlay:
+        host = self.config.host
+        try:
+            with self._ipr_factory() as ipr:
+                index, name, mtu = underlay_link(ipr, host.underlay_address, host.underlay_interface)
+        except Exception as exc:  # the underlay missing is a status problem, never a crash
+            return Underlay(None, None, None, str(exc))
+        return Underlay(index, name, mtu)
+
+    def spec(self, plan: OverlayPlan, underlay: Underlay) -> DeviceSpec:
+        overlay = self.config.overlay
+        bound = underlay.index if self.config.host.underlay_interface is not None else None
+        return DeviceSpec(
+            bridge=self.bridge,
+            vxlan=self.vxlan,
+            vni=overlay.vni,
+            port=overlay.port,
+            local=self.config.host.underlay_address,
+            link_index=bound,
+            mtu=plan.mtu,
+        )
+
+    def apply(self, plan: OverlayPlan, underlay: Underlay) -> AppliedOverlay:
+        """Read the kernel, diff, change the smallest thing; never raises (status shows errors)."""
+        spec = self.spec(plan, underlay)
+        desired = desired_fdb(plan)
+        owned = self._load_owned()
+        changes = KernelChanges()
+        error = None
+        with self._ipr_factory() as ipr:
+            try:
+                kernel = read_overlay(ipr, self.bridge, self.vxlan)
+                changes = diff_overlay(spec, desired, kernel, owned)
+                if not changes.empty:
+                    apply_changes(ipr, spec, changes)
+                    log.info(
+                        "overlay changed",
+                        steps=list(changes.reasons),
+                        fdb_added=len(changes.fdb_add),
+                        fdb_removed=len(changes.fdb_remove),
+                    )
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                log.error("overlay apply failed", reason=error)
+            try:
+                after = read_overlay(ipr, self.bridge, self.vxlan).fdb
+            except Exception:
+                after = frozenset()
+        # Ours: what we owned or just added, and is still there.
+        now_owned = (owned | frozenset(changes.fdb_add)) & after
+        if now_owned != owned:
+            self._save_owned(now_owned)
+        self._apply_firewall(plan)
+        if error is None and self._firewall_error is not None:
+            error = self._firewall_error
+        return AppliedOverlay(plan, changes, len(now_owned), time.time(), error)
+
+    def _apply_firewall(self, plan: OverlayPlan) -> None:
+        # Every known peer may send VXLAN, offline ones too: "offline" is LXD's view, not theirs.
+        peers = sorted(
+            {p.address for p in plan.peers if p.address is not None and p.state != "self"},
+            key=lambda a: (a.version, int(a)),
+        )
+        try:
+            self.firewall.apply(peers)
+            self._firewall_peers = tuple(str(a) for a in peers)
+            self._firewall_error = None
+        except FirewallError as exc:
+            self._firewall_error = f"firewall: {exc}"
+            log.error("overlay firewall apply failed", reason=str(exc))
+
+    def firewall_status(self) -> dict[str, Any]:
+        error = self._firewall_error
+        try:
+            counters = self.firewall.counters()
+        except FirewallError as exc:
+            counters, error = {}, error or str(exc)
+        return {"peers": list(self._firewall_peers), "counters": counters, "error": error}
+
+    def stop(self) -> None:
+        """Agent stop: the overlay stays up; the VXLAN filter is removed with the agent."""
+        try:
+            self.firewall.remove()
+        except FirewallError as exc:
+            log.error("overlay firewall removal failed", reason=str(exc))
+
+    def teardown(self) -> list[str]:
+        """Remove the VXLAN device (its FDB goes with it), the bridge if fabricd created it, and the
+        ownership record. Returns what was removed."""
+        removed = []
+        with self._ipr_factory() as ipr:
+            if delete_link(ipr, self.vxlan):
+                removed.append(f"vxlan {self.vxlan}")
+            found = ipr.link_lookup(ifname=self.bridge)
+            if found:
+                (link,) = ipr.get_links(found[0])
+                if link.get_attr("IFLA_IFALIAS") == OWNED_ALIAS:
+                    delete_link(ipr, self.bridge)
+                    removed.append(f"bridge {self.bridge}")
+                else:
+                    log.info("bridge left in place: fabricd did not create it", bridge=self.bridge)
+        if self.firewall.exists():
+            self.firewall.remove()
+            removed.append("nftables table inet fabricd_overlay")
+        if self._state_file.exists():
+            self._state_file.unlink()
+            removed.append(f"state {self._state_file}")
+        return removed
+
+    def _load_owned(self) -> frozenset[FdbEntry]:
+        try:
+            data = json.loads(self._state_file.read_text())
+            if data.get("vxlan") != self.vxlan:
+                return frozenset()
+            return frozenset(FdbEntry(str(mac), ip_address(dst)) for mac, dst in data.get("fdb", []))
+        except FileNotFoundError:
+            return frozenset()
+        except (ValueError, TypeError, AttributeError) as exc:
+            log.warning("overlay state file unreadable; treating no entry as ours", reason=str(exc))
+            return frozenset()
+
+    def _save_owned(self, owned: frozenset[FdbEntry]) -> None:
+        self._state_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._state_file.with_suffix(".tmp")
+        entries = [[e.mac, str(e.dst)] for e in sorted(owned)]
+        tmp.write_text(json.dumps({"vxlan": self.vxlan, "fdb": entries}, indent=1))
+        os.replace(tmp, self._state_file)
