@@ -92,6 +92,15 @@ class OverlayPeer:
 
 
 @dataclass(frozen=True, slots=True)
+class OverlayIPsecConfig:
+    """ESP transport protection of the VXLAN packets between hosts."""
+
+    enabled: bool = False
+    # The shared key every host reads at runtime (never at config load), so the config can be shared.
+    key_file: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class OverlayConfig:
     enabled: bool = False
     bridge: str = "fabric0"
@@ -99,6 +108,8 @@ class OverlayConfig:
     port: int = 4789
     mtu: int | None = None
     peers: str | tuple[OverlayPeer, ...] = ()
+    # Last, so positional construction of the fields above keeps working.
+    ipsec: OverlayIPsecConfig = OverlayIPsecConfig()
 
     @property
     def peers_from_lxd_cluster(self) -> bool:

@@ -1,15 +1,22 @@
-"""The `overlay` section: the VXLAN bridge and its peers (a list, or the LXD cluster members)."""
+"""The `overlay` section: the VXLAN bridge, its peers (a list, or the LXD cluster members), IPsec."""
 
 from __future__ import annotations
 
 from yaml.nodes import SequenceNode
 
 from fabricd.config import converters as convert
-from fabricd.config.model import LXD_CLUSTER_PEERS, HostConfig, IPAddress, OverlayConfig, OverlayPeer
+from fabricd.config.model import (
+    LXD_CLUSTER_PEERS,
+    HostConfig,
+    IPAddress,
+    OverlayConfig,
+    OverlayIPsecConfig,
+    OverlayPeer,
+)
 from fabricd.config.reader import Invalid, Unique, Value, convert_all
 from fabricd.config.sections.bgp import check_peer_names
 
-_OVERLAY_KEYS = ("enabled", "bridge", "vni", "port", "mtu", "peers")
+_OVERLAY_KEYS = ("enabled", "bridge", "vni", "port", "mtu", "peers", "ipsec")
 _MTU_WHAT = "an integer 1280..9000 (or no value, to follow the underlay)"
 
 
@@ -22,9 +29,23 @@ def parse_overlay(value: Value, host: HostConfig | None) -> OverlayConfig:
     port = m.get("port", convert.port, default.port)
     mtu = m.get("mtu", convert.integer(1280, 9000, _MTU_WHAT), None)
     peers = m.get("peers", lambda v: _parse_overlay_peers(v, host), default.peers)
+    ipsec = m.get("ipsec", _parse_overlay_ipsec, default.ipsec)
     if not m.clean():
         raise Invalid
-    return OverlayConfig(enabled, bridge, vni, port, mtu, peers)
+    return OverlayConfig(enabled, bridge, vni, port, mtu, peers, ipsec)
+
+
+def _parse_overlay_ipsec(value: Value) -> OverlayIPsecConfig:
+    m = value.mapping(("enabled", "key_file"))
+    default = OverlayIPsecConfig()
+    enabled = m.get("enabled", convert.boolean, default.enabled)
+    # Only the path is checked here: the key itself is read when the overlay is built.
+    key_file = m.get("key_file", convert.absolute_path, default.key_file)
+    if enabled and not m.has("key_file"):
+        m.missing("key_file", " (required when overlay.ipsec.enabled is true)")
+    if not m.clean():
+        raise Invalid
+    return OverlayIPsecConfig(enabled, key_file)
 
 
 def _parse_overlay_peers(value: Value, host: HostConfig | None) -> str | tuple[OverlayPeer, ...]:
