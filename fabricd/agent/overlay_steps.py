@@ -35,10 +35,17 @@ class UnderlayObserver:
 class OverlayIntent:
     plan: OverlayPlan
     underlay: Underlay
+    lxd_read: bool  # False: MAC locations unknown yet, so the MAC entries in the kernel are kept
 
 
 class OverlayPlanning:
-    """Plans the overlay; without an underlay MTU (and no overlay.mtu) there is nothing to build."""
+    """Plans the overlay; None (leave the kernel as it is) until there is something to go on.
+
+    Without an underlay MTU (and no overlay.mtu) nothing can be built. With peers from the LXD
+    cluster, nothing is planned before LXD was read once: an agent restart must not empty the
+    flood list for the second it takes to connect. LXD unreachable later is fine: the observer
+    holds its last snapshot.
+    """
 
     name = STEP
 
@@ -56,7 +63,9 @@ class OverlayPlanning:
             mtu = 0  # unused: overlay.mtu wins
         lxd = observed.get("lxd")
         snapshot = lxd.snapshot if isinstance(lxd, LXDObservation) else None
-        return OverlayIntent(plan_overlay(self._config, snapshot, mtu), underlay)
+        if snapshot is None and self._config.overlay.peers_from_lxd_cluster:
+            return None
+        return OverlayIntent(plan_overlay(self._config, snapshot, mtu), underlay, snapshot is not None)
 
 
 class OverlayApplying:
@@ -77,6 +86,7 @@ class OverlayApplying:
         fresh = time.monotonic() - self._checked_at < self._recheck
         if fresh and desired.plan == self.applied.plan and self.applied.error is None:
             return self.applied
-        self.applied = await asyncio.to_thread(self._manager.apply, desired.plan, desired.underlay)
+        keep_macs = not desired.lxd_read
+        self.applied = await asyncio.to_thread(self._manager.apply, desired.plan, desired.underlay, keep_macs)
         self._checked_at = time.monotonic()
         return self.applied

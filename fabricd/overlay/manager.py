@@ -3,6 +3,10 @@
 The record (`overlay.json` in the state directory) lists the FDB entries fabricd installed, so a
 restart removes its own stale entries and leaves everyone else's alone. It lives under /run: after
 a reboot the VXLAN device and its FDB are gone as well.
+
+With `overlay.ipsec.enabled`, ESP transport SAs and policies to every up peer come first. If they
+cannot be installed (no key, or a kernel without ESP), the overlay fails closed: the devices exist
+but the FDB is empty, so nothing leaves the host in clear text.
 """
 
 from __future__ import annotations
@@ -10,16 +14,19 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
 
-from pyroute2 import IPRoute
+from pyroute2 import IPRoute, NetNS
 
 from fabricd.config.model import FabricConfig
 from fabricd.log import get_logger
 from fabricd.overlay.firewall import FirewallError, OverlayFirewall
+from fabricd.overlay.ipsec import IPsecKeyError, IPsecPlan, plan_ipsec, read_key
+from fabricd.overlay.ipsec_apply import IPsecError, apply_ipsec, remove_ipsec
 from fabricd.overlay.kernel import (
     OWNED_ALIAS,
     DeviceSpec,
@@ -34,6 +41,7 @@ from fabricd.overlay.netlink import apply_changes, delete_link, read_overlay, un
 
 log = get_logger("fabricd.overlay")
 STATE_FILE = "overlay.json"
+IPSEC_PEERS_FILE = "overlay-ipsec-peers.json"  # for teardown, which has no LXD to ask for peers
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,13 +64,18 @@ class AppliedOverlay:
 
 
 class OverlayManager:
-    def __init__(self, config: FabricConfig, state_dir: Path, ipr_factory: type[IPRoute] = IPRoute) -> None:
+    def __init__(self, config: FabricConfig, state_dir: Path, netns: str | None = None) -> None:
+        """`netns`: work in that named network namespace instead of our own (tests)."""
         self.config = config
         self.bridge = config.overlay.bridge
         self.vxlan = vxlan_name(config.overlay.bridge)
         self._state_file = state_dir / STATE_FILE
-        self._ipr_factory = ipr_factory
-        self.firewall = OverlayFirewall(config.overlay.port)
+        self._netns = netns
+        self._ipr_factory: Callable[[], IPRoute | NetNS] = (
+            IPRoute if netns is None else (lambda: NetNS(netns))
+        )
+        self.firewall = OverlayFirewall(config.overlay.port, netns=netns)
+        self._ipsec: IPsecPlan | None = None
         self._firewall_peers: tuple[str, ...] = ()
         self._firewall_error: str | None = None
 
@@ -88,13 +101,20 @@ class OverlayManager:
             mtu=plan.mtu,
         )
 
-    def apply(self, plan: OverlayPlan, underlay: Underlay) -> AppliedOverlay:
-        """Read the kernel, diff, change the smallest thing; never raises (status shows errors)."""
+    def apply(self, plan: OverlayPlan, underlay: Underlay, keep_macs: bool = False) -> AppliedOverlay:
+        """Read the kernel, diff, change the smallest thing; never raises (status shows errors).
+
+        keep_macs: the plan knows no MAC locations yet (LXD not read); our MAC entries stay.
+        """
         spec = self.spec(plan, underlay)
         desired = desired_fdb(plan)
         owned = self._load_owned()
+        if keep_macs:
+            desired |= {e for e in owned if not e.flood}
         changes = KernelChanges()
-        error = None
+        error = self._ensure_ipsec(plan)
+        if error is not None:
+            desired = frozenset()  # fail closed: no VTEP gets a frame in clear text
         with self._ipr_factory() as ipr:
             try:
                 kernel = read_overlay(ipr, self.bridge, self.vxlan)
@@ -122,6 +142,37 @@ class OverlayManager:
         if error is None and self._firewall_error is not None:
             error = self._firewall_error
         return AppliedOverlay(plan, changes, len(now_owned), time.time(), error)
+
+    def _ensure_ipsec(self, plan: OverlayPlan) -> str | None:
+        """Install SAs and policies for the up peers; an error text when the overlay must stay closed."""
+        ipsec = self.config.overlay.ipsec
+        if not ipsec.enabled or ipsec.key_file is None:
+            return None
+        overlay = self.config.overlay
+        try:
+            key = read_key(ipsec.key_file)
+            wanted = plan_ipsec(
+                self.config.host.underlay_address,
+                [f.vtep for f in plan.flood],
+                key,
+                overlay.port,
+                overlay.vni,
+            )
+        except (IPsecKeyError, ValueError) as exc:
+            return f"ipsec: {exc}"
+        if wanted == self._ipsec:
+            return None
+        try:
+            # The old plan goes first (SAs are added, not replaced); at start, any leftovers of ours.
+            remove_ipsec(self._ipsec or wanted, netns=self._netns)
+            self._ipsec = None
+            apply_ipsec(wanted, netns=self._netns)
+        except IPsecError as exc:
+            log.error("ipsec not applied; overlay closed", reason=str(exc))
+            return f"ipsec: {exc}"
+        self._ipsec = wanted
+        self._write_json(self._state_file.parent / IPSEC_PEERS_FILE, [str(f.vtep) for f in plan.flood])
+        return None
 
     def _apply_firewall(self, plan: OverlayPlan) -> None:
         # Every known peer may send VXLAN, offline ones too: "offline" is LXD's view, not theirs.
@@ -170,10 +221,25 @@ class OverlayManager:
         if self.firewall.exists():
             self.firewall.remove()
             removed.append("nftables table inet fabricd_overlay")
+        removed += self._teardown_ipsec()
         if self._state_file.exists():
             self._state_file.unlink()
             removed.append(f"state {self._state_file}")
         return removed
+
+    def _teardown_ipsec(self) -> list[str]:
+        peers_file = self._state_file.parent / IPSEC_PEERS_FILE
+        ipsec, overlay = self.config.overlay.ipsec, self.config.overlay
+        if not peers_file.exists() or ipsec.key_file is None:
+            return []
+        peers = [ip_address(a) for a in json.loads(peers_file.read_text())]
+        key = read_key(ipsec.key_file)
+        remove_ipsec(
+            plan_ipsec(self.config.host.underlay_address, peers, key, overlay.port, overlay.vni),
+            netns=self._netns,
+        )
+        peers_file.unlink()
+        return [f"ipsec SAs and policies for {len(peers)} peers"]
 
     def _load_owned(self) -> frozenset[FdbEntry]:
         try:
@@ -188,8 +254,12 @@ class OverlayManager:
             return frozenset()
 
     def _save_owned(self, owned: frozenset[FdbEntry]) -> None:
-        self._state_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._state_file.with_suffix(".tmp")
         entries = [[e.mac, str(e.dst)] for e in sorted(owned)]
-        tmp.write_text(json.dumps({"vxlan": self.vxlan, "fdb": entries}, indent=1))
-        os.replace(tmp, self._state_file)
+        self._write_json(self._state_file, {"vxlan": self.vxlan, "fdb": entries})
+
+    @staticmethod
+    def _write_json(path: Path, data: object) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, path)
