@@ -16,6 +16,7 @@ from fabricd.agent.overlay_steps import OverlayApplying, OverlayPlanning, Underl
 from fabricd.agent.reconcile import ReconcileLoop
 from fabricd.agent.route_status import route_rows
 from fabricd.agent.route_steps import RouteAnnouncing, RoutePlanning
+from fabricd.agent.sd_notify import notify
 from fabricd.agent.status import HostStatus, StatusSnapshot
 from fabricd.bgp.speaker import ExaBGPSpeaker
 from fabricd.config import FabricConfig
@@ -133,12 +134,14 @@ class Agent:
             return 1
         log.info("fabricd started", host=self.host.name, version=__version__, config=str(self.config.source))
         observer = asyncio.create_task(self.lxd.run(self.stopping), name="lxd-observer")
+        ready = asyncio.create_task(self._notify_ready(), name="sd-notify")
         try:
             if self.speaker is not None:
                 await self.speaker.start()
             await self.loop.run(self.stopping)
         finally:
             self.stopping.set()
+            ready.cancel()
             if self.speaker is not None:
                 await self.speaker.stop()  # ExaBGP goes: its sessions close and peers withdraw
             if self.overlay is not None:
@@ -149,6 +152,13 @@ class Agent:
             await self.control.close()
             log.info("fabricd stopped", host=self.host.name)
         return 0
+
+    async def _notify_ready(self) -> None:
+        """Ready once the first pass ran: the overlay bridge exists before LXD starts instances on it
+        (the unit orders fabricd before LXD)."""
+        while self.loop.stats.passes < 1:
+            await asyncio.sleep(0.05)
+        notify("READY=1")
 
     def _on_signal(self, signum: int) -> None:
         log.info("stop requested", signal=signal.Signals(signum).name)

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from fabricd.config.model import FabricConfig
 from fabricd.lxd.observer import LXDObservation
@@ -35,16 +36,18 @@ class UnderlayObserver:
 class OverlayIntent:
     plan: OverlayPlan
     underlay: Underlay
-    lxd_read: bool  # False: MAC locations unknown yet, so the MAC entries in the kernel are kept
+    # What of our FDB entries to keep although the plan lacks them: before LXD was read, MAC
+    # locations ("macs") or, with peers from the cluster, everything ("all") is unknown.
+    keep: Literal["nothing", "macs", "all"] = "nothing"
 
 
 class OverlayPlanning:
     """Plans the overlay; None (leave the kernel as it is) until there is something to go on.
 
-    Without an underlay MTU (and no overlay.mtu) nothing can be built. With peers from the LXD
-    cluster, nothing is planned before LXD was read once: an agent restart must not empty the
-    flood list for the second it takes to connect. LXD unreachable later is fine: the observer
-    holds its last snapshot.
+    Without an underlay MTU (and no overlay.mtu) nothing can be built. Before LXD was read once,
+    the devices are still built (instances on the bridge cannot start without it) but the FDB
+    entries already there are kept: an agent restart must not empty the flood list for the second
+    it takes to connect. LXD unreachable later is fine: the observer holds its last snapshot.
     """
 
     name = STEP
@@ -63,9 +66,10 @@ class OverlayPlanning:
             mtu = 0  # unused: overlay.mtu wins
         lxd = observed.get("lxd")
         snapshot = lxd.snapshot if isinstance(lxd, LXDObservation) else None
-        if snapshot is None and self._config.overlay.peers_from_lxd_cluster:
-            return None
-        return OverlayIntent(plan_overlay(self._config, snapshot, mtu), underlay, snapshot is not None)
+        plan = plan_overlay(self._config, snapshot, mtu)
+        if snapshot is not None:
+            return OverlayIntent(plan, underlay)
+        return OverlayIntent(plan, underlay, "all" if self._config.overlay.peers_from_lxd_cluster else "macs")
 
 
 class OverlayApplying:
@@ -78,15 +82,18 @@ class OverlayApplying:
         self._manager = manager
         self._recheck = recheck
         self.applied = AppliedOverlay()
+        self._last: OverlayIntent | None = None
         self._checked_at = 0.0
 
     async def apply(self, desired: object) -> AppliedOverlay:
         if not isinstance(desired, OverlayIntent):
             return self.applied
         fresh = time.monotonic() - self._checked_at < self._recheck
-        if fresh and desired.plan == self.applied.plan and self.applied.error is None:
+        if fresh and desired == self._last and self.applied.error is None:
             return self.applied
-        keep_macs = not desired.lxd_read
-        self.applied = await asyncio.to_thread(self._manager.apply, desired.plan, desired.underlay, keep_macs)
+        self._last = desired
+        self.applied = await asyncio.to_thread(
+            self._manager.apply, desired.plan, desired.underlay, desired.keep
+        )
         self._checked_at = time.monotonic()
         return self.applied

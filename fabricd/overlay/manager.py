@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import ip_address
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pyroute2 import IPRoute, NetNS
 
@@ -41,6 +41,7 @@ from fabricd.overlay.netlink import apply_changes, delete_link, read_overlay, un
 
 log = get_logger("fabricd.overlay")
 STATE_FILE = "overlay.json"
+Keep = Literal["nothing", "macs", "all"]
 IPSEC_PEERS_FILE = "overlay-ipsec-peers.json"  # for teardown, which has no LXD to ask for peers
 
 
@@ -101,16 +102,17 @@ class OverlayManager:
             mtu=plan.mtu,
         )
 
-    def apply(self, plan: OverlayPlan, underlay: Underlay, keep_macs: bool = False) -> AppliedOverlay:
+    def apply(self, plan: OverlayPlan, underlay: Underlay, keep: Keep = "nothing") -> AppliedOverlay:
         """Read the kernel, diff, change the smallest thing; never raises (status shows errors).
 
-        keep_macs: the plan knows no MAC locations yet (LXD not read); our MAC entries stay.
+        keep: our entries the plan cannot know yet (LXD not read): "macs", or "all" with peers
+        from the cluster, when the VXLAN filter is left as it is too.
         """
         spec = self.spec(plan, underlay)
         desired = desired_fdb(plan)
         owned = self._load_owned()
-        if keep_macs:
-            desired |= {e for e in owned if not e.flood}
+        if keep != "nothing":
+            desired |= {e for e in owned if keep == "all" or not e.flood}
         changes = KernelChanges()
         error = self._ensure_ipsec(plan)
         if error is not None:
@@ -138,7 +140,8 @@ class OverlayManager:
         now_owned = (owned | frozenset(changes.fdb_add)) & after
         if now_owned != owned:
             self._save_owned(now_owned)
-        self._apply_firewall(plan)
+        if keep != "all":
+            self._apply_firewall(plan)
         if error is None and self._firewall_error is not None:
             error = self._firewall_error
         return AppliedOverlay(plan, changes, len(now_owned), time.time(), error)

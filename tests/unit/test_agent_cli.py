@@ -230,3 +230,24 @@ def test_help_teaches() -> None:
     for module in ("fabricd.cli.agent_main", "fabricd.cli.fabricctl", "fabricd.cli.lab_main"):
         out = subprocess.run([PY, "-m", module, "--help"], capture_output=True, text=True, timeout=30)
         assert out.returncode == 0 and "examples:" in out.stdout
+
+
+def test_agent_tells_systemd_it_is_ready_after_the_first_pass(tmp_path: Path) -> None:
+    import socket as sockets
+
+    notify_path = tmp_path / "notify"
+    with sockets.socket(sockets.AF_UNIX, sockets.SOCK_DGRAM) as listener:
+        listener.bind(str(notify_path))
+        listener.settimeout(15)
+        config = write_config(tmp_path, tmp_path / "run" / "fabricd.sock")
+        proc = subprocess.Popen(
+            [PY, "-m", "fabricd.cli.agent_main", "run", "--config", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "NOTIFY_SOCKET": str(notify_path)},
+        )
+        try:
+            assert listener.recv(64) == b"READY=1"
+        finally:
+            proc.terminate()
+            proc.wait(timeout=15)

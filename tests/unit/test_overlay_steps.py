@@ -23,9 +23,10 @@ def observed(snapshot: LXDSnapshot | None) -> dict[str, object]:
     return {"lxd": LXDObservation(snapshot, snapshot is not None, None, None, None), "underlay": UNDERLAY}
 
 
-def test_cluster_peers_plan_nothing_before_lxd_was_read() -> None:
+def test_cluster_peers_before_lxd_was_read_build_devices_but_keep_every_entry() -> None:
     # An agent restart must not empty the flood list while it connects to LXD.
-    assert OverlayPlanning(load_config_text(CLUSTER)).plan(observed(None)) is None
+    intent = OverlayPlanning(load_config_text(CLUSTER)).plan(observed(None))
+    assert intent is not None and intent.keep == "all" and intent.plan.flood == ()
 
 
 def test_cluster_peers_come_from_the_snapshot() -> None:
@@ -38,14 +39,14 @@ def test_cluster_peers_come_from_the_snapshot() -> None:
         ),
     )
     intent = OverlayPlanning(load_config_text(CLUSTER)).plan(observed(snapshot))
-    assert intent is not None and intent.lxd_read
+    assert intent is not None and intent.keep == "nothing"
     assert [str(f.vtep) for f in intent.plan.flood] == ["10.99.2.12"]
     assert intent.plan.mtu == 1450
 
 
 def test_static_peers_are_planned_without_lxd_but_keep_mac_entries() -> None:
     intent = OverlayPlanning(load_config_text(STATIC)).plan(observed(None))
-    assert intent is not None and not intent.lxd_read
+    assert intent is not None and intent.keep == "macs"
     assert [str(f.vtep) for f in intent.plan.flood] == ["10.99.2.12"]
 
 
