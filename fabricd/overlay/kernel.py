@@ -52,6 +52,12 @@ class DeviceSpec:
     link_index: int | None  # the underlay interface VXLAN is bound to; None: routing decides
     mtu: int
 
+    @property
+    def udp_csum(self) -> bool:
+        """Outer UDP checksum: zero over IPv4, as RFC 7348 asks (the inner frame carries its own
+        checksums); required over IPv6 (RFC 6935 allows zero only by agreement)."""
+        return self.local.version == 6
+
 
 @dataclass(frozen=True, slots=True)
 class LinkState:
@@ -67,6 +73,7 @@ class LinkState:
     local: IPAddress | None = None
     link_index: int | None = None
     learning: bool | None = None
+    udp_csum: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +176,8 @@ def _vxlan_mismatch(spec: DeviceSpec, vxlan: LinkState) -> str:
         wrong.append(f"local {vxlan.local} != {spec.local}")
     if vxlan.learning:
         wrong.append("learning is on")
+    if vxlan.udp_csum is not None and vxlan.udp_csum != spec.udp_csum:
+        wrong.append(f"udp checksum {'on' if vxlan.udp_csum else 'off'}")
     if spec.link_index is not None and vxlan.link_index != spec.link_index:
         wrong.append(f"underlay link {vxlan.link_index} != {spec.link_index}")
     return ", ".join(wrong)

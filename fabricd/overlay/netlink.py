@@ -96,6 +96,9 @@ def _link(ipr: IPRoute, name: str) -> LinkState | None:
         local=ip_address(local) if local else None,
         link_index=data.get_attr("IFLA_VXLAN_LINK") or None,
         learning=bool(data.get_attr("IFLA_VXLAN_LEARNING")),
+        udp_csum=bool(data.get_attr("IFLA_VXLAN_UDP_CSUM"))
+        if local and ip_address(local).version == 4
+        else None,
     )
 
 
@@ -123,6 +126,8 @@ def apply_changes(ipr: IPRoute, spec: DeviceSpec, changes: KernelChanges) -> Non
             "vxlan_port": spec.port,
             "vxlan_learning": 0,
         }
+        if spec.local.version == 4:
+            vxlan_args["vxlan_udp_csum"] = int(spec.udp_csum)
         vxlan_args["vxlan_local" if spec.local.version == 4 else "vxlan_local6"] = str(spec.local)
         if spec.link_index is not None:
             vxlan_args["vxlan_link"] = spec.link_index

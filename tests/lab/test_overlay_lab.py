@@ -161,6 +161,7 @@ def test_every_host_builds_the_bridge_vxlan_and_flood_list(lab: Lab) -> None:
         vxlan = link(node, VXLAN)
         data = vxlan["linkinfo"]["info_data"]
         assert (data["id"], data["port"], data["local"], data["learning"]) == (100, 4789, underlay, False)
+        assert data["udp_csum"] is False  # zero outer UDP checksum over IPv4 (RFC 7348)
         assert vxlan["master"] == "fabric0"
         assert vxlan["mtu"] == OVERLAY_MTU == link(node, "fabric0")["mtu"]
         others = {a for h, a in HOSTS.items() if h != host}

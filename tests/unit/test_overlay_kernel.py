@@ -27,7 +27,7 @@ SPEC = DeviceSpec("fabric0", "vx-fabric0", 100, 4789, LOCAL, None, 1450)
 BRIDGE = LinkState(index=5, kind="bridge", mtu=1450, up=True, master=None, alias="fabricd overlay")
 VXLAN = LinkState(
     index=6, kind="vxlan", mtu=1450, up=True, master=5, alias=None, vni=100, port=4789, local=LOCAL,
-    learning=False,
+    learning=False, udp_csum=False,
 )  # fmt: skip
 
 
@@ -64,6 +64,7 @@ def test_matching_kernel_is_no_change() -> None:
         ("port", 8472, "port 8472 != 4789"),
         ("local", IPv4Address("10.0.0.9"), "local 10.0.0.9 != 10.99.1.11"),
         ("learning", True, "learning is on"),
+        ("udp_csum", True, "udp checksum on"),
         ("kind", "veth", "it is a veth device"),
     ],
 )
