@@ -9,6 +9,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from types import FrameType
 
 from fabricd.lab import netns
 from fabricd.lab.node import NodeRuntime
@@ -87,3 +88,16 @@ def restart_agent(lab: Lab, host: str, timeout: float = 30) -> int:
             raise TimeoutError(f"{host}: fabricd did not come back; see {node.log_file('fabricd')}")
         time.sleep(0.1)
     return pid
+
+
+class Terminated(Exception):
+    """SIGTERM reached a benchmark: raised so its finally blocks tear the lab down."""
+
+
+_MAIN_PID = os.getpid()
+
+
+def on_sigterm(signum: int, frame: FrameType | None) -> None:
+    if os.getpid() != _MAIN_PID:  # a forked helper (pyroute2 forks for namespaces) just ends
+        os._exit(128 + signum)
+    raise Terminated(f"signal {signum}")

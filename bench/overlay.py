@@ -28,10 +28,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import IO
 
-from bench.labs import REPO, named_lab
+from bench.labs import REPO, named_lab, on_sigterm
 from bench.overlay_sampler import CLK_TCK, TrafficSampler, busy_jiffies, parse_ping
 from bench.stats import Json, distribution
 from fabricd import __version__
@@ -631,19 +630,6 @@ def unavailable() -> str | None:
     return None
 
 
-class Terminated(Exception):
-    pass
-
-
-_MAIN_PID = os.getpid()
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    if os.getpid() != _MAIN_PID:  # a forked helper (pyroute2 forks for namespaces) just ends
-        os._exit(128 + signum)
-    raise Terminated(f"signal {signum}")
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench.overlay",
@@ -711,7 +697,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     os.chdir(REPO)  # the lab's image cache (.lab/.cache) and agent configs are found from here
     configure_logging("warning", "console")  # fabricd's loggers write to stderr; stdout is the JSON
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, on_sigterm)
     state_root = Path(tempfile.mkdtemp(prefix="bench-overlay-"))
     progress(f"state and logs under {state_root}")
     out, sys.stdout = sys.stdout, sys.stderr  # nothing but the report reaches the real stdout

@@ -25,10 +25,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-from bench.labs import REPO
+from bench.labs import REPO, on_sigterm
 from bench.stats import Json
 from fabricd import __version__
 from fabricd.log import configure_logging
@@ -167,19 +166,6 @@ def _walk(node: Any, path: str) -> Iterator[tuple[str, bool]]:
             yield from _walk(value, f"{path}.{key}")
 
 
-class Terminated(Exception):
-    pass
-
-
-_MAIN_PID = os.getpid()
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    if os.getpid() != _MAIN_PID:  # a forked helper (pyroute2 forks for namespaces) just ends
-        os._exit(128 + signum)
-    raise Terminated(f"signal {signum}")
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.routes", description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20, help="start/stop rounds (and speaker-floor rounds)")
@@ -276,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     os.chdir(REPO)  # lab nodes run the driver with the benchmark's working directory
     configure_logging("warning", "console")  # fabricd's loggers write to stderr; stdout is the JSON
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, on_sigterm)
     state_root = Path(tempfile.mkdtemp(prefix="bench-routes-"))
     progress(f"state and logs under {state_root}")
     out, sys.stdout = sys.stdout, sys.stderr  # nothing but the report reaches the real stdout
