@@ -23,6 +23,7 @@ from fabricd.overlay.planner import plan_overlay
 
 pytestmark = pytest.mark.usefixtures("lab_host")
 LOCAL = "10.77.0.1"
+LOCAL6 = "fd77::1"
 
 
 @pytest.fixture
@@ -37,15 +38,16 @@ def scratch() -> Iterator[str]:
                 ns.link("set", index=index, state="up", mtu=1500 if ifname != "lo" else 65536)
             (u0,) = ns.link_lookup(ifname="u0")
             ns.addr("add", index=u0, address=LOCAL, prefixlen=24)
+            ns.addr("add", index=u0, address=LOCAL6, prefixlen=64, flags=0x80)  # IFA_F_NODAD
         yield name
     finally:
         netns.remove(name)
 
 
-def config(tmp_path: Path, peers: list[str], extra: str = "") -> FabricConfig:
-    listed = "\n".join(f"    - {{name: p{i}, address: {a}}}" for i, a in enumerate(peers))
+def config(tmp_path: Path, peers: list[str], extra: str = "", local: str = LOCAL) -> FabricConfig:
+    listed = "\n".join(f"    - {{name: p{i}, address: '{a}'}}" for i, a in enumerate(peers))
     text = f"""
-host: {{name: a, underlay_address: {LOCAL}}}
+host: {{name: a, underlay_address: '{local}'}}
 control: {{socket: {tmp_path}/fabricd.sock}}
 overlay:
   enabled: true
@@ -124,3 +126,19 @@ def test_ipsec_that_cannot_be_installed_keeps_the_overlay_closed(scratch: str, t
         assert states.strip() == "" and policies.strip() == ""
         assert "vx-fabric0" in links(scratch)
         assert flood(scratch) == set()
+
+
+def test_ipv6_underlay_gives_mtu_minus_70_and_ipv6_vteps(scratch: str, tmp_path: Path) -> None:
+    cfg = config(tmp_path, ["fd77::2", "fd77::3"], local=LOCAL6)
+    manager = OverlayManager(cfg, tmp_path, netns=scratch)
+    assert apply(manager, cfg) is None
+    assert flood(scratch) == {"fd77::2", "fd77::3"}
+    vxlan = links(scratch)["vx-fabric0"]
+    assert vxlan["mtu"] == 1430
+    data = vxlan["linkinfo"]["info_data"]  # type: ignore[index]
+    assert data["local6"] == LOCAL6 and data["udp_csum"] is True  # IPv6 keeps the UDP checksum
+    assert manager.firewall_status()["peers"] == ["fd77::2", "fd77::3"]
+    underlay = manager.read_underlay()
+    assert manager.apply(plan_overlay(cfg, None, 1500), underlay).changes.empty  # read back = planned
+    manager.teardown()
+    assert "vx-fabric0" not in links(scratch)
