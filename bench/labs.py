@@ -6,8 +6,12 @@ import contextlib
 import dataclasses
 import json
 import os
+import shutil
 import signal
+import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -101,3 +105,29 @@ def on_sigterm(signum: int, frame: FrameType | None) -> None:
     if os.getpid() != _MAIN_PID:  # a forked helper (pyroute2 forks for namespaces) just ends
         os._exit(128 + signum)
     raise Terminated(f"signal {signum}")
+
+
+def progress(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def run_reporting(
+    prefix: str, keep_logs: bool, produce: Callable[[Path], dict[str, object]]
+) -> dict[str, object]:
+    """Run a benchmark under a fresh state directory with stdout sent to stderr, so only the JSON
+    report (which the caller prints) reaches stdout; the directory goes unless kept or it failed."""
+    signal.signal(signal.SIGTERM, on_sigterm)
+    state_root = Path(tempfile.mkdtemp(prefix=prefix))
+    progress(f"state and logs under {state_root}")
+    out, sys.stdout = sys.stdout, sys.stderr
+    ok = False
+    try:
+        result = produce(state_root)
+        ok = True
+    finally:
+        sys.stdout = out
+        if ok and not keep_logs:
+            shutil.rmtree(state_root, ignore_errors=True)
+        else:
+            progress(f"logs kept in {state_root}")
+    return result

@@ -22,7 +22,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
-from bench.labs import REPO, named_lab, on_sigterm
+from bench.labs import REPO, named_lab, progress, run_reporting
 from bench.overlay_sampler import CLK_TCK, TrafficSampler, busy_jiffies, parse_ping
 from bench.stats import Json, distribution
 from fabricd import __version__
@@ -93,10 +92,6 @@ figures (all from the same run; medians over the rounds; Gbit/s = 1e9 bit/s, GB 
   machine                   CPUs, kernel, versions, load and other labs' namespaces (the machine
                             is shared: other engineers' labs add noise to every figure)
 """
-
-
-def progress(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 # --- the machine's binaries inside a busybox instance -------------------------------------------------
@@ -697,20 +692,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     os.chdir(REPO)  # the lab's image cache (.lab/.cache) and agent configs are found from here
     configure_logging("warning", "console")  # fabricd's loggers write to stderr; stdout is the JSON
-    signal.signal(signal.SIGTERM, on_sigterm)
-    state_root = Path(tempfile.mkdtemp(prefix="bench-overlay-"))
-    progress(f"state and logs under {state_root}")
-    out, sys.stdout = sys.stdout, sys.stderr  # nothing but the report reaches the real stdout
-    ok = False
-    try:
-        result = run(args, state_root)
-        ok = True
-    finally:
-        sys.stdout = out
-        if ok and not args.keep_logs:
-            shutil.rmtree(state_root, ignore_errors=True)
-        else:
-            progress(f"logs kept in {state_root}")
+    result = run_reporting("bench-overlay-", args.keep_logs, lambda state_root: run(args, state_root))
     json.dump(result, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0

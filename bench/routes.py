@@ -17,27 +17,21 @@ import json
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.labs import REPO, on_sigterm
+from bench.labs import REPO, progress, run_reporting
 from bench.stats import Json
 from fabricd import __version__
 from fabricd.log import configure_logging
 
 TOOLS = ("nsenter", "ip", "lxd", "lxc", "vtysh", "tcpdump", "dpkg-deb")
 BENCH_LABS = ("bench-rt", "bench-scale")
-
-
-def progress(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def unavailable() -> str | None:
@@ -262,23 +256,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     os.chdir(REPO)  # lab nodes run the driver with the benchmark's working directory
     configure_logging("warning", "console")  # fabricd's loggers write to stderr; stdout is the JSON
-    signal.signal(signal.SIGTERM, on_sigterm)
-    state_root = Path(tempfile.mkdtemp(prefix="bench-routes-"))
-    progress(f"state and logs under {state_root}")
-    out, sys.stdout = sys.stdout, sys.stderr  # nothing but the report reaches the real stdout
-    ok = False
     try:
-        report = run(args, state_root)
-        ok = True
+        report = run_reporting("bench-routes-", args.keep_logs, lambda state_root: run(args, state_root))
     finally:
-        sys.stdout = out
         left = leftovers()
         if left:
             progress(f"WARNING: namespaces left behind: {', '.join(left)}")
-        if ok and not args.keep_logs:
-            shutil.rmtree(state_root, ignore_errors=True)
-        else:
-            progress(f"logs kept in {state_root}")
     report["namespaces_left_behind"] = left
     json.dump(report, sys.stdout, indent=2)
     sys.stdout.write("\n")

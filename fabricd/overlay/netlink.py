@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from ipaddress import ip_address
 from typing import Any
@@ -84,13 +85,8 @@ def _link(ipr: IPRoute, name: str) -> LinkState | None:
         return state
     data = info.get_attr("IFLA_INFO_DATA")
     local = data.get_attr("IFLA_VXLAN_LOCAL") or data.get_attr("IFLA_VXLAN_LOCAL6")
-    return LinkState(
-        index=state.index,
-        kind=kind,
-        mtu=state.mtu,
-        up=state.up,
-        master=state.master,
-        alias=state.alias,
+    return dataclasses.replace(
+        state,
         vni=data.get_attr("IFLA_VXLAN_ID"),
         port=data.get_attr("IFLA_VXLAN_PORT"),
         local=ip_address(local) if local else None,
