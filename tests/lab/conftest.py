@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -68,3 +69,22 @@ def state_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def basic_lab(lab_host: None, state_root: Path) -> Iterator[Lab]:
     with fresh_lab(REPO / "labs" / "basic.clab.yml", "tbasic", state_root) as lab:
         yield lab
+
+
+def agent_pid(lab: Lab, host: str) -> int:
+    pid = lab.state().nodes[host].agent_pid
+    assert pid is not None and netns.alive(pid)
+    return pid
+
+
+def start_agent(lab: Lab, host: str, timeout: float = 20) -> None:
+    """Start fabricd again in the node (after a test stopped or killed it) and wait until it answers."""
+    state = lab.state()
+    node = lab.node(host)
+    config = next(n.agent_config for n in lab.topology.nodes if n.name == host)
+    state.nodes[host].agent_pid = node.spawn(["fabricd", "run", "--config", str(config)], "fabricd")
+    state.save()
+    deadline = time.monotonic() + timeout
+    while node.run(["fabricctl", "status", "--json"], check=False).returncode != 0:
+        assert time.monotonic() < deadline, f"fabricd on {host} did not come back"
+        time.sleep(0.2)

@@ -22,7 +22,7 @@ from fabricd.lab import netns
 from fabricd.lab.lxd_node import respawn_lxd
 from fabricd.lab.node import NodeRuntime
 from fabricd.lab.runner import Lab
-from tests.lab.conftest import REPO, fresh_lab
+from tests.lab.conftest import REPO, agent_pid, fresh_lab, start_agent
 
 pytestmark = pytest.mark.usefixtures("lab_host")
 _T = TypeVar("_T")
@@ -126,26 +126,10 @@ class Sniffer:
         return dict(json.loads(out.strip().splitlines()[-1]))
 
 
-def agent_pid(lab: Lab, host: str) -> int:
-    pid = lab.state().nodes[host].agent_pid
-    assert pid is not None and netns.alive(pid)
-    return pid
-
-
 def stop_agent(lab: Lab, host: str) -> None:
     pid = agent_pid(lab, host)
     os.kill(pid, signal.SIGTERM)
     wait_until(lambda: not netns.alive(pid), timeout=15, what=f"fabricd on {host} to stop")
-
-
-def start_agent(lab: Lab, host: str) -> None:
-    state = lab.state()
-    node = lab.node(host)
-    config = next(n.agent_config for n in lab.topology.nodes if n.name == host)
-    state.nodes[host].agent_pid = node.spawn(["fabricd", "run", "--config", str(config)], "fabricd")
-    state.save()
-    wait_until(lambda: node.run(["fabricctl", "status", "--json"], check=False).returncode == 0,
-               what=f"fabricd on {host}")  # fmt: skip
 
 
 def member_status(h1: NodeRuntime, member: str) -> str:

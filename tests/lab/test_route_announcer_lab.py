@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from fabricd.lab import netns
 from fabricd.lab.lxd_node import respawn_lxd
 from fabricd.lab.node import NodeRuntime
 from fabricd.lab.runner import Lab
-from tests.lab.conftest import REPO, fresh_lab
+from tests.lab.conftest import REPO, agent_pid, fresh_lab, start_agent
 from tests.lab.fib import routes_to, wait_for
 
 pytestmark = pytest.mark.lab
@@ -45,25 +44,6 @@ def launch(node: NodeRuntime, name: str, **nic: str) -> None:
     if settings:
         node.run(["lxc", "config", "device", "override", name, "eth0", *settings])
     node.run(["lxc", "start", name])
-
-
-def agent_pid(lab: Lab, host: str) -> int:
-    pid = lab.state().nodes[host].agent_pid
-    assert pid is not None and netns.alive(pid)
-    return pid
-
-
-def restart_agent(lab: Lab, host: str) -> None:
-    """Start fabricd again in the node (after a test killed it) and wait until it answers."""
-    state = lab.state()
-    node = lab.node(host)
-    config = next(n.agent_config for n in lab.topology.nodes if n.name == host)
-    state.nodes[host].agent_pid = node.spawn(["fabricd", "run", "--config", str(config)], "fabricd")
-    state.save()
-    deadline = time.monotonic() + 20
-    while node.run(["fabricctl", "status", "--json"], check=False).returncode != 0:
-        assert time.monotonic() < deadline, "fabricd did not come back"
-        time.sleep(0.2)
 
 
 def test_sessions_come_up(lab: Lab) -> None:
@@ -133,7 +113,7 @@ def test_sigkill_of_fabricd_withdraws_everything(lab: Lab) -> None:
         os.kill(agent_pid(lab, "h1"), signal.SIGKILL)
         wait_for(r1.netns_name, "10.201.2.0/24", None, timeout=5)
         print(f"\nfabricd SIGKILL -> withdrawn in {time.monotonic() - started:.3f}s")
-        restart_agent(lab, "h1")
+        start_agent(lab, "h1")
         wait_for(r1.netns_name, "10.201.2.0/24", {H1_V4})
     finally:
         h1.run(["lxc", "delete", "--force", "kill1"], check=False)
