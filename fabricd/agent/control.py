@@ -1,4 +1,8 @@
-"""The control socket fabricctl talks to: a unix socket, one JSON request and reply per connection."""
+"""The control socket fabricctl talks to: a unix socket, one JSON request and reply per connection.
+
+Replies come from the last status snapshot; encoding a large one (50,000 routes) runs in a worker
+thread, so a request never holds the event loop that feeds ExaBGP's heartbeats.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,16 @@ import contextlib
 import grp
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
-from fabricd.control_protocol import COMMANDS, MAX_MESSAGE_BYTES, ProtocolError, decode, encode
+from fabricd.control_protocol import MAX_MESSAGE_BYTES, ProtocolError, decode, encode
 from fabricd.log import get_logger
 
 log = get_logger("fabricd.control")
 
-Handler = Callable[[str, dict[str, Any]], dict[str, Any]]
+Handler = Callable[[str, dict[str, Any]], Mapping[str, Any]]
 
 
 class ControlSocketInUse(Exception):
@@ -48,8 +52,11 @@ def prepare_socket_path(path: Path) -> None:
 
 
 class ControlServer:
-    def __init__(self, path: Path, mode: int, group: str | None, handler: Handler) -> None:
+    def __init__(
+        self, path: Path, mode: int, group: str | None, handler: Handler, commands: Collection[str]
+    ) -> None:
         self.path = path
+        self._commands = tuple(commands)
         self._mode = mode
         self._group = group
         self._handler = handler
@@ -86,7 +93,7 @@ class ControlServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             line = await asyncio.wait_for(reader.readline(), timeout=10)
-            writer.write(encode(self._reply(line)))
+            writer.write(await asyncio.to_thread(encode, self._reply(line)))
             await writer.drain()
         except (TimeoutError, ConnectionError, asyncio.LimitOverrunError, ValueError) as exc:
             log.warning("control request dropped", reason=str(exc))
@@ -101,12 +108,12 @@ class ControlServer:
         except ProtocolError as exc:
             return {"ok": False, "error": str(exc)}
         command = request.get("command")
-        if command not in COMMANDS:
+        if command not in self._commands:
             return {
                 "ok": False,
-                "error": f"unknown command {command!r}; expected one of {', '.join(COMMANDS)}",
+                "error": f"unknown command {command!r}; expected one of {', '.join(self._commands)}",
             }
         args = request.get("args") or {}
         if not isinstance(args, dict):
             return {"ok": False, "error": "args must be a JSON object"}
-        return {"ok": True, "result": self._handler(command, args)}
+        return {"ok": True, "result": self._handler(str(command), args)}

@@ -1,9 +1,23 @@
-"""The agent's state as fabricctl sees it: plain data, assembled once per reconcile pass."""
+"""The agent's state as fabricctl sees it: plain data, assembled once per reconcile pass.
+
+A snapshot is built off the event loop after a pass and then only read: the control socket, the
+metrics endpoint and the watchdog all answer from the last one, so no request does I/O.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+# Every status reply carries these keys, filled by whichever feature owns them.
+EMPTY_SECTIONS: Mapping[str, Any] = {
+    "bgp_peers": (),
+    "routes": (),
+    "overlay_peers": (),
+    "authority": None,
+    "overlay": None,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +39,20 @@ class HostStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class StepHealth:
+    """A reconcile step that is failing, and why (it is retried with backoff)."""
+
+    kind: str  # observer, planner, applier
+    name: str
+    failures: int
+    last_error: str | None
+    failed_at: float | None
+
+    def summary(self) -> str:
+        return f"{self.kind} {self.name} failing ({self.failures}x): {self.last_error}"
+
+
+@dataclass(frozen=True, slots=True)
 class ReconcileStats:
     passes: int = 0
     last_pass_at: float | None = None
@@ -41,24 +69,32 @@ class ReconcileStats:
 
 
 @dataclass(frozen=True, slots=True)
+class Metric:
+    """One sample for the metrics endpoint: a gauge or counter with its labels."""
+
+    name: str
+    value: float
+    labels: tuple[tuple[str, str], ...] = ()
+    help: str = ""
+    kind: str = "gauge"  # or counter
+
+
+@dataclass(frozen=True, slots=True)
 class StatusSnapshot:
     host: HostStatus
     reconcile: ReconcileStats = ReconcileStats()
-    bgp_peers: tuple[dict[str, Any], ...] = ()
-    routes: tuple[dict[str, Any], ...] = ()
-    overlay_peers: tuple[dict[str, Any], ...] = ()
-    authority: dict[str, Any] | None = None
-    overlay: dict[str, Any] | None = None
-    problems: tuple[str, ...] = field(default=())
+    sections: Mapping[str, Any] = field(default_factory=dict)
+    problems: tuple[str, ...] = ()
+    metrics: tuple[Metric, ...] = ()
+    events: tuple[Mapping[str, Any], ...] = ()
+    built_at: float | None = None
 
     def as_dict(self, now: float) -> dict[str, Any]:
+        sections = {**EMPTY_SECTIONS, **self.sections}
         return {
             "host": self.host.as_dict(now),
-            "bgp_peers": list(self.bgp_peers),
-            "routes": list(self.routes),
-            "overlay_peers": list(self.overlay_peers),
-            "authority": self.authority,
-            "overlay": self.overlay,
+            **{k: list(v) if isinstance(v, tuple) else v for k, v in sections.items()},
             "reconcile": self.reconcile.as_dict(),
             "problems": list(self.problems),
+            "status_built_at": self.built_at,
         }

@@ -1,7 +1,7 @@
-"""ExaBGP as fabricd's own child: started, watched, restarted with backoff, always reaped.
+"""ExaBGP as fabricd's own child, and the relay connection that proves it is still fabricd's.
 
 Three things stop an ExaBGP that fabricd no longer controls, so its routes never outlive the agent:
-- the kernel: PR_SET_PDEATHSIG makes fabricd's death (even SIGKILL) kill ExaBGP;
+- the kernel: PR_SET_PDEATHSIG makes fabricd's death (even SIGKILL) kill ExaBGP (`fabricd.process`);
 - the relay: a fabricd that stops sending heartbeats (hung, stopped) gets its ExaBGP killed;
 - the supervisor: a relay that disconnects (it died; ExaBGP would not notice) gets ExaBGP killed.
 """
@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import functools
 import os
-import signal
-import subprocess
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,30 +18,13 @@ from typing import Any
 
 from fabricd.bgp.relay import HELLO
 from fabricd.log import get_logger
+from fabricd.process import SupervisedChild
 
 log = get_logger("fabricd.bgp.supervisor")
 
 SessionHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
-PR_SET_PDEATHSIG = 1
-# Resolved before any fork: the child only calls it, it never loads anything.
-_prctl = ctypes.CDLL(None, use_errno=True).prctl
 MAX_UNIX_PATH = 107  # sun_path is 108 bytes with the terminating NUL
-ROTATE_BYTES = 8 << 20  # the state directory is usually on tmpfs: logs must not grow without end
-
-
-def rotate(path: Path, limit: int = ROTATE_BYTES) -> None:
-    """Keep one previous file once a log has grown past the limit (checked at each start)."""
-    with contextlib.suppress(OSError):
-        if path.stat().st_size > limit:
-            path.replace(path.with_name(path.name + ".1"))
-
-
-def _die_with_parent(parent: int) -> None:
-    """Runs in the child between fork and exec."""
-    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # fabricd died before the prctl took effect
-        os._exit(1)
 
 
 @dataclass
@@ -76,22 +55,31 @@ class Supervisor:
     ) -> None:
         if len(str(socket_path).encode()) > MAX_UNIX_PATH:
             raise ValueError(f"relay socket path {socket_path} is longer than {MAX_UNIX_PATH} bytes")
-        self.argv, self.env, self.output, self.socket_path = list(argv), dict(env), output, socket_path
+        self.socket_path = socket_path
         self.handler = handler
-        self.logs = (output, *logs)
-        self.backoff_initial, self.backoff_max = backoff_initial, backoff_max
-        self.relay_wait, self.stop_grace = relay_wait, stop_grace
-        self.starts = 0
+        self.relay_wait = relay_wait
+        self.child = SupervisedChild(
+            "exabgp",
+            argv,
+            env,
+            output,
+            logs=logs,
+            watch=self._watch,
+            backoff_initial=backoff_initial,
+            backoff_max=backoff_max,
+            stop_grace=stop_grace,
+        )
         self._gen: _Generation | None = None
         self._server: asyncio.AbstractServer | None = None
-        self._runner: asyncio.Task[None] | None = None
-        self._stopping = asyncio.Event()
 
     @property
     def pid(self) -> int | None:
         """The running ExaBGP's pid, if any."""
-        gen = self._gen
-        return gen.proc.pid if gen is not None and gen.proc.returncode is None else None
+        return self.child.pid
+
+    @property
+    def starts(self) -> int:
+        return self.child.starts
 
     async def start(self) -> None:
         self.socket_path.unlink(missing_ok=True)
@@ -103,93 +91,37 @@ class Supervisor:
             )
         finally:
             os.umask(old_umask)
-        self._runner = asyncio.create_task(self._run(), name="exabgp-supervisor")
+        self.child.start()
 
     async def stop(self) -> None:
         """SIGTERM ExaBGP (it sends a Cease to every peer) and reap it; SIGKILL if it lingers."""
-        self._stopping.set()
         gen = self._gen
-        if gen is not None:
-            await self._end(gen, "fabricd is stopping")
-        if self._runner is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._runner
+        if gen is not None and gen.writer is not None:
+            gen.writer.close()
+        await self.child.stop()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
         self.socket_path.unlink(missing_ok=True)
 
-    async def _run(self) -> None:
+    async def _watch(self, proc: asyncio.subprocess.Process) -> str:
+        """One ExaBGP run: its relay must connect in time, and the run ends when the relay goes."""
         loop = asyncio.get_running_loop()
-        backoff = self.backoff_initial
-        while not self._stopping.is_set():
-            started = loop.time()
-            try:
-                reason = await self._generation()
-            except OSError as exc:  # cannot even start it: missing binary, bad log path
-                reason = f"cannot start exabgp: {exc}"
-            if self._stopping.is_set():
-                break
-            if loop.time() - started > 30:  # it ran fine for a while: this is a fresh failure
-                backoff = self.backoff_initial
-            log.warning("exabgp stopped", reason=reason, restart_in=backoff)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), backoff)
-            backoff = min(backoff * 2, self.backoff_max)
-
-    async def _generation(self) -> str:
-        loop = asyncio.get_running_loop()
-        for path in self.logs:
-            rotate(path)
-        with open(self.output, "ab") as output:
-            proc = await asyncio.create_subprocess_exec(
-                *self.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                preexec_fn=functools.partial(_die_with_parent, os.getpid()),
-                start_new_session=True,  # a Ctrl-C at fabricd's terminal is fabricd's to handle
-            )
-        self.starts += 1
         gen = _Generation(proc, loop.create_future(), loop.create_future())
         self._gen = gen
-        log.info("exabgp started", pid=proc.pid, start=self.starts)
-        exited = asyncio.create_task(proc.wait())
         try:
-            first: set[asyncio.Future[Any]] = {exited, gen.connected}
-            await asyncio.wait(first, timeout=self.relay_wait, return_when="FIRST_COMPLETED")
-            if exited.done():
-                return f"exabgp exited with status {proc.returncode} (see {self.output})"
+            await asyncio.wait({gen.connected}, timeout=self.relay_wait)
             if not gen.connected.done():
                 return f"its relay did not connect within {self.relay_wait:g}s"
-            second: set[asyncio.Future[Any]] = {exited, gen.session_over}
-            await asyncio.wait(second, return_when="FIRST_COMPLETED")
-            if exited.done():
-                return f"exabgp exited with status {proc.returncode}"
-            return gen.session_over.result()
+            return await gen.session_over
         finally:
-            await self._end(gen, "restarting")
-            exited.cancel()
+            if gen.writer is not None:
+                gen.writer.close()
+            for task in list(gen.tasks):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             if self._gen is gen:
                 self._gen = None
-
-    async def _end(self, gen: _Generation, why: str) -> None:
-        if gen.writer is not None:
-            gen.writer.close()
-        proc = gen.proc
-        for signum in (signal.SIGTERM, signal.SIGKILL):
-            if proc.returncode is not None:
-                break
-            log.info("stopping exabgp", pid=proc.pid, signal=signum.name, reason=why)
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signum)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.wait(), self.stop_grace)
-        await proc.wait()  # reaped in every case
-        for task in list(gen.tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     async def _on_relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         gen = self._gen

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fabricd.cli.render import render_routes, render_status
+from fabricd.cli.render import render_events, render_routes, render_status
 from fabricd.control_protocol import MAX_MESSAGE_BYTES, ProtocolError, decode, encode
 
 DEFAULT_SOCKET = Path("/run/fabricd/fabricd.sock")
@@ -28,6 +28,7 @@ examples:
   fabricctl status            # readable summary
   fabricctl status --json     # the same as JSON: host, bgp_peers, routes, overlay_peers, authority
   fabricctl routes --json     # the full route table
+  fabricctl events            # the last decisions (announce, withdraw, refuse, peer) with reasons
 """
 
 
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (
         ("status", "summary of everything the agent does"),
         ("routes", "the full route table"),
+        ("events", "the last decisions with their reasons, oldest first"),
     ):
         sub = commands.add_parser(name, help=text, description=text)
         sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -129,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(result, indent=2, sort_keys=True))
     elif args.command == "routes":
         print(render_routes(result.get("routes", [])))
+    elif args.command == "events":
+        print(render_events(result.get("events", [])))
     else:
         print(render_status(result))
     return 0

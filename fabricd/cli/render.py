@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,6 +36,16 @@ def render_routes(routes: Sequence[dict[str, Any]]) -> str:
         (r.get("prefix"), r.get("next_hop"), r.get("origin"), r.get("state"), r.get("reason")) for r in routes
     ]
     return table(("PREFIX", "NEXT HOP", "ORIGIN", "STATE", "REASON"), rows)
+
+
+def render_events(events: Sequence[dict[str, Any]]) -> str:
+    if not events:
+        return "no decisions yet"
+    rows = [
+        (time.strftime("%H:%M:%S", time.localtime(float(e.get("at") or 0))), e.get("event"), e.get("reason"))
+        for e in events
+    ]
+    return table(("TIME", "EVENT", "DECISION"), rows)
 
 
 def render_status(status: dict[str, Any]) -> str:

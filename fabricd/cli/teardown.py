@@ -27,7 +27,7 @@ def teardown(config: FabricConfig) -> int:
         print(f"fabricd is running (it answers on {control}); stop it first", file=sys.stderr)
         return EXIT_RUNTIME
     try:
-        removed = OverlayManager(config, control.parent).teardown()
+        removed = OverlayManager(config, config.daemon.state_dir).teardown()
     except Exception as exc:
         print(f"teardown failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_RUNTIME

@@ -14,6 +14,7 @@ from yaml.nodes import Node
 from fabricd.config.errors import ConfigError, ConfigProblem
 from fabricd.config.model import (
     ControlConfig,
+    DaemonConfig,
     DHCPConfig,
     FabricConfig,
     LoggingConfig,
@@ -25,7 +26,13 @@ from fabricd.config.model import (
 )
 from fabricd.config.reader import Context, Invalid, Value
 from fabricd.config.sections.bgp import parse_bgp
-from fabricd.config.sections.daemon import parse_control, parse_logging, parse_metrics, parse_reconcile
+from fabricd.config.sections.daemon import (
+    parse_control,
+    parse_daemon,
+    parse_logging,
+    parse_metrics,
+    parse_reconcile,
+)
 from fabricd.config.sections.dhcp import parse_dhcp
 from fabricd.config.sections.host import parse_host, parse_lxd
 from fabricd.config.sections.overlay import parse_overlay
@@ -47,6 +54,7 @@ _SECTIONS = (
     "metrics",
     "logging",
     "reconcile",
+    "daemon",
 )
 
 
@@ -63,10 +71,11 @@ def _parse_root(root: Value, source: Path) -> FabricConfig:
     metrics = m.get("metrics", parse_metrics, MetricsConfig())
     logging = m.get("logging", parse_logging, LoggingConfig())
     reconcile = m.get("reconcile", parse_reconcile, ReconcileConfig())
+    daemon = m.get("daemon", parse_daemon, DaemonConfig())
     if not m.clean() or host is None:
         raise Invalid
     return FabricConfig(
-        source, host, lxd, bgp, overlay, dhcp, services, routes, control, metrics, logging, reconcile
+        source, host, lxd, bgp, overlay, dhcp, services, routes, control, metrics, logging, reconcile, daemon
     )
 
 

@@ -22,6 +22,7 @@ OvnMode = Literal["all-members", "active-chassis"]
 
 DEFAULT_LXD_SOCKET = Path("/var/lib/lxd/unix.socket")
 DEFAULT_CONTROL_SOCKET = Path("/run/fabricd/fabricd.sock")
+DEFAULT_STATE_DIR = Path("/run/fabricd")
 ALL_PROJECTS = "*"
 # overlay.peers takes this literal instead of a list: peers are the LXD cluster members.
 LXD_CLUSTER_PEERS = "lxd-cluster"
@@ -211,6 +212,13 @@ class ReconcileConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    # Runtime state: ExaBGP's config and relay socket, the overlay's ownership record. Under /run
+    # on purpose: after a reboot the kernel state it describes is gone too.
+    state_dir: Path = DEFAULT_STATE_DIR
+
+
+@dataclass(frozen=True, slots=True)
 class FabricConfig:
     source: Path
     host: HostConfig
@@ -224,3 +232,4 @@ class FabricConfig:
     metrics: MetricsConfig = MetricsConfig()
     logging: LoggingConfig = LoggingConfig()
     reconcile: ReconcileConfig = ReconcileConfig()
+    daemon: DaemonConfig = DaemonConfig()

@@ -5,8 +5,7 @@
 - An event re-reads just the object it names (O(changed), not O(everything)).
 - Every few seconds the network list is compared and OVN networks are re-read: LXD sends no event
   when the active chassis moves, nor (5.0.2) when a network is created cluster-wide.
-- With `member_interval` set (overlay peers from the cluster), member status is polled that
-  often: LXD sends no event when a member goes offline.
+- Cluster members are polled by their own observer (`fabricd.lxd.members`).
 - While LXD is unreachable the last good snapshot is kept and reported as stale, so announcements
   do not flap; reconnects back off up to `lxd.reconnect_backoff_max`.
 """
@@ -15,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -23,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
+from fabricd.agent.loop import Key
 from fabricd.config.model import LXDConfig
 from fabricd.log import get_logger
 from fabricd.lxd.api import LXDApi, LXDRequestFailed, LXDUnavailable
@@ -31,7 +30,6 @@ from fabricd.lxd.reader import (
     NetworkBundle,
     list_network_keys,
     read_instance,
-    read_members,
     read_network,
     read_snapshot,
 )
@@ -54,14 +52,15 @@ class LXDObservation:
     error: str | None
 
 
+LXD: Key[LXDObservation] = Key("lxd")
+
+
 class LXDObserver:
     name = "lxd"
+    key = LXD
 
-    def __init__(
-        self, config: LXDConfig, on_change: Callable[[], None], member_interval: float | None = None
-    ) -> None:
+    def __init__(self, config: LXDConfig, on_change: Callable[[], None]) -> None:
         self.config = config
-        self._member_interval = member_interval
         self._on_change = on_change
         self._api = LXDApi(config)
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lxd")
@@ -181,9 +180,8 @@ class LXDObserver:
         log.info("lxd connected", endpoint=self._api.describe(), instances=len(self._instances))
         next_full = time.monotonic() + self.config.resync_interval
         next_ovn = time.monotonic() + OVN_STATE_INTERVAL
-        next_members = time.monotonic() + (self._member_interval or float("inf"))
         while not stop.is_set():
-            timeout = max(0.0, min(next_full, next_ovn, next_members) - time.monotonic())
+            timeout = max(0.0, min(next_full, next_ovn) - time.monotonic())
             hint = await _get_or_timeout(self._hints, stop, timeout)
             if isinstance(hint, ResyncHint) and hint.reason.startswith("events websocket"):
                 raise LXDUnavailable(hint.reason)
@@ -196,9 +194,6 @@ class LXDObserver:
             if now >= next_ovn:
                 await self._refresh_networks()
                 next_ovn = now + OVN_STATE_INTERVAL
-            if self._member_interval is not None and now >= next_members:
-                await self._refresh_members()
-                next_members = now + self._member_interval
 
     def _open_stream(self, loop: asyncio.AbstractEventLoop) -> EventStream:
         hints = self._hints  # this session's queue: a late close of this stream must not end the next
@@ -272,16 +267,6 @@ class LXDObserver:
         ovn = {key for key, bundle in self._networks.items() if bundle.network.type == "ovn"}
         for key in sorted((listed ^ known) | (ovn & listed)):
             await self._apply_hint(NetworkHint(*key))
-
-    async def _refresh_members(self) -> None:
-        base = self._base
-        if base is None or not base.clustered:
-            return
-        members = tuple(await self._blocking(read_members, self._api))
-        if members != base.members:
-            log.info("lxd cluster members changed", members={m.name: m.status for m in members})
-            self._base = dataclasses.replace(base, members=members)
-            self._changed()
 
     async def _blocking(self, func: Callable[..., _T], *args: object) -> _T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, func, *args)

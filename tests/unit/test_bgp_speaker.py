@@ -24,7 +24,7 @@ from fabricd.bgp import relay
 from fabricd.bgp.commands import BULK_MAX, announce_line, withdraw_line
 from fabricd.bgp.peer_state import Ack, NeighborChange, PeerTable, Shutdown, Unknown, parse_line
 from fabricd.bgp.speaker import ExaBGPSpeaker, _Pacer
-from fabricd.bgp.supervisor import rotate
+from fabricd.process import rotate
 from fabricd.config.model import BGPConfig, HostConfig, PeerConfig
 from fabricd.routes.model import Origin, Route
 
@@ -344,7 +344,7 @@ import asyncio, sys, time
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 from fabricd.bgp.speaker import ExaBGPSpeaker, _Pacer
-from fabricd.bgp.supervisor import rotate
+from fabricd.process import rotate
 from fabricd.config.model import BGPConfig, HostConfig, PeerConfig
 async def main():
     bgp = BGPConfig(65011, IPv4Address("10.99.1.11"), exabgp=Path(sys.argv[1]),

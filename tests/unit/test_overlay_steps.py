@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fabricd.agent.overlay_steps import OverlayPlanning
+from fabricd.agent.loop import Observations
 from fabricd.config.loader import load_config_text
-from fabricd.lxd.observer import LXDObservation
+from fabricd.lxd.observer import LXD, LXDObservation
 from fabricd.lxd.records import LXDSnapshot, MemberRecord
+from fabricd.overlay.feature import UNDERLAY, OverlayPlanning
 from fabricd.overlay.manager import Underlay
 
 CLUSTER = """
@@ -16,11 +17,14 @@ STATIC = """
 host: {name: h1, underlay_address: 10.99.1.11}
 overlay: {enabled: true, peers: [{name: h2, address: 10.99.2.12}]}
 """
-UNDERLAY = Underlay(3, "eth1", 1500)
+UNDERLAY_1500 = Underlay(3, "eth1", 1500)
 
 
-def observed(snapshot: LXDSnapshot | None) -> dict[str, object]:
-    return {"lxd": LXDObservation(snapshot, snapshot is not None, None, None, None), "underlay": UNDERLAY}
+def observed(snapshot: LXDSnapshot | None, underlay: Underlay = UNDERLAY_1500) -> Observations:
+    seen = Observations()
+    seen.put(LXD, LXDObservation(snapshot, snapshot is not None, None, None, None))
+    seen.put(UNDERLAY, underlay)
+    return seen
 
 
 def test_cluster_peers_before_lxd_was_read_build_devices_but_keep_every_entry() -> None:
@@ -52,7 +56,7 @@ def test_static_peers_are_planned_without_lxd_but_keep_mac_entries() -> None:
 
 def test_no_underlay_mtu_and_no_configured_mtu_plans_nothing() -> None:
     config = load_config_text(STATIC)
-    broken = {"lxd": observed(None)["lxd"], "underlay": Underlay(None, None, None, "no interface has it")}
+    broken = observed(None, Underlay(None, None, None, "no interface has it"))
     assert OverlayPlanning(config).plan(broken) is None
     configured = load_config_text(STATIC.replace("enabled: true,", "enabled: true, mtu: 1400,"))
     intent = OverlayPlanning(configured).plan(broken)

@@ -1,10 +1,11 @@
-"""The sections about the daemon itself: `control`, `metrics`, `logging` and `reconcile`."""
+"""The sections about the daemon itself: `daemon`, `control`, `metrics`, `logging` and `reconcile`."""
 
 from __future__ import annotations
 
 from fabricd.config import converters as convert
 from fabricd.config.model import (
     ControlConfig,
+    DaemonConfig,
     LogFormat,
     LoggingConfig,
     LogLevel,
@@ -15,6 +16,14 @@ from fabricd.config.reader import Invalid, Value
 
 LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warning", "error")
 FORMATS: tuple[LogFormat, ...] = ("auto", "json", "console")
+
+
+def parse_daemon(value: Value) -> DaemonConfig:
+    m = value.mapping(("state_dir",))
+    state_dir = m.get("state_dir", convert.absolute_path, DaemonConfig().state_dir)
+    if not m.clean():
+        raise Invalid
+    return DaemonConfig(state_dir)
 
 
 def parse_control(value: Value) -> ControlConfig:

@@ -1,0 +1,43 @@
+"""Which features this host runs, from its config: the one place that names them.
+
+The agent, the benchmarks and the tests all build their stacks here, so there is one composition.
+Order matters: shared views first (their observers run first in a pass), then features in the
+order their appliers should run (routes before the overlay, as the route applier is the one that
+keeps the BGP session fed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fabricd.agent.decisions import DecisionLog
+from fabricd.agent.feature import Feature
+from fabricd.config.model import FabricConfig
+from fabricd.lxd.members import MemberObserver
+from fabricd.lxd.view import LXDView
+from fabricd.overlay.feature import OverlayFeature
+from fabricd.routes.feature import RouteFeature
+
+
+def route_feature(
+    config: FabricConfig, decisions: DecisionLog, on_change: Callable[[], None]
+) -> RouteFeature:
+    return RouteFeature(config, config.daemon.state_dir, decisions, on_change)
+
+
+def build_features(
+    config: FabricConfig,
+    decisions: DecisionLog,
+    on_change: Callable[[], None],
+    *,
+    lxd: Feature | None = None,
+) -> list[Feature]:
+    """`on_change` asks the loop for a pass; `lxd` replaces the LXD view (benchmarks feed a
+    synthetic one)."""
+    features: list[Feature] = [lxd if lxd is not None else LXDView(config.lxd, on_change)]
+    if config.overlay.enabled and config.overlay.peers_from_lxd_cluster:
+        features.append(MemberObserver(config.lxd, on_change))
+    features.append(route_feature(config, decisions, on_change))
+    if config.overlay.enabled:
+        features.append(OverlayFeature(config, config.daemon.state_dir))
+    return features

@@ -1,0 +1,56 @@
+"""What a feature brings to the agent: its steps, its part of the status, its commands and its stop.
+
+The agent knows features only through this shape, so a new capability (the DHCP/DNS authority,
+anycast services) is a new bundle, not new code in the agent. Shared views of the world (LXD, the
+cluster's members) are bundles too: an observer with a background task and problems of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from fabricd.agent.loop import Applier, Observer, Planner
+from fabricd.agent.status import Metric
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureStatus:
+    """A feature's part of the status snapshot. `sections` are top-level keys of `fabricctl status
+    --json`; the data in them is built fresh for each snapshot and never changed afterwards."""
+
+    sections: Mapping[str, Any] = field(default_factory=dict)
+    problems: tuple[str, ...] = ()
+    metrics: tuple[Metric, ...] = ()
+
+
+# A control command answered from the last status snapshot (a plain dict), never by doing I/O.
+CommandHandler = Callable[[Mapping[str, Any], Mapping[str, Any]], Mapping[str, Any]]
+
+
+class Feature:
+    """Base bundle: override what the feature has. Every hook has a harmless default."""
+
+    name = "feature"
+    observers: Sequence[Observer[Any]] = ()
+    planners: Sequence[Planner] = ()
+    appliers: Sequence[Applier] = ()
+
+    def commands(self) -> Mapping[str, CommandHandler]:
+        return {}
+
+    async def start(self) -> None:
+        """Start child processes before the first pass (the BGP speaker, say)."""
+
+    def background(self, stop: asyncio.Event) -> Sequence[Awaitable[None]]:
+        """Long-running tasks (event streams, pollers) that end when `stop` is set."""
+        return ()
+
+    async def status(self) -> FeatureStatus:
+        """Built after a pass, off the control path; any I/O must run in a worker thread."""
+        return FeatureStatus()
+
+    async def stop(self) -> None:
+        """Release what the feature holds; called once, in reverse order of registration."""

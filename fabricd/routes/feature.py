@@ -1,0 +1,158 @@
+"""Routes as a feature: LXD snapshot → route plan(s) → BGP speaker, and their status.
+
+Planners contribute `RoutePlan`s under ROUTE_PLANS (LXD's here; service addresses later); the
+announcing step merges them under the same rules and hands the speaker the whole desired set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from fabricd.agent.decisions import DecisionLog
+from fabricd.agent.feature import CommandHandler, Feature, FeatureStatus
+from fabricd.agent.loop import Key, Observations
+from fabricd.agent.status import Metric
+from fabricd.bgp.peer_state import PeerStatus
+from fabricd.bgp.speaker import ExaBGPSpeaker, SpeakerView
+from fabricd.config.model import FabricConfig
+from fabricd.lxd.observer import LXD
+from fabricd.routes.incremental import IncrementalPlanner
+from fabricd.routes.merge import merge_route_plans, route_decisions
+from fabricd.routes.model import RoutePlan
+from fabricd.routes.status import route_rows
+
+ROUTE_PLANS: Key[RoutePlan] = Key("routes")
+
+
+class LXDRoutePlanning:
+    """Plans routes from the LXD observation; nothing until LXD was read once (nothing is known)."""
+
+    key = ROUTE_PLANS
+    inputs = (LXD,)
+
+    def __init__(self, planner: IncrementalPlanner) -> None:
+        self._planner = planner
+
+    def plan(self, observed: Observations) -> RoutePlan | None:
+        observation = observed.get(LXD)
+        if observation is None or observation.snapshot is None:
+            return None
+        # While LXD is away the observer keeps its last snapshot, so this plan (and the
+        # announcements) stay as they were instead of flapping.
+        return self._planner.update(observation.snapshot)
+
+
+class RouteAnnouncing:
+    """Merges every contribution and hands the speaker the whole set; the speaker sends the diff."""
+
+    name = "routes"
+    inputs = (ROUTE_PLANS,)
+
+    def __init__(self, speaker: ExaBGPSpeaker | None, max_prefixes: int, decisions: DecisionLog) -> None:
+        self._speaker = speaker
+        self._max_prefixes = max_prefixes
+        self._decisions = decisions
+        self.plan = RoutePlan()
+
+    async def apply(self, desired: Observations) -> RoutePlan:
+        plans = desired.all(ROUTE_PLANS)
+        plan = (
+            plans[0]
+            if len(plans) == 1
+            else await asyncio.to_thread(merge_route_plans, plans, self._max_prefixes)
+        )
+        old, self.plan = self.plan, plan
+        if self._speaker is not None:
+            await self._speaker.set_routes(plan.routes)
+        if plan is not old:
+            for event, items in (await asyncio.to_thread(route_decisions, old, plan)).items():
+                self._decisions.record_batch(event, items)
+        return plan
+
+
+class RouteFeature(Feature):
+    name = "routes"
+
+    def __init__(
+        self,
+        config: FabricConfig,
+        state_dir: Path,
+        decisions: DecisionLog,
+        on_change: Callable[[], None],
+    ) -> None:
+        self.planner = IncrementalPlanner(config)
+        self.speaker = (
+            ExaBGPSpeaker(config.bgp, config.host, state_dir / "bgp") if config.bgp is not None else None
+        )
+        self._decisions = decisions
+        if self.speaker is not None:
+            self.speaker.on_change = on_change
+            self.speaker.on_peer = self._peer_changed
+        self.announcing = RouteAnnouncing(self.speaker, config.routes.max_prefixes, decisions)
+        self.planners = (LXDRoutePlanning(self.planner),)
+        self.appliers = (self.announcing,)
+        self._rows: tuple[object, int, list[dict[str, Any]]] | None = None  # (plan, version, rows)
+
+    def _peer_changed(self, status: PeerStatus, reason: str | None) -> None:
+        why = f": {reason}" if reason else ""
+        self._decisions.record(
+            "bgp.peer",
+            f"{status.name} {status.address}",
+            f"bgp session with {status.name} ({status.address}) is {status.state}{why}",
+            state=status.state,
+        )
+
+    def commands(self) -> Mapping[str, CommandHandler]:
+        return {"routes": lambda status, args: {"routes": status["routes"]}}
+
+    async def start(self) -> None:
+        if self.speaker is not None:
+            await self.speaker.start()
+
+    async def stop(self) -> None:
+        if self.speaker is not None:
+            await self.speaker.stop()  # ExaBGP goes: its sessions close and peers withdraw
+
+    async def status(self) -> FeatureStatus:
+        plan = self.announcing.plan
+        view = self.speaker.state_view() if self.speaker is not None else None  # a copy, on the loop
+        version = -1 if view is None else view.version
+        cached = self._rows
+        if cached is not None and cached[0] is plan and cached[1] == version:
+            rows = cached[2]
+        else:
+            rows = await asyncio.to_thread(_rows, plan, view)
+            self._rows = (plan, version, rows)
+        now = time.time()
+        peers = [] if view is None else [p.as_dict(now) for p in view.peers]
+        return FeatureStatus(
+            sections={"bgp_peers": peers, "routes": rows},
+            metrics=_metrics(rows, view),
+        )
+
+
+def _rows(plan: RoutePlan, view: SpeakerView | None) -> list[dict[str, Any]]:
+    return route_rows(plan, view.route_states() if view is not None else {})
+
+
+def _metrics(rows: list[dict[str, Any]], view: SpeakerView | None) -> tuple[Metric, ...]:
+    by_state = Counter(str(row["state"]) for row in rows)
+    metrics = [
+        Metric("fabricd_routes", count, (("state", state),), "routes by state")
+        for state, count in sorted(by_state.items())
+    ]
+    for peer in view.peers if view is not None else ():
+        metrics.append(
+            Metric(
+                "fabricd_bgp_session_up",
+                1.0 if peer.state == "established" else 0.0,
+                (("peer", peer.name), ("address", str(peer.address))),
+                "1 while the BGP session is established",
+            )
+        )
+    return tuple(metrics)
