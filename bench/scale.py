@@ -245,7 +245,7 @@ class ScaleRun:
             helpers["exabgp_rss_after_events_mb"] = vm_mb(exabgp, "VmRSS")
         finally:
             driver.close()
-        watchdog_kills = _count(self.h1.directory / "bench-scale" / "exabgp.out", WATCHDOG_LINE)
+        watchdog_kills = _count(self.h1.directory / "bench-scale" / "bgp" / "exabgp.out", WATCHDOG_LINE)
         fib_s = None if installed is None else installed - t0
         peak_mb = _mb(final["vmhwm_kb"])
         test_imports_mb = round(

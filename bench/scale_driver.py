@@ -1,11 +1,12 @@
-"""The agent-equivalent process the benchmark runs inside a lab node: planner + ExaBGPSpeaker.
+"""The agent-equivalent process the benchmark runs inside a lab node: the agent's route feature
+(planner + ExaBGPSpeaker), built by the agent's own composition code.
 
     python -m bench.scale_driver --config labs/basic/h1/fabricd.yaml --state DIR [--allowed CIDR]...
 
 No LXD and no fabricd agent: the routes come from a synthetic snapshot planned here ("plan") or
 from the benchmark ("set"), and go to a real ExaBGP (a child of this process, exactly as fabricd
-runs it) that peers with the lab's FRR. Commands arrive as JSON lines on stdin, answers leave as
-JSON lines on stdout; logs go to stderr. Times are time.monotonic(), which the benchmark outside
+runs it, its files in STATE/bgp) that peers with the lab's FRR. Commands arrive as JSON lines on
+stdin, answers leave as JSON lines on stdout; logs go to stderr. Times are time.monotonic(), which the benchmark outside
 the node shares (network namespaces do not change clocks).
 
 Commands ("op"):
@@ -39,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench.synthetic import bench_config, moved
 from fabricd.config import load_config
+from fabricd.config.model import DaemonConfig
 from fabricd.log import configure_logging
 from fabricd.lxd.records import LXDSnapshot
 from fabricd.routes.incremental import IncrementalPlanner
@@ -132,12 +134,17 @@ class LoopWatch:
 class Driver:
     def __init__(self, args: argparse.Namespace) -> None:
         # Imported after configure_logging: fabricd's module loggers bind the config current at import.
-        from fabricd.bgp.speaker import ExaBGPSpeaker
+        from fabricd.agent.compose import route_feature
+        from fabricd.agent.decisions import DecisionLog
 
-        self.config = bench_config(args.config, args.allowed) if args.allowed else load_config(args.config)
-        if self.config.bgp is None:
+        config = bench_config(args.config, args.allowed) if args.allowed else load_config(args.config)
+        if config.bgp is None:
             raise SystemExit(f"{args.config}: no bgp section")
-        self.speaker: ExaBGPSpeaker = ExaBGPSpeaker(self.config.bgp, self.config.host, args.state)
+        self.config = dataclasses.replace(config, daemon=DaemonConfig(state_dir=args.state))
+        self.routes = route_feature(self.config, DecisionLog(), lambda: None)
+        if self.routes.speaker is None:
+            raise SystemExit(f"{args.config}: no BGP speaker was built")
+        self.speaker: ExaBGPSpeaker = self.routes.speaker
         self.snapshot: LXDSnapshot | None = None
         self.planner: IncrementalPlanner | None = None
         self.plan = RoutePlan()
@@ -184,7 +191,7 @@ class Driver:
         self.snapshot = synthetic_snapshot(instances, routes_each)
         self.routes_each = routes_each
         built = vm_kb("VmRSS")
-        self.planner = IncrementalPlanner(self.config)
+        self.planner = self.routes.planner  # cold: nothing planned yet
         cpu, wall = time.process_time(), time.perf_counter()
         self.plan = self.planner.update(self.snapshot)
         emit(

@@ -1,4 +1,5 @@
-"""A thin, blocking LXD REST client on pylxd's session: GET returning metadata, clear errors.
+"""A thin, blocking LXD REST client on pylxd's session: GET returning metadata, clear errors, and
+conditional writes (ETag / If-Match) for compare-and-swap on LXD's replicated database.
 
 Blocking on purpose: the observer runs it in a worker thread. Environment proxies and CA-bundle
 variables are ignored (trust_env off): the LXD endpoint is always explicit in the config.
@@ -6,6 +7,8 @@ variables are ignored (trust_env off): the LXD endpoint is always explicit in th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -25,9 +28,21 @@ class LXDUnavailable(Exception):
 class LXDRequestFailed(Exception):
     """LXD answered with an error for one request."""
 
-    def __init__(self, path: str, status: int, message: str) -> None:
-        super().__init__(f"GET {path}: {status} {message}")
+    def __init__(self, path: str, status: int, message: str, method: str = "GET") -> None:
+        super().__init__(f"{method} {path}: {status} {message}")
         self.status = status
+
+
+class LXDPreconditionFailed(LXDRequestFailed):
+    """The object changed since its ETag was read (412): someone else wrote first."""
+
+
+@dataclass(frozen=True, slots=True)
+class Versioned:
+    """An object's metadata with the ETag LXD computed for it."""
+
+    metadata: Any
+    etag: str
 
 
 def endpoint_of(config: LXDConfig) -> str:
@@ -53,20 +68,54 @@ class LXDApi:
 
     def get(self, path: str, **params: str | int) -> Any:
         """GET /1.0<path> and return its metadata."""
+        return self._request("GET", path, params=params)[0]
+
+    def get_versioned(self, path: str, **params: str | int) -> Versioned:
+        """GET /1.0<path> with its ETag, for a later conditional write."""
+        metadata, response = self._request("GET", path, params=params)
+        etag = response.headers.get("ETag")
+        if not etag:
+            raise LXDRequestFailed(path, response.status_code, "reply has no ETag")
+        return Versioned(metadata, etag)
+
+    def write(self, method: str, path: str, body: Mapping[str, Any], if_match: str, **params: str) -> None:
+        """PUT or PATCH /1.0<path> only if the object still has ETag `if_match`.
+
+        Raises LXDPreconditionFailed when another writer got there first: the caller reads again
+        and decides again, so two writers can never both win.
+        """
+        if method not in ("PUT", "PATCH"):
+            raise ValueError(f"conditional write needs PUT or PATCH, not {method}")
+        self._request(method, path, params=params, json=dict(body), headers={"If-Match": if_match})
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str | int],
+        json: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[Any, requests.Response]:
         url = f"{self.endpoint}/1.0{path}"
         try:
-            response = self.session.get(url, params=params, timeout=REQUEST_TIMEOUT)
+            response = self.session.request(
+                method, url, params=params, json=json, headers=headers, timeout=REQUEST_TIMEOUT
+            )
         except (requests.ConnectionError, requests.Timeout, OSError) as exc:
             raise LXDUnavailable(f"{self.describe()}: {type(exc).__name__}: {str(exc)[:200]}") from exc
+        status = response.status_code
         try:
             body = response.json()
         except ValueError as exc:
-            raise LXDRequestFailed(path, response.status_code, "reply is not JSON") from exc
+            raise LXDRequestFailed(path, status, "reply is not JSON", method) from exc
         if not isinstance(body, dict):
-            raise LXDRequestFailed(path, response.status_code, "reply is not a JSON object")
-        if response.status_code != 200 or body.get("type") == "error":
-            raise LXDRequestFailed(path, response.status_code, str(body.get("error", ""))[:200])
-        return body.get("metadata")
+            raise LXDRequestFailed(path, status, "reply is not a JSON object", method)
+        if status == 412:
+            raise LXDPreconditionFailed(path, status, str(body.get("error", ""))[:200], method)
+        if status != 200 or body.get("type") == "error":
+            raise LXDRequestFailed(path, status, str(body.get("error", ""))[:200], method)
+        return body.get("metadata"), response
 
     def describe(self) -> str:
         return self.config.url or str(self.config.socket)

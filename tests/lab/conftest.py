@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,6 +35,16 @@ def fresh_lab(path: Path, name: str, state_root: Path) -> Iterator[Lab]:
         yield lab
     finally:
         lab.down()
+
+
+def stop_agent(lab: Lab, host: str, timeout: float = 40) -> None:
+    """SIGTERM the node's fabricd and wait until it has exited."""
+    pid = agent_pid(lab, host)
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while netns.alive(pid):
+        assert time.monotonic() < deadline, f"fabricd on {host} did not stop within {timeout:g}s"
+        time.sleep(0.05)
 
 
 def processes_mentioning(text: str) -> list[int]:
@@ -77,12 +88,13 @@ def agent_pid(lab: Lab, host: str) -> int:
     return pid
 
 
-def start_agent(lab: Lab, host: str, timeout: float = 20) -> None:
+def start_agent(lab: Lab, host: str, timeout: float = 20, extra_env: dict[str, str] | None = None) -> None:
     """Start fabricd again in the node (after a test stopped or killed it) and wait until it answers."""
     state = lab.state()
     node = lab.node(host)
     config = next(n.agent_config for n in lab.topology.nodes if n.name == host)
-    state.nodes[host].agent_pid = node.spawn(["fabricd", "run", "--config", str(config)], "fabricd")
+    argv = ["fabricd", "run", "--config", str(config)]
+    state.nodes[host].agent_pid = node.spawn(argv, "fabricd", extra_env=extra_env)
     state.save()
     deadline = time.monotonic() + timeout
     while node.run(["fabricctl", "status", "--json"], check=False).returncode != 0:

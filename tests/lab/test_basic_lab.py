@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from pyroute2 import NetNS
@@ -101,3 +102,18 @@ def test_fabric_lab_exec_cli(basic_lab: Lab) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "r1"
+
+
+@pytest.mark.parametrize("path", ["/projects/default", "/profiles/default"])
+def test_lxd_conditional_write_refuses_a_stale_etag(basic_lab: Lab, path: str) -> None:
+    """The write path the election builds on: compare-and-swap on LXD's database by ETag."""
+    h1 = basic_lab.node("h1")
+    socket = "/var/lib/lxd/unix.socket"  # as the node's fabricd.yaml names it
+    probe = str(Path(__file__).with_name("lxd_etag_probe.py"))
+    out = h1.run([sys.executable, probe, socket, path], timeout=60)
+    assert out.returncode == 0, out.stderr
+    outcome = json.loads(out.stdout)
+    assert outcome["after_first"] == "first"
+    assert outcome["stale"] == 412
+    assert outcome["after_stale"] == "first"  # the stale write changed nothing
+    assert outcome["etag_changed"] and outcome["cleaned"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 from fabricd.lab.lxd_node import respawn_lxd
 from fabricd.lab.node import NodeRuntime
 from fabricd.lab.runner import Lab
-from tests.lab.conftest import REPO, agent_pid, fresh_lab, start_agent
+from tests.lab.conftest import REPO, agent_pid, fresh_lab, processes_mentioning, start_agent, stop_agent
 from tests.lab.fib import routes_to, wait_for
 
 pytestmark = pytest.mark.lab
@@ -170,3 +171,55 @@ def test_lxd_outage_holds_routes_and_reconciles(lab: Lab) -> None:
     finally:
         for name in ("keep1", "lose1"):
             h1.run(["lxc", "delete", "--force", name], check=False)
+
+
+SLOW_NFT = """#!{python}
+# nft that hangs while {flag} exists (a wedged nftables), the real one otherwise.
+import os, sys, time
+if os.path.exists({flag!r}):
+    time.sleep(600)
+os.execv("/usr/sbin/nft", ["nft", *sys.argv[1:]])
+"""
+
+
+def bgp_drops(r1: NodeRuntime, peer: str) -> tuple[int, int]:
+    neighbor = json.loads(r1.run(["vtysh", "-c", f"show bgp neighbors {peer} json"]).stdout)[peer]
+    return int(neighbor["connectionsEstablished"]), int(neighbor["connectionsDropped"])
+
+
+def test_a_hung_nft_never_stalls_the_bgp_session(lab: Lab, tmp_path: Path) -> None:
+    """Status requests while nft hangs: answered from the snapshot, sessions stay, routes stay."""
+    h1, r1 = lab.node("h1"), lab.node("r1")
+    slow_bin, flag = tmp_path / "slowbin", tmp_path / "nft-hangs"
+    slow_bin.mkdir()
+    nft = slow_bin / "nft"
+    nft.write_text(SLOW_NFT.format(python=sys.executable, flag=str(flag)))
+    nft.chmod(0o755)
+    stop_agent(lab, "h1")
+    start_agent(lab, "h1", extra_env={"PATH": f"{slow_bin}:{h1.base_env()['PATH']}"})
+    launch(h1, "nft1", **{"ipv4.routes.external": "10.201.6.0/24"})
+    try:
+        wait_for(r1.netns_name, "10.201.6.0/24", {H1_V4})
+        drops = {peer: bgp_drops(r1, peer) for peer in (H1_V4, H1_V6)}
+        flag.touch()
+        started, answers, worst = time.monotonic(), 0, 0.0
+        overlay_error = ""
+        while time.monotonic() - started < 8.0:
+            asked = time.monotonic()
+            out = h1.run(["fabricctl", "--timeout", "3", "status", "--json"], check=False)
+            worst = max(worst, time.monotonic() - asked)
+            assert out.returncode == 0, out.stderr
+            answers += 1
+            overlay_error = str((json.loads(out.stdout)["overlay"]["firewall"] or {}).get("error"))
+            assert routes_to(r1.netns_name, "10.201.6.0/24") == {H1_V4}
+        assert processes_mentioning(str(nft)), "nft was never called while hung"
+        assert "nft did not answer" in overlay_error, overlay_error
+        assert {peer: bgp_drops(r1, peer) for peer in (H1_V4, H1_V6)} == drops
+        print(f"\nnft hung 8 s: {answers} status answers, slowest {worst:.3f}s; no session dropped")
+    finally:
+        flag.unlink(missing_ok=True)
+        for pid in processes_mentioning(str(nft)):
+            os.kill(pid, signal.SIGKILL)
+        h1.run(["lxc", "delete", "--force", "nft1"], check=False)
+        stop_agent(lab, "h1")
+        start_agent(lab, "h1")

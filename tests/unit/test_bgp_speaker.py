@@ -24,8 +24,8 @@ from fabricd.bgp import relay
 from fabricd.bgp.commands import BULK_MAX, announce_line, withdraw_line
 from fabricd.bgp.peer_state import Ack, NeighborChange, PeerTable, Shutdown, Unknown, parse_line
 from fabricd.bgp.speaker import ExaBGPSpeaker, _Pacer
-from fabricd.process import rotate
 from fabricd.config.model import BGPConfig, HostConfig, PeerConfig
+from fabricd.process import rotate
 from fabricd.routes.model import Origin, Route
 
 # Captured from ExaBGP 5.0.15 (encoder json, neighbor-changes, api.ack) in the basic lab.

@@ -1,0 +1,98 @@
+"""Several route planners, one set: merge rules and the decisions a plan change makes."""
+
+from __future__ import annotations
+
+from ipaddress import ip_address, ip_network
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fabricd.routes.merge import merge_route_plans, route_decisions
+from fabricd.routes.model import Origin, Refusal, Route, RoutePlan
+
+LXD = Origin("nic-external-route", "default", "lxdbr0", "web1", "eth0/ipv4.routes.external")
+SERVICE = Origin("service", "default", "", "dns")
+
+
+def route(prefix: str, hop: str = "10.99.1.11", origin: Origin = LXD) -> Route:
+    return Route(ip_network(prefix), ip_address(hop), origin)
+
+
+def test_one_contribution_is_passed_through_as_the_same_object() -> None:
+    plan = RoutePlan((route("10.201.1.0/24"),))
+    assert merge_route_plans([plan], 10) is plan
+
+
+def test_the_earlier_contribution_keeps_a_prefix_and_the_later_is_refused_with_the_owner() -> None:
+    lxd = RoutePlan((route("10.201.1.0/24"),))
+    service = RoutePlan((route("10.201.1.0/24", origin=SERVICE), route("10.201.53.1/32", origin=SERVICE)))
+    merged = merge_route_plans([lxd, service], 10)
+    assert [str(r.prefix) for r in merged.routes] == ["10.201.1.0/24", "10.201.53.1/32"]
+    assert merged.routes[0].origin == LXD
+    (refused,) = merged.refused
+    assert refused.origin == SERVICE and str(LXD) in refused.reason
+
+
+def test_max_prefixes_counts_the_whole_set() -> None:
+    lxd = RoutePlan((route("10.201.1.0/24"), route("10.201.2.0/24")))
+    service = RoutePlan((route("10.201.53.1/32", origin=SERVICE),))
+    merged = merge_route_plans([lxd, service], 2)
+    assert len(merged.routes) == 2
+    assert [r.prefix for r in merged.refused] == ["10.201.53.1/32"]
+
+
+PREFIXES = st.sampled_from(
+    ["10.201.1.0/24", "10.201.2.0/24", "10.201.53.1/32", "fd00:201::/64", "fd00:201:1::/64"]
+)
+HOPS = st.sampled_from(["10.99.1.11", "10.99.1.12", "fd00:99:1::11"])
+ORIGINS = st.sampled_from([LXD, SERVICE])
+
+
+@st.composite
+def plans(draw: st.DrawFn) -> RoutePlan:
+    chosen = draw(st.lists(st.tuples(PREFIXES, HOPS, ORIGINS), max_size=6, unique_by=lambda t: t[0]))
+    routes = tuple(route(p, h, o) for p, h, o in chosen if ip_network(p).version == ip_address(h).version)
+    return RoutePlan(routes, (Refusal("0.0.0.0/0", LXD, "default route is never announced"),))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(plans(), min_size=2, max_size=4), st.integers(1, 10))
+def test_merge_keeps_one_route_per_prefix_and_accounts_for_every_route(
+    contributions: list[RoutePlan], limit: int
+) -> None:
+    merged = merge_route_plans(contributions, limit)
+    prefixes = [r.prefix for r in merged.routes]
+    assert len(prefixes) == len(set(prefixes)) and len(prefixes) <= limit
+    refused = {(r.prefix, r.origin) for r in merged.refused}
+    for plan in contributions:
+        for r in plan.routes:
+            assert r in merged.routes or (str(r.prefix), r.origin) in refused
+    first_claim = {}
+    for plan in contributions:
+        for r in plan.routes:
+            first_claim.setdefault(r.prefix, r)
+    assert all(first_claim[r.prefix] == r for r in merged.routes)
+
+
+def test_decisions_name_what_changed_and_why() -> None:
+    web, moved = route("10.201.1.0/24"), route("10.201.1.0/24", "10.99.1.12")
+    gone = route("10.201.2.0/24")
+    old = RoutePlan((web, gone))
+    new = RoutePlan(
+        (moved,),
+        refused=(Refusal("0.0.0.0/0", LXD, "default route is never announced"),),
+        withheld=(Refusal("10.201.2.0/24", LXD, "instance web1 is Stopped"),),
+    )
+    events = route_decisions(old, new)
+    (announce,) = events["route.announce"]
+    assert (
+        announce[0] == "10.201.1.0/24"
+        and "via 10.99.1.12" in announce[1]
+        and "was via 10.99.1.11" in announce[1]
+    )
+    (withdraw,) = events["route.withdraw"]
+    assert withdraw[0] == "10.201.2.0/24" and "instance web1 is Stopped" in withdraw[1]
+    (refuse,) = events["route.refuse"]
+    assert refuse[0] == "0.0.0.0/0" and "default route is never announced" in refuse[1]
+    assert "route.withhold" in events
+    assert route_decisions(new, new) == {}
