@@ -6,8 +6,8 @@
 No LXD and no fabricd agent: the routes come from a synthetic snapshot planned here ("plan") or
 from the benchmark ("set"), and go to a real ExaBGP (a child of this process, exactly as fabricd
 runs it, its files in STATE/bgp) that peers with the lab's FRR. Commands arrive as JSON lines on
-stdin, answers leave as JSON lines on stdout; logs go to stderr. Times are time.monotonic(), which the benchmark outside
-the node shares (network namespaces do not change clocks).
+stdin, answers leave as JSON lines on stdout; logs go to stderr. Times are time.monotonic(), which
+the benchmark outside the node shares (network namespaces do not change clocks).
 
 Commands ("op"):
   plan {instances, routes_each}  build the synthetic snapshot, plan it with a fresh
