@@ -48,13 +48,35 @@ def start_lxd(node: NodeRuntime, preseed_text: str | None, preseed_source: str, 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
-def remove_pivot_cgroups() -> None:
-    """liblxc leaves an empty lxc.pivot cgroup per hierarchy; rmdir only succeeds while it is unused."""
-    for pivot in CGROUP_ROOT.glob("*/lxc.pivot"):
-        with contextlib.suppress(OSError):
-            pivot.rmdir()
-    with contextlib.suppress(OSError):
-        (CGROUP_ROOT / "lxc.pivot").rmdir()
+LXC_CGROUPS = ("lxc.pivot", "lxc.payload.*", "lxc.monitor.*")
+
+
+def _rmdir_tree(path: Path) -> bool:
+    """rmdir a cgroup and its children, deepest first; a cgroup with processes stays (EBUSY)."""
+    for child in (p for p in path.iterdir() if p.is_dir()):
+        _rmdir_tree(child)
+    try:
+        path.rmdir()
+    except OSError:
+        return False
+    return True
+
+
+def remove_pivot_cgroups(wait: float = 3.0) -> None:
+    """liblxc leaves empty cgroups behind once a lab's LXD is gone: lxc.pivot per hierarchy, and
+    (when a container died with its daemon) lxc.payload.<name> / lxc.monitor.<name>. Only empty
+    ones can be removed, and the kernel frees them a moment after their last process, so retry."""
+    deadline = time.monotonic() + wait
+    while True:
+        left = [
+            path
+            for pattern in LXC_CGROUPS
+            for path in (*CGROUP_ROOT.glob(f"*/{pattern}"), *CGROUP_ROOT.glob(pattern))
+            if path.is_dir() and not _rmdir_tree(path)
+        ]
+        if not left or time.monotonic() > deadline:
+            return
+        time.sleep(0.1)
 
 
 def stop_lxd(node: NodeRuntime, pid: int | None) -> None:
