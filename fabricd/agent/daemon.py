@@ -82,8 +82,8 @@ class Agent:
     def _pass_done(self) -> None:
         self.publisher.request()
         if self.loop.stats.passes == 1:
-            # Ready once the first pass ran: the overlay bridge exists before LXD starts instances
-            # on it (the unit orders fabricd before LXD).
+            # Ready once the first pass ran: what features build on it (devices that services
+            # ordered after fabricd attach to) exists by then.
             notify("READY=1")
 
     def handle_request(self, command: str, args: dict[str, Any]) -> Mapping[str, Any]:
@@ -112,7 +112,8 @@ class Agent:
             await self.loop.run(self.stopping)
         finally:
             self.stopping.set()
-            # Concurrently: a slow stop (nft hung) must not delay ExaBGP's, which withdraws the routes.
+            # Concurrently: one slow stop (a hung tool) must not delay another that withdraws
+            # announcements.
             results = await asyncio.gather(*(f.stop() for f in self.features), return_exceptions=True)
             for feature, result in zip(self.features, results, strict=True):
                 if isinstance(result, BaseException):

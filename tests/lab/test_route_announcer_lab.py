@@ -101,6 +101,9 @@ def test_route_outside_allowed_ranges_is_refused_and_shown(lab: Lab) -> None:
         time.sleep(1.0)  # long enough for a wrongly sent announcement to reach r1
         assert routes_to(r1.netns_name, "10.250.0.0/24") == set()
         assert "10.250.0.0/24" in h1.run(["fabricctl", "routes"]).stdout
+        events = json.loads(h1.run(["fabricctl", "events", "--json"]).stdout)["events"]
+        refusals = [e for e in events if e["event"] == "route.refuse" and e["subject"] == "10.250.0.0/24"]
+        assert refusals and "allowed" in refusals[-1]["reason"], events[-5:]
     finally:
         h1.run(["lxc", "delete", "--force", "rogue1"], check=False)
 
