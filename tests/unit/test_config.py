@@ -783,3 +783,14 @@ def test_error_survives_pickling() -> None:
     error = ConfigError([ConfigProblem("f", "a", 1, "x")])
     copy = pickle.loads(pickle.dumps(error))  # noqa: S301 - our own data
     assert copy.problems == error.problems
+
+
+def test_daemon_state_dir_defaults_to_run_and_must_be_absolute() -> None:
+    assert load_config_text(HOST).daemon.state_dir == Path("/run/fabricd")
+    assert load_config_text(HOST + "daemon:\n  state_dir: /var/lib/fabricd\n").daemon.state_dir == Path(
+        "/var/lib/fabricd"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(HOST + "daemon:\n  state_dir: run/fabricd\n", "f.yaml")
+    (problem,) = caught.value.problems
+    assert problem.key_path == "daemon.state_dir" and problem.line == 5 and "absolute path" in problem.message
