@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from fabricd.agent.decisions import DecisionLog
 from fabricd.agent.feature import Feature
+from fabricd.agent.notices import UnbuiltSettings
 from fabricd.config.model import FabricConfig
 from fabricd.lxd.members import MemberObserver
 from fabricd.lxd.view import LXDView
@@ -34,7 +35,10 @@ def build_features(
 ) -> list[Feature]:
     """`on_change` asks the loop for a pass; `lxd` replaces the LXD view (benchmarks feed a
     synthetic one)."""
-    features: list[Feature] = [lxd if lxd is not None else LXDView(config.lxd, on_change)]
+    features: list[Feature] = [
+        UnbuiltSettings(config),
+        lxd if lxd is not None else LXDView(config.lxd, on_change),
+    ]
     if config.overlay.enabled and config.overlay.peers_from_lxd_cluster:
         features.append(MemberObserver(config.lxd, on_change))
     features.append(route_feature(config, decisions, on_change))

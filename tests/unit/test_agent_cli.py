@@ -251,3 +251,24 @@ def test_agent_tells_systemd_it_is_ready_after_the_first_pass(tmp_path: Path) ->
         finally:
             proc.terminate()
             proc.wait(timeout=15)
+
+
+def test_check_config_warns_about_settings_that_have_no_effect_yet(tmp_path: Path) -> None:
+    config = tmp_path / "fabricd.yaml"
+    config.write_text(
+        "host: {name: h1, underlay_address: 192.0.2.11}\n"
+        "dhcp: {enabled: true, server_address: 10.210.0.2/24}\n"
+        "metrics: {listen: '127.0.0.1:9464'}\n"
+    )
+    out = subprocess.run(
+        [PY, "-m", "fabricd.cli.agent_main", "check-config", str(config)], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert f"{config}: dhcp: warning: the DHCP/DNS authority is not built yet" in out.stderr
+    assert f"{config}: metrics.listen: warning: the metrics endpoint is not built yet" in out.stderr
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("host: {name: h1, underlay_address: 192.0.2.11}\n")
+    out = subprocess.run(
+        [PY, "-m", "fabricd.cli.agent_main", "check-config", str(plain)], capture_output=True, text=True
+    )
+    assert out.returncode == 0 and "warning" not in out.stderr

@@ -1,0 +1,23 @@
+"""Config that validates but has no effect yet: said out loud, never silently accepted.
+
+`fabricd check-config` prints these as warnings and the agent logs them at start and lists them
+as problems in `fabricctl status`, until the feature behind each key is built.
+"""
+
+from __future__ import annotations
+
+from fabricd.config.model import DHCPConfig, FabricConfig
+
+
+def unbuilt_settings(config: FabricConfig) -> list[tuple[str, str]]:
+    """(key path, why) for every setting in `config` that fabricd does not act on yet."""
+    found = []
+    if config.dhcp != DHCPConfig():
+        found.append(("dhcp", "the DHCP/DNS authority is not built yet; this section has no effect"))
+    if config.services:
+        found.append(
+            ("services", "anycast services are not built yet; nothing is health-checked or announced")
+        )
+    if config.metrics.listen is not None:
+        found.append(("metrics.listen", "the metrics endpoint is not built yet; nothing listens"))
+    return found
