@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
 from fabricd.lxd.api import LXDApi, LXDRequestFailed
+from fabricd.lxd.booleans import lxd_bool
 from fabricd.lxd.parse import (
     RecordError,
     object_name,
@@ -83,7 +84,7 @@ def network_projects(api: LXDApi, wanted: str) -> list[str]:
         if wanted not in ("*", project["name"]) and project["name"] != "default":
             continue
         config = project.get("config")
-        own_networks = isinstance(config, Mapping) and config.get("features.networks") == "true"
+        own_networks = isinstance(config, Mapping) and lxd_bool(config.get("features.networks")) is True
         if project["name"] == "default" or own_networks:
             names.append(project["name"])
     return sorted(names)

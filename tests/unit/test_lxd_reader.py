@@ -139,6 +139,14 @@ def test_network_projects_skip_garbage() -> None:
     assert network_projects(api, "*") == []  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("value", "owns"), [("yes", True), ("On", True), ("1", True), ("off", False), ("", False)]
+)
+def test_network_projects_read_features_networks_as_lxd_does(value: str, owns: bool) -> None:
+    api = FakeApi({"/projects": [{"name": "p1", "config": {"features.networks": value}}]})
+    assert network_projects(api, "*") == (["p1"] if owns else [])  # type: ignore[arg-type]
+
+
 # --- full snapshot ------------------------------------------------------------------------------
 
 
