@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from fabricd.lxd.records import ForwardRecord, InstanceRecord, LoadBalancerRecord, NicRecord
+from fabricd.lxd.records import InstanceRecord, ListenerRecord, NicRecord
 from fabricd.routes.model import IPNetwork, Origin, Refusal, Route
 from fabricd.routes.networks import UPLINK_PROJECT, NetworkInfo, NetworkKey, PlanContext
 from fabricd.routes.policy import (
@@ -259,14 +259,10 @@ def network_routes(info: NetworkInfo, ctx: PlanContext) -> ObjectRoutes:
     return out.result()
 
 
-def listener_routes(
-    listener: ForwardRecord | LoadBalancerRecord, ctx: PlanContext, lookup: Lookup
-) -> ObjectRoutes:
+def listener_routes(listener: ListenerRecord, ctx: PlanContext, lookup: Lookup) -> ObjectRoutes:
     """Rule 3: a forward's or load balancer's listen address."""
     out = _Collector(ctx)
-    kind, what = (
-        ("forward", "forward") if isinstance(listener, ForwardRecord) else ("load-balancer", "load balancer")
-    )
+    kind = listener.kind
     address = parse_address(listener.listen_address)
     if address is None:
         text = shown(listener.listen_address)
@@ -283,6 +279,6 @@ def listener_routes(
     location = listener.location.strip()
     withhold = info.withhold if info.type == "ovn" else None
     if location and location != ctx.member:
-        withhold = f"{what} belongs to member {shown(location)}"
+        withhold = f"{kind.replace('-', ' ')} belongs to member {shown(location)}"
     out.offer_prefix(prefix, origin, info, True, withhold)
     return out.result()
