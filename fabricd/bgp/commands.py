@@ -113,8 +113,7 @@ class Desired:
 
     routes: Mapping[IPNetwork, Route]
     by_peer: Mapping[IPAddress, Mapping[IPNetwork, Route]]
-    duplicates: tuple[Route, ...] = ()  # same prefix as a kept route, different next hop/attributes
-    aliases: tuple[Route, ...] = ()  # same announcement as a kept route, another origin: shares its fate
+    duplicates: tuple[Route, ...] = ()  # another route for the same prefix was chosen: not sent
     invalid: tuple[tuple[Route, str], ...] = ()  # cannot be rendered, with the reason
     unreachable: tuple[Route, ...] = ()  # no peer carries its family
 
@@ -124,9 +123,16 @@ class DesiredState:
 
     The applier hands over every route every time, mostly the very same Route objects: the sets
     are compared by object identity first (C speed), and only routes that are new objects are
-    hashed and compared by value. Per prefix the lowest route is chosen, so the choice never
-    depends on input order. `update` is a generator that yields between slices of work, so a
+    hashed and compared by value. `update` is a generator that yields between slices of work, so a
     caller on an event loop can let other tasks run; `update_all` runs it through.
+
+    One route per prefix is the planner's promise: conflicts between claims, and the reasons an
+    operator reads, are settled there (`fabricd.routes.conflicts`), so nothing here tells owners
+    or same-announcement twins apart. Handed two routes for one prefix anyway (a caller's bug),
+    the state still stays sound: every route handed over is counted, the lowest by route_key is
+    the one sent whatever the input order, the others are `duplicates` (never sent, pending in
+    the speaker's route states, reported once in `new_duplicates`), and when a route leaves, its
+    prefix is chosen again from the routes left.
     """
 
     SLICE = 2000
@@ -146,7 +152,6 @@ class DesiredState:
         self.routes: dict[IPNetwork, Route] = {}
         self.by_peer: dict[IPAddress, dict[IPNetwork, Route]] = {p.address: {} for p in self.peers}
         self.duplicates: dict[IPNetwork, tuple[Route, ...]] = {}
-        self.aliases: dict[IPNetwork, tuple[Route, ...]] = {}
         self.invalid: dict[Route, str] = {}
         self.unreachable: dict[IPNetwork, Route] = {}
         # Problems that appeared with the last update, for the caller to report once.
@@ -228,8 +233,6 @@ class DesiredState:
         # so lookups that cannot hit are skipped (this runs for every route of a cold start).
         before = self.routes.get(prefix)
         old_duplicates = self.duplicates.pop(prefix, ()) if self.duplicates else ()
-        if self.aliases:
-            self.aliases.pop(prefix, None)
         was_unreachable = self.unreachable.pop(prefix, None) if self.unreachable else None
         present = self._candidates.get(prefix)
         if present is None:
@@ -238,18 +241,12 @@ class DesiredState:
                 for routes in self.by_peer.values():
                     routes.pop(prefix, None)
             return before is not None
-        ordered = sorted(present, key=route_key) if isinstance(present, list) else [present]
-        chosen = ordered[0]
-        kept = wire(chosen)
-        duplicates = tuple(r for r in ordered[1:] if wire(r) != kept)
-        aliases = tuple(r for r in ordered if r is not chosen and wire(r) == kept)
-        if duplicates:
-            self.duplicates[prefix] = duplicates
+        if isinstance(present, list):  # more than one route for the prefix: see the class doc
+            chosen, *others = sorted(present, key=route_key)
+            duplicates = self.duplicates[prefix] = tuple(others)
             self.new_duplicates.extend(r for r in duplicates if r not in old_duplicates)
-        if aliases:
-            # The lowest stands for the announcement; every equal one (chosen included but the
-            # lowest) shares its fate, as the from-scratch plan had it.
-            self.aliases[prefix] = aliases
+        else:
+            chosen = present
         self.routes[prefix] = chosen
         targets = self._targets[chosen.version]
         for address, routes in self.by_peer.items():
@@ -269,7 +266,6 @@ class DesiredState:
             dict(self.routes),
             {a: dict(r) for a, r in self.by_peer.items()},
             tuple(sorted((r for rs in self.duplicates.values() for r in rs), key=route_key)),
-            tuple(sorted((r for rs in self.aliases.values() for r in rs), key=route_key)),
             tuple(sorted(self.invalid.items(), key=lambda item: route_key(item[0]))),
             tuple(sorted(self.unreachable.values(), key=route_key)),
         )

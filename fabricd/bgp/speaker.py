@@ -163,9 +163,6 @@ class ExaBGPSpeaker:
                 prefix in routes and _wire(acked.get(prefix)) == _wire(route) for routes, acked in peers
             )
             states[route] = "announced" if announced else "pending"
-        for prefix, aliases in desired.aliases.items():
-            for route in aliases:
-                states[route] = states[desired.routes[prefix]]
         for duplicates in desired.duplicates.values():
             for route in duplicates:
                 states[route] = "pending"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from ipaddress import ip_address, ip_network
 
 import pytest
@@ -19,7 +20,7 @@ from fabricd.bgp.commands import (
     withdraw_line,
 )
 from fabricd.config.model import PeerConfig
-from fabricd.routes.model import Origin, Route, RouteAttributes
+from fabricd.routes.model import Origin, Route, RouteAttributes, route_key
 
 V4 = PeerConfig("r1", ip_address("10.99.1.1"), 65000, families=("ipv4-unicast",))
 V6 = PeerConfig("r1-v6", ip_address("fd00:99:1::1"), 65000, families=("ipv6-unicast",))
@@ -98,10 +99,10 @@ def test_duplicate_prefixes_keep_the_lowest_whatever_the_order() -> None:
     for routes in ([low, high], [high, low]):
         desired = plan(routes, [V4])
         assert desired.routes == {low.prefix: low} and desired.duplicates == (high,)
-    # Same announcement from two owners is no conflict.
+    # The same announcement from another origin is no exception: owners are the planner's business.
     other = route("10.200.1.0/24", "10.99.1.11", Origin("forward", "default", "net"))
     same = plan([low, other], [V4])
-    assert same.duplicates == () and same.aliases == (low,) and same.routes == {low.prefix: other}
+    assert same.duplicates == (low,) and same.routes == {low.prefix: other}
 
 
 def test_invalid_routes_are_set_aside_with_their_reason() -> None:
@@ -212,3 +213,34 @@ def test_desired_state_matches_the_plan_from_scratch(sets: list[list[Route]]) ->
     for routes in sets:
         state.update_all(routes)
         assert state.snapshot() == plan(routes, [V4, V4_BOTH])
+
+
+_OWNED_ROUTES = st.builds(
+    lambda p, h, m, kind: route(p, f"10.99.1.{h}", Origin(kind, "default", "net"), med=m),
+    _PREFIXES,
+    st.integers(11, 13),
+    st.one_of(st.none(), st.integers(0, 3)),
+    st.sampled_from(["forward", "user-route"]),
+)
+
+
+@given(st.lists(st.lists(_OWNED_ROUTES, max_size=8), min_size=1, max_size=5), st.randoms())
+def test_routes_handed_twice_for_a_prefix_never_corrupt_the_desired_state(
+    sets: list[list[Route]], rnd: random.Random
+) -> None:
+    """The planner sends one route per prefix; if a caller sends more, exactly one still goes out:
+    the lowest of those handed over, whatever their order, and the others wait as duplicates."""
+    state = DesiredState([V4, V6])
+    for routes in sets:
+        handed = [route(str(r.prefix), str(r.next_hop), r.origin, med=r.attributes.med) for r in routes]
+        rnd.shuffle(handed)  # equal values as new objects, in another order
+        state.update_all(handed)
+        by_prefix: dict[object, set[Route]] = {}
+        for r in routes:
+            by_prefix.setdefault(r.prefix, set()).add(r)
+        lowest = {prefix: min(group, key=route_key) for prefix, group in by_prefix.items()}
+        assert state.routes == lowest
+        assert state.by_peer == {V4.address: lowest, V6.address: {}}
+        assert {p: set(d) for p, d in state.duplicates.items()} == {
+            p: group - {lowest[p]} for p, group in by_prefix.items() if len(group) > 1
+        }
