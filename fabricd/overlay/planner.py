@@ -32,14 +32,14 @@ Static MAC entries
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import ip_address
 from urllib.parse import urlsplit
 
 from fabricd.config.model import FabricConfig, IPAddress
-from fabricd.lxd.records import STANDALONE, InstanceRecord, LXDSnapshot, MemberRecord, NicRecord
+from fabricd.lxd.nics import normalize_mac, on_bridge
+from fabricd.lxd.records import STANDALONE, InstanceRecord, LXDSnapshot, MemberRecord
 from fabricd.overlay.model import FloodEntry, MacEntry, OverlayPlan, OverlayRefusal, PeerView
 
 VXLAN_OVERHEAD_V4 = 50
@@ -47,8 +47,6 @@ VXLAN_OVERHEAD_V6 = 70
 MIN_MTU_V4 = 576
 MIN_MTU_V6 = 1280
 ONLINE = "online"
-
-_MAC = re.compile(r"[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,28 +202,6 @@ def _address_from_url(url: str) -> IPAddress | None:
 
 
 # --- MAC entries ---------------------------------------------------------------------------------
-
-
-def normalize_mac(text: str | None) -> tuple[str | None, str]:
-    """(lower-case colon-form MAC, "") for a valid unicast MAC, else (None, reason)."""
-    if text is None or not text.strip():
-        return None, "no MAC address known"
-    mac = text.strip().lower()
-    if not _MAC.fullmatch(mac):
-        return None, f"malformed MAC address {text!r}"
-    mac = mac.replace("-", ":")
-    if mac == "00:00:00:00:00:00":
-        return None, f"all-zeros MAC address {mac}"
-    if int(mac[:2], 16) & 1:
-        return None, f"multicast MAC address {mac}"
-    return mac, ""
-
-
-def on_bridge(nic: NicRecord, bridge: str) -> bool:
-    """Whether the NIC is attached to the overlay bridge, by managed network or bridged parent."""
-    if nic.config.get("network") == bridge:
-        return True
-    return nic.config.get("nictype") == "bridged" and nic.config.get("parent") == bridge
 
 
 def _plan_macs(

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from fabricd.lxd.nics import nic_network
 from fabricd.lxd.records import InstanceRecord, ListenerRecord, NicRecord
 from fabricd.routes.model import IPNetwork, Origin, Refusal, Route
 from fabricd.routes.networks import UPLINK_PROJECT, NetworkInfo, NetworkKey, PlanContext
@@ -129,14 +130,6 @@ def _network_problem(name: str, info: NetworkInfo | None) -> str | None:
     if info is None:
         return f"network {shown(name)} not found"
     return info.problem
-
-
-def nic_network(nic: NicRecord) -> str:
-    """The managed network a NIC is on; old-style bridged NICs name their bridge as parent."""
-    name = (nic.network or "").strip()
-    if not name and nic.config.get("nictype") == "bridged":
-        name = nic.config.get("parent", "").strip()
-    return name
 
 
 def instance_dependencies(instance: InstanceRecord) -> set[NetworkKey]:

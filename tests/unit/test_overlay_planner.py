@@ -19,9 +19,10 @@ from fabricd.config.model import (
     OverlayPeer,
 )
 from fabricd.frozen import FrozenMap
+from fabricd.lxd.nics import normalize_mac
 from fabricd.lxd.records import InstanceRecord, LXDSnapshot, MemberRecord, NicRecord
 from fabricd.overlay.model import FloodEntry, MacEntry, OverlayPlan, OverlayRefusal, PeerView
-from fabricd.overlay.planner import normalize_mac, plan_overlay
+from fabricd.overlay.planner import plan_overlay
 
 ME4, ME6 = IPv4Address("10.99.1.11"), IPv6Address("2001:db8:99::11")
 M2, M3 = IPv4Address("10.99.1.12"), IPv4Address("10.99.1.13")
