@@ -1,4 +1,4 @@
-"""Routes as ExaBGP API lines, and the per-peer difference between what is wanted and what is sent (pure).
+"""Routes as ExaBGP API lines, and the desired set each peer should have (pure).
 
 ExaBGP 5 syntax (checked against 5.0.15, acked `done`; anything it cannot parse is acked `error`):
     neighbor 10.99.1.1 announce route 10.200.2.0/24 next-hop 10.99.1.11 med 10 local-preference 200
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
@@ -92,30 +92,9 @@ def withdraw_line(peer: IPAddress, route: Route) -> str:
     return f"neighbor {peer} withdraw route {route.prefix} next-hop {route.next_hop}"
 
 
-def carries(peer: PeerConfig, route: Route) -> bool:
-    """A session carries a route of its own address family only, and only if that family is on.
-
-    IPv6 routes over an IPv4 session would need an IPv6 next hop that ExaBGP will not invent
-    (`next-hop self` is refused), so they go over the IPv6 session instead; and the other way round.
-    """
-    family = "ipv4-unicast" if route.version == 4 else "ipv6-unicast"
-    return peer.address.version == route.version and family in peer_families(peer)
-
-
 def wire(route: Route | None) -> object:
     """What a peer sees of a route; a different origin alone is the same announcement."""
     return None if route is None else (route.prefix, route.next_hop, route.attributes)
-
-
-@dataclass(frozen=True, slots=True)
-class Desired:
-    """One route per prefix, the peers each goes to, and what was set aside on the way."""
-
-    routes: Mapping[IPNetwork, Route]
-    by_peer: Mapping[IPAddress, Mapping[IPNetwork, Route]]
-    duplicates: tuple[Route, ...] = ()  # another route for the same prefix was chosen: not sent
-    invalid: tuple[tuple[Route, str], ...] = ()  # cannot be rendered, with the reason
-    unreachable: tuple[Route, ...] = ()  # no peer carries its family
 
 
 class DesiredState:
@@ -139,6 +118,9 @@ class DesiredState:
 
     def __init__(self, peers: Sequence[PeerConfig]) -> None:
         self.peers = tuple(peers)
+        # A session carries routes of its own address family only, and only if that family is on:
+        # IPv6 routes over an IPv4 session would need an IPv6 next hop that ExaBGP will not invent
+        # (`next-hop self` is refused), so they go over the IPv6 session instead, and the other way.
         self._targets = {
             version: tuple(
                 p.address for p in self.peers if p.address.version == version and fam in peer_families(p)
@@ -260,24 +242,6 @@ class DesiredState:
                 self.new_unreachable.append(chosen)
         return before is None or before is not chosen
 
-    def snapshot(self) -> Desired:
-        """The whole state as one value (sorted like the from-scratch plan); O(routes)."""
-        return Desired(
-            dict(self.routes),
-            {a: dict(r) for a, r in self.by_peer.items()},
-            tuple(sorted((r for rs in self.duplicates.values() for r in rs), key=route_key)),
-            tuple(sorted(self.invalid.items(), key=lambda item: route_key(item[0]))),
-            tuple(sorted(self.unreachable.values(), key=route_key)),
-        )
-
-
-def plan(routes: Collection[Route], peers: Sequence[PeerConfig]) -> Desired:
-    """Choose one route per prefix (the lowest, so the choice never depends on input order)."""
-    state = DesiredState(peers)
-    state.update_all(routes)
-    return state.snapshot()
-
-
 @dataclass(frozen=True, slots=True)
 class Command:
     """One API line and the routes it carries, so its ack can be applied to the right peer and prefixes."""
@@ -330,28 +294,3 @@ def render_steps(
 def _prefix_int(route: Route) -> int:
     prefix = route.prefix
     return int(prefix.network_address) << 8 | prefix.prefixlen
-
-
-def render(peer: IPAddress, action: Action, routes: Iterable[Route], bulk: int = BULK_MAX) -> list[Command]:
-    return [c for c in render_steps(peer, action, list(routes), bulk) if c is not None]
-
-
-def diff(
-    peer: IPAddress,
-    desired: Mapping[IPNetwork, Route],
-    sent: Mapping[IPNetwork, Route],
-    bulk: int = BULK_MAX,
-) -> list[Command]:
-    """The commands that turn `sent` into `desired` for one peer: withdraws first, then announces.
-
-    A route is unchanged when what the peer sees is the same, so a new origin alone sends nothing.
-    """
-    gone = [route for prefix, route in sent.items() if prefix not in desired]
-    new = [route for prefix, route in desired.items() if wire(sent.get(prefix)) != wire(route)]
-    return render(peer, "withdraw", gone, bulk) + render(peer, "announce", new, bulk)
-
-
-def full_announce(by_peer: Mapping[IPAddress, Mapping[IPNetwork, Route]]) -> Iterable[Command]:
-    """Everything, as after a restart of ExaBGP when nothing is announced."""
-    for peer, routes in sorted(by_peer.items(), key=lambda item: (item[0].version, item[0])):
-        yield from diff(peer, routes, {})

@@ -11,6 +11,7 @@ from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
+from fabricd.config.model import ALL_PROJECTS
 from fabricd.lxd.api import LXDApi, LXDRequestFailed
 from fabricd.lxd.booleans import lxd_bool
 from fabricd.lxd.parse import (
@@ -86,7 +87,7 @@ def network_projects(api: LXDApi, wanted: str) -> list[str]:
     for project in projects:
         if not isinstance(project, Mapping) or not isinstance(project.get("name"), str):
             continue
-        if wanted not in ("*", project["name"]) and project["name"] != "default":
+        if wanted not in (ALL_PROJECTS, project["name"]) and project["name"] != "default":
             continue
         config = project.get("config")
         own_networks = isinstance(config, Mapping) and lxd_bool(config.get("features.networks")) is True
@@ -171,7 +172,7 @@ def read_members(api: LXDApi, refused: _Refusals | None = None) -> list[MemberRe
 
 def read_instances(api: LXDApi, project: str, refused: _Refusals) -> list[InstanceRecord]:
     params: dict[str, str | int] = {"recursion": 2}
-    if project == "*":
+    if project == ALL_PROJECTS:
         params["all-projects"] = "true"
     else:
         params["project"] = project

@@ -12,8 +12,8 @@ MTU
 
 Peers and flood list
   From `overlay.peers`, or from the LXD cluster members when it is "lxd-cluster" (no snapshot
-  yet: no peers, refused with subject "peers"). A member's address comes from `member_addresses`
-  when it has the member's name, else from the host of `MemberRecord.url`; a member that is not
+  yet: no peers, refused with subject "peers"). A member's address is the host of
+  `MemberRecord.url`; a member that is not
   Online (Offline, Evacuated...) is shown offline and never flooded to. This host (by name, by
   LXD member name, or by one of its underlay addresses) is shown as "self" and never flooded to.
   A peer whose address does not parse or is of the other family than `host.underlay_address` is
@@ -68,11 +68,10 @@ def plan_overlay(
     config: FabricConfig,
     snapshot: LXDSnapshot | None,
     underlay_mtu: int,
-    member_addresses: Mapping[str, IPAddress] | None = None,
 ) -> OverlayPlan:
     refused: list[OverlayRefusal] = []
     mtu = _plan_mtu(config, underlay_mtu, refused)
-    peers, flood, vteps = _plan_peers(config, snapshot, member_addresses or {}, refused)
+    peers, flood, vteps = _plan_peers(config, snapshot, refused)
     macs = _plan_macs(config, snapshot, peers, vteps, refused)
     return OverlayPlan(
         mtu=mtu,
@@ -109,7 +108,6 @@ def _plan_mtu(config: FabricConfig, underlay_mtu: int, refused: list[OverlayRefu
 def _plan_peers(
     config: FabricConfig,
     snapshot: LXDSnapshot | None,
-    member_addresses: Mapping[str, IPAddress],
     refused: list[OverlayRefusal],
 ) -> tuple[list[PeerView], list[FloodEntry], dict[str, IPAddress]]:
     """Peer views, flood entries, and the VTEP of every up peer by name."""
@@ -125,7 +123,7 @@ def _plan_peers(
             refused.append(OverlayRefusal("peers", "overlay.peers is lxd-cluster and LXD is not read yet"))
             candidates: list[_Candidate] = []
         else:
-            candidates = list(_member_candidates(snapshot.members, member_addresses))
+            candidates = list(_member_candidates(snapshot.members))
     elif isinstance(overlay.peers, str):
         refused.append(OverlayRefusal("peers", f"unknown overlay.peers value {overlay.peers!r}"))
         candidates = []
@@ -181,16 +179,10 @@ def _plan_peers(
     return views, flood, vteps
 
 
-def _member_candidates(
-    members: Iterable[MemberRecord],
-    member_addresses: Mapping[str, IPAddress],
-) -> Iterable[_Candidate]:
+def _member_candidates(members: Iterable[MemberRecord]) -> Iterable[_Candidate]:
     for member in members:
         online = member.status.lower() == ONLINE
-        address = member_addresses.get(member.name)
-        if address is None:
-            address = _address_from_url(member.url)
-        yield _Candidate(member.name, address, online, member.status, member.url)
+        yield _Candidate(member.name, _address_from_url(member.url), online, member.status, member.url)
 
 
 def _address_from_url(url: str) -> IPAddress | None:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
-from typing import Literal
 
 IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
-RouteState = Literal["announced", "refused", "pending"]
 
 
 @dataclass(frozen=True, slots=True, order=True)

@@ -129,12 +129,6 @@ def test_flood_from_cluster_members_with_offline_members_shown_not_flooded() -> 
     assert plan.refused == ()
 
 
-def test_member_addresses_override_the_url() -> None:
-    other = IPv4Address("10.98.0.2")
-    plan = plan_overlay(cfg(), snap(), 1500, {"m2": other})
-    assert plan.flood == (FloodEntry("m2", other), FloodEntry("m3", M3))
-
-
 def test_unparseable_member_url_is_refused() -> None:
     members = (*MEMBERS, MemberRecord("m4", "Online", "not a url"), MemberRecord("m5", "Online", ""))
     plan = plan_overlay(cfg(), snap(members=members), 1500)
