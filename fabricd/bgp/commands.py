@@ -1,4 +1,4 @@
-"""Routes as ExaBGP API lines, and the per-peer difference between what is wanted and what is sent (pure).
+"""Routes as ExaBGP API lines, and the desired set each peer should have (pure).
 
 ExaBGP 5 syntax (checked against 5.0.15, acked `done`; anything it cannot parse is acked `error`):
     neighbor 10.99.1.1 announce route 10.200.2.0/24 next-hop 10.99.1.11 med 10 local-preference 200
@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
 
 from fabricd.bgp.exabgp_config import peer_families
 from fabricd.config.model import PeerConfig
-from fabricd.routes.model import IPAddress, IPNetwork, Route, RouteAttributes
+from fabricd.routes.model import IPAddress, IPNetwork, Route, RouteAttributes, prefix_key, route_key
 
 Action = Literal["announce", "withdraw"]
 BULK_MAX = 1000  # prefixes per bulk line; 50,000 routes measured: 200 → 11.0 s, 500 → 10.0 s, 1000 → 8.8 s
@@ -72,16 +72,6 @@ def _attribute_text(attrs: RouteAttributes) -> str:
     return "".join(parts)
 
 
-def prefix_key(prefix: IPNetwork) -> tuple[int, int, int]:
-    return prefix.version, int(prefix.network_address), prefix.prefixlen
-
-
-def route_key(route: Route) -> tuple[tuple[int, int, int], int, int, str, str]:
-    """A total order over routes (Route's own order fails across families and on med=None)."""
-    attrs = repr(route.attributes)
-    return prefix_key(route.prefix), route.next_hop.version, int(route.next_hop), attrs, str(route.origin)
-
-
 def _check_families(route: Route) -> None:
     if route.prefix.version != route.next_hop.version:
         raise RouteError(f"{route.prefix} has an IPv{route.next_hop.version} next hop {route.next_hop}")
@@ -102,31 +92,9 @@ def withdraw_line(peer: IPAddress, route: Route) -> str:
     return f"neighbor {peer} withdraw route {route.prefix} next-hop {route.next_hop}"
 
 
-def carries(peer: PeerConfig, route: Route) -> bool:
-    """A session carries a route of its own address family only, and only if that family is on.
-
-    IPv6 routes over an IPv4 session would need an IPv6 next hop that ExaBGP will not invent
-    (`next-hop self` is refused), so they go over the IPv6 session instead; and the other way round.
-    """
-    family = "ipv4-unicast" if route.version == 4 else "ipv6-unicast"
-    return peer.address.version == route.version and family in peer_families(peer)
-
-
 def wire(route: Route | None) -> object:
     """What a peer sees of a route; a different origin alone is the same announcement."""
     return None if route is None else (route.prefix, route.next_hop, route.attributes)
-
-
-@dataclass(frozen=True, slots=True)
-class Desired:
-    """One route per prefix, the peers each goes to, and what was set aside on the way."""
-
-    routes: Mapping[IPNetwork, Route]
-    by_peer: Mapping[IPAddress, Mapping[IPNetwork, Route]]
-    duplicates: tuple[Route, ...] = ()  # same prefix as a kept route, different next hop/attributes
-    aliases: tuple[Route, ...] = ()  # same announcement as a kept route, another origin: shares its fate
-    invalid: tuple[tuple[Route, str], ...] = ()  # cannot be rendered, with the reason
-    unreachable: tuple[Route, ...] = ()  # no peer carries its family
 
 
 class DesiredState:
@@ -134,15 +102,25 @@ class DesiredState:
 
     The applier hands over every route every time, mostly the very same Route objects: the sets
     are compared by object identity first (C speed), and only routes that are new objects are
-    hashed and compared by value. Per prefix the lowest route is chosen, so the choice never
-    depends on input order. `update` is a generator that yields between slices of work, so a
+    hashed and compared by value. `update` is a generator that yields between slices of work, so a
     caller on an event loop can let other tasks run; `update_all` runs it through.
+
+    One route per prefix is the planner's promise: conflicts between claims, and the reasons an
+    operator reads, are settled there (`fabricd.routes.conflicts`), so nothing here tells owners
+    or same-announcement twins apart. Handed two routes for one prefix anyway (a caller's bug),
+    the state still stays sound: every route handed over is counted, the lowest by route_key is
+    the one sent whatever the input order, the others are `duplicates` (never sent, pending in
+    the speaker's route states, reported once in `new_duplicates`), and when a route leaves, its
+    prefix is chosen again from the routes left.
     """
 
     SLICE = 2000
 
     def __init__(self, peers: Sequence[PeerConfig]) -> None:
         self.peers = tuple(peers)
+        # A session carries routes of its own address family only, and only if that family is on:
+        # IPv6 routes over an IPv4 session would need an IPv6 next hop that ExaBGP will not invent
+        # (`next-hop self` is refused), so they go over the IPv6 session instead, and the other way.
         self._targets = {
             version: tuple(
                 p.address for p in self.peers if p.address.version == version and fam in peer_families(p)
@@ -156,7 +134,6 @@ class DesiredState:
         self.routes: dict[IPNetwork, Route] = {}
         self.by_peer: dict[IPAddress, dict[IPNetwork, Route]] = {p.address: {} for p in self.peers}
         self.duplicates: dict[IPNetwork, tuple[Route, ...]] = {}
-        self.aliases: dict[IPNetwork, tuple[Route, ...]] = {}
         self.invalid: dict[Route, str] = {}
         self.unreachable: dict[IPNetwork, Route] = {}
         # Problems that appeared with the last update, for the caller to report once.
@@ -238,8 +215,6 @@ class DesiredState:
         # so lookups that cannot hit are skipped (this runs for every route of a cold start).
         before = self.routes.get(prefix)
         old_duplicates = self.duplicates.pop(prefix, ()) if self.duplicates else ()
-        if self.aliases:
-            self.aliases.pop(prefix, None)
         was_unreachable = self.unreachable.pop(prefix, None) if self.unreachable else None
         present = self._candidates.get(prefix)
         if present is None:
@@ -248,18 +223,12 @@ class DesiredState:
                 for routes in self.by_peer.values():
                     routes.pop(prefix, None)
             return before is not None
-        ordered = sorted(present, key=route_key) if isinstance(present, list) else [present]
-        chosen = ordered[0]
-        kept = wire(chosen)
-        duplicates = tuple(r for r in ordered[1:] if wire(r) != kept)
-        aliases = tuple(r for r in ordered if r is not chosen and wire(r) == kept)
-        if duplicates:
-            self.duplicates[prefix] = duplicates
+        if isinstance(present, list):  # more than one route for the prefix: see the class doc
+            chosen, *others = sorted(present, key=route_key)
+            duplicates = self.duplicates[prefix] = tuple(others)
             self.new_duplicates.extend(r for r in duplicates if r not in old_duplicates)
-        if aliases:
-            # The lowest stands for the announcement; every equal one (chosen included but the
-            # lowest) shares its fate, as the from-scratch plan had it.
-            self.aliases[prefix] = aliases
+        else:
+            chosen = present
         self.routes[prefix] = chosen
         targets = self._targets[chosen.version]
         for address, routes in self.by_peer.items():
@@ -272,25 +241,6 @@ class DesiredState:
             if was_unreachable is None or was_unreachable != chosen:
                 self.new_unreachable.append(chosen)
         return before is None or before is not chosen
-
-    def snapshot(self) -> Desired:
-        """The whole state as one value (sorted like the from-scratch plan); O(routes)."""
-        return Desired(
-            dict(self.routes),
-            {a: dict(r) for a, r in self.by_peer.items()},
-            tuple(sorted((r for rs in self.duplicates.values() for r in rs), key=route_key)),
-            tuple(sorted((r for rs in self.aliases.values() for r in rs), key=route_key)),
-            tuple(sorted(self.invalid.items(), key=lambda item: route_key(item[0]))),
-            tuple(sorted(self.unreachable.values(), key=route_key)),
-        )
-
-
-def plan(routes: Collection[Route], peers: Sequence[PeerConfig]) -> Desired:
-    """Choose one route per prefix (the lowest, so the choice never depends on input order)."""
-    state = DesiredState(peers)
-    state.update_all(routes)
-    return state.snapshot()
-
 
 @dataclass(frozen=True, slots=True)
 class Command:
@@ -344,28 +294,3 @@ def render_steps(
 def _prefix_int(route: Route) -> int:
     prefix = route.prefix
     return int(prefix.network_address) << 8 | prefix.prefixlen
-
-
-def render(peer: IPAddress, action: Action, routes: Iterable[Route], bulk: int = BULK_MAX) -> list[Command]:
-    return [c for c in render_steps(peer, action, list(routes), bulk) if c is not None]
-
-
-def diff(
-    peer: IPAddress,
-    desired: Mapping[IPNetwork, Route],
-    sent: Mapping[IPNetwork, Route],
-    bulk: int = BULK_MAX,
-) -> list[Command]:
-    """The commands that turn `sent` into `desired` for one peer: withdraws first, then announces.
-
-    A route is unchanged when what the peer sees is the same, so a new origin alone sends nothing.
-    """
-    gone = [route for prefix, route in sent.items() if prefix not in desired]
-    new = [route for prefix, route in desired.items() if wire(sent.get(prefix)) != wire(route)]
-    return render(peer, "withdraw", gone, bulk) + render(peer, "announce", new, bulk)
-
-
-def full_announce(by_peer: Mapping[IPAddress, Mapping[IPNetwork, Route]]) -> Iterable[Command]:
-    """Everything, as after a restart of ExaBGP when nothing is announced."""
-    for peer, routes in sorted(by_peer.items(), key=lambda item: (item[0].version, item[0])):
-        yield from diff(peer, routes, {})

@@ -75,7 +75,6 @@ class SpeakerView:
     peers: tuple[PeerStatus, ...]
     routes: Mapping[IPNetwork, Route]  # the chosen route per prefix
     established: tuple[tuple[frozenset[IPNetwork], Mapping[IPNetwork, Route]], ...]  # (for it, acked)
-    aliases: Mapping[IPNetwork, tuple[Route, ...]]
     unconfirmed: tuple[Route, ...]  # handed over but never sent: duplicates, invalid
     version: int  # changes whenever anything above may have changed
 
@@ -88,9 +87,6 @@ class SpeakerView:
                 for routes, acked in self.established
             )
             states[route] = "announced" if announced else "pending"
-        for prefix, aliases in self.aliases.items():
-            for route in aliases:
-                states[route] = states[self.routes[prefix]]
         for route in self.unconfirmed:
             states[route] = "pending"
         return states
@@ -199,7 +195,6 @@ class ExaBGPSpeaker:
                 for peer, routes in desired.by_peer.items()
                 if self._table.established(peer)
             ),
-            aliases={prefix: tuple(aliases) for prefix, aliases in desired.aliases.items()},
             unconfirmed=tuple(r for rs in desired.duplicates.values() for r in rs) + tuple(desired.invalid),
             version=self.version,
         )

@@ -52,10 +52,6 @@ class LXDConfig:
     def member_for_chassis(self, chassis: str) -> str:
         return dict(self.chassis_members).get(chassis, chassis)
 
-    @property
-    def all_projects(self) -> bool:
-        return self.project == ALL_PROJECTS
-
 
 @dataclass(frozen=True, slots=True)
 class GracefulRestartConfig:

@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 from ws4py.client import WebSocketBaseClient
 
+from fabricd.config.model import ALL_PROJECTS
 from fabricd.lxd.api import LXDApi
 
 
@@ -92,7 +93,7 @@ class EventStream:
     ) -> None:
         client = api.websocket_client_factory()
         self._socket: _EventSocket = client.events(websocket_client=_EventSocket)
-        scope = "all-projects=true" if project == "*" else f"project={project}"
+        scope = "all-projects=true" if project == ALL_PROJECTS else f"project={project}"
         self._socket.resource = f"{self._socket.resource}?type=lifecycle&{scope}"
         self._socket.on_message = on_message
         self._socket.on_close = on_close

@@ -8,9 +8,9 @@ from typing import Any
 from fabricd.frozen import FrozenMap
 from fabricd.lxd.records import (
     STANDALONE,
-    ForwardRecord,
     InstanceRecord,
-    LoadBalancerRecord,
+    ListenerKind,
+    ListenerRecord,
     MemberRecord,
     NetworkRecord,
     NicRecord,
@@ -138,18 +138,10 @@ def parse_instance(raw: Mapping[str, Any], default_project: str = "default") -> 
     )
 
 
-def parse_forward(raw: Mapping[str, Any], project: str, network: str) -> ForwardRecord:
-    return ForwardRecord(
-        project=project,
-        network=network,
-        listen_address=_str(raw, "listen_address"),
-        location=_str(raw, "location", default=""),
-        config=_config(raw, "config"),
-    )
-
-
-def parse_load_balancer(raw: Mapping[str, Any], project: str, network: str) -> LoadBalancerRecord:
-    return LoadBalancerRecord(
+def parse_listener(raw: Mapping[str, Any], kind: ListenerKind, project: str, network: str) -> ListenerRecord:
+    """A network forward or load balancer (LXD gives both the same fields)."""
+    return ListenerRecord(
+        kind=kind,
         project=project,
         network=network,
         listen_address=_str(raw, "listen_address"),

@@ -7,25 +7,27 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlparse
 
+from fabricd.config.model import ALL_PROJECTS
 from fabricd.lxd.api import LXDApi, LXDRequestFailed
+from fabricd.lxd.booleans import lxd_bool
 from fabricd.lxd.parse import (
     RecordError,
     object_name,
     ovn_chassis_of,
-    parse_forward,
     parse_instance,
-    parse_load_balancer,
+    parse_listener,
     parse_member,
     parse_network,
 )
 from fabricd.lxd.records import (
     STANDALONE,
-    ForwardRecord,
     InstanceRecord,
-    LoadBalancerRecord,
+    ListenerKind,
+    ListenerRecord,
     LXDSnapshot,
     MemberRecord,
     NetworkRecord,
@@ -33,6 +35,11 @@ from fabricd.lxd.records import (
 )
 
 _T = TypeVar("_T")
+# The network types LXD has each kind of listener on.
+_LISTENER_NETWORK_TYPES: dict[ListenerKind, tuple[str, ...]] = {
+    "forward": ("bridge", "ovn"),
+    "load-balancer": ("ovn",),
+}
 
 
 @dataclass
@@ -54,8 +61,8 @@ class NetworkBundle:
     """A network with the objects hanging off it, re-read together after a network event."""
 
     network: NetworkRecord
-    forwards: tuple[ForwardRecord, ...]
-    load_balancers: tuple[LoadBalancerRecord, ...]
+    forwards: tuple[ListenerRecord, ...]
+    load_balancers: tuple[ListenerRecord, ...]
 
 
 def _list(api: LXDApi, path: str, **params: str | int) -> list[Any]:
@@ -80,10 +87,10 @@ def network_projects(api: LXDApi, wanted: str) -> list[str]:
     for project in projects:
         if not isinstance(project, Mapping) or not isinstance(project.get("name"), str):
             continue
-        if wanted not in ("*", project["name"]) and project["name"] != "default":
+        if wanted not in (ALL_PROJECTS, project["name"]) and project["name"] != "default":
             continue
         config = project.get("config")
-        own_networks = isinstance(config, Mapping) and config.get("features.networks") == "true"
+        own_networks = isinstance(config, Mapping) and lxd_bool(config.get("features.networks")) is True
         if project["name"] == "default" or own_networks:
             names.append(project["name"])
     return sorted(names)
@@ -100,24 +107,16 @@ def read_network_bundle(api: LXDApi, project: str, raw: Any, refused: _Refusals)
     network = refused.parse("network", project, raw, lambda r: parse_network(r, project, chassis))
     if network is None:
         return None
-    forwards: list[ForwardRecord] = []
-    balancers: list[LoadBalancerRecord] = []
-    if network.managed and network.type in ("bridge", "ovn"):
-        for item in _optional_list(api, f"/networks/{network.name}/forwards", recursion=1, project=project):
-            parsed = refused.parse(
-                "forward", project, item, lambda r: parse_forward(r, project, network.name)
-            )
+    found: dict[ListenerKind, list[ListenerRecord]] = {"forward": [], "load-balancer": []}
+    for kind, records in found.items():
+        if not network.managed or network.type not in _LISTENER_NETWORK_TYPES[kind]:
+            continue
+        parse = partial(parse_listener, kind=kind, project=project, network=network.name)
+        for item in _optional_list(api, f"/networks/{network.name}/{kind}s", recursion=1, project=project):
+            parsed = refused.parse(kind, project, item, parse)
             if parsed is not None:
-                forwards.append(parsed)
-    if network.managed and network.type == "ovn":
-        path = f"/networks/{network.name}/load-balancers"
-        for item in _optional_list(api, path, recursion=1, project=project):
-            lb = refused.parse(
-                "load-balancer", project, item, lambda r: parse_load_balancer(r, project, network.name)
-            )
-            if lb is not None:
-                balancers.append(lb)
-    return NetworkBundle(network, tuple(forwards), tuple(balancers))
+                records.append(parsed)
+    return NetworkBundle(network, tuple(found["forward"]), tuple(found["load-balancer"]))
 
 
 def list_network_keys(api: LXDApi, project: str) -> set[tuple[str, str]]:
@@ -173,7 +172,7 @@ def read_members(api: LXDApi, refused: _Refusals | None = None) -> list[MemberRe
 
 def read_instances(api: LXDApi, project: str, refused: _Refusals) -> list[InstanceRecord]:
     params: dict[str, str | int] = {"recursion": 2}
-    if project == "*":
+    if project == ALL_PROJECTS:
         params["all-projects"] = "true"
     else:
         params["project"] = project

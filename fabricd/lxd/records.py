@@ -7,6 +7,7 @@ ones with a reason, is the planners' job, so one malformed key never hides a who
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from fabricd.frozen import FrozenMap
 
@@ -55,21 +56,18 @@ class InstanceRecord:
         return self.status == "Running"
 
 
+ListenerKind = Literal["forward", "load-balancer"]
+
+
 @dataclass(frozen=True, slots=True)
-class ForwardRecord:
+class ListenerRecord:
+    """A network forward or load balancer: a listen address on a network, read alike for both."""
+
+    kind: ListenerKind  # as LXD names the object (and fabricd the route's origin)
     project: str
     network: str
     listen_address: str
     location: str  # member for bridge-network forwards in a cluster, "" when not member-specific
-    config: FrozenMap[str] = field(default_factory=FrozenMap)
-
-
-@dataclass(frozen=True, slots=True)
-class LoadBalancerRecord:
-    project: str
-    network: str
-    listen_address: str
-    location: str
     config: FrozenMap[str] = field(default_factory=FrozenMap)
 
 
@@ -99,8 +97,8 @@ class LXDSnapshot:
     projects: tuple[str, ...] = ()
     networks: tuple[NetworkRecord, ...] = ()
     instances: tuple[InstanceRecord, ...] = ()
-    forwards: tuple[ForwardRecord, ...] = ()
-    load_balancers: tuple[LoadBalancerRecord, ...] = ()
+    forwards: tuple[ListenerRecord, ...] = ()  # kind "forward"
+    load_balancers: tuple[ListenerRecord, ...] = ()  # kind "load-balancer"
     members: tuple[MemberRecord, ...] = ()
     refused: tuple[RefusedObject, ...] = ()
 

@@ -31,7 +31,6 @@ SET_V4 = "peers_v4"
 SET_V6 = "peers_v6"
 COUNTER_ACCEPTED = "vxlan_accepted"
 COUNTER_DROPPED = "vxlan_dropped"
-DEFAULT_PORT = 4789
 NFT_TIMEOUT = 30.0
 
 _QUALIFIED = f"{FAMILY} {TABLE}"

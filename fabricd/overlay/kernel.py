@@ -66,7 +66,6 @@ class LinkState:
     mtu: int
     up: bool
     master: int | None
-    alias: str | None
     # vxlan only
     vni: int | None = None
     port: int | None = None

@@ -79,7 +79,6 @@ def _link(ipr: IPRoute, name: str) -> LinkState | None:
         mtu=int(link.get_attr("IFLA_MTU")),
         up=bool(link["flags"] & IFF_UP),
         master=link.get_attr("IFLA_MASTER"),
-        alias=link.get_attr("IFLA_IFALIAS"),
     )
     if kind != "vxlan" or info is None:
         return state

@@ -12,8 +12,8 @@ MTU
 
 Peers and flood list
   From `overlay.peers`, or from the LXD cluster members when it is "lxd-cluster" (no snapshot
-  yet: no peers, refused with subject "peers"). A member's address comes from `member_addresses`
-  when it has the member's name, else from the host of `MemberRecord.url`; a member that is not
+  yet: no peers, refused with subject "peers"). A member's address is the host of
+  `MemberRecord.url`; a member that is not
   Online (Offline, Evacuated...) is shown offline and never flooded to. This host (by name, by
   LXD member name, or by one of its underlay addresses) is shown as "self" and never flooded to.
   A peer whose address does not parse or is of the other family than `host.underlay_address` is
@@ -32,14 +32,14 @@ Static MAC entries
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import ip_address
 from urllib.parse import urlsplit
 
 from fabricd.config.model import FabricConfig, IPAddress
-from fabricd.lxd.records import STANDALONE, InstanceRecord, LXDSnapshot, MemberRecord, NicRecord
+from fabricd.lxd.nics import normalize_mac, on_bridge
+from fabricd.lxd.records import STANDALONE, InstanceRecord, LXDSnapshot, MemberRecord
 from fabricd.overlay.model import FloodEntry, MacEntry, OverlayPlan, OverlayRefusal, PeerView
 
 VXLAN_OVERHEAD_V4 = 50
@@ -47,8 +47,6 @@ VXLAN_OVERHEAD_V6 = 70
 MIN_MTU_V4 = 576
 MIN_MTU_V6 = 1280
 ONLINE = "online"
-
-_MAC = re.compile(r"[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,11 +68,10 @@ def plan_overlay(
     config: FabricConfig,
     snapshot: LXDSnapshot | None,
     underlay_mtu: int,
-    member_addresses: Mapping[str, IPAddress] | None = None,
 ) -> OverlayPlan:
     refused: list[OverlayRefusal] = []
     mtu = _plan_mtu(config, underlay_mtu, refused)
-    peers, flood, vteps = _plan_peers(config, snapshot, member_addresses or {}, refused)
+    peers, flood, vteps = _plan_peers(config, snapshot, refused)
     macs = _plan_macs(config, snapshot, peers, vteps, refused)
     return OverlayPlan(
         mtu=mtu,
@@ -111,7 +108,6 @@ def _plan_mtu(config: FabricConfig, underlay_mtu: int, refused: list[OverlayRefu
 def _plan_peers(
     config: FabricConfig,
     snapshot: LXDSnapshot | None,
-    member_addresses: Mapping[str, IPAddress],
     refused: list[OverlayRefusal],
 ) -> tuple[list[PeerView], list[FloodEntry], dict[str, IPAddress]]:
     """Peer views, flood entries, and the VTEP of every up peer by name."""
@@ -127,7 +123,7 @@ def _plan_peers(
             refused.append(OverlayRefusal("peers", "overlay.peers is lxd-cluster and LXD is not read yet"))
             candidates: list[_Candidate] = []
         else:
-            candidates = list(_member_candidates(snapshot.members, member_addresses))
+            candidates = list(_member_candidates(snapshot.members))
     elif isinstance(overlay.peers, str):
         refused.append(OverlayRefusal("peers", f"unknown overlay.peers value {overlay.peers!r}"))
         candidates = []
@@ -183,16 +179,10 @@ def _plan_peers(
     return views, flood, vteps
 
 
-def _member_candidates(
-    members: Iterable[MemberRecord],
-    member_addresses: Mapping[str, IPAddress],
-) -> Iterable[_Candidate]:
+def _member_candidates(members: Iterable[MemberRecord]) -> Iterable[_Candidate]:
     for member in members:
         online = member.status.lower() == ONLINE
-        address = member_addresses.get(member.name)
-        if address is None:
-            address = _address_from_url(member.url)
-        yield _Candidate(member.name, address, online, member.status, member.url)
+        yield _Candidate(member.name, _address_from_url(member.url), online, member.status, member.url)
 
 
 def _address_from_url(url: str) -> IPAddress | None:
@@ -204,28 +194,6 @@ def _address_from_url(url: str) -> IPAddress | None:
 
 
 # --- MAC entries ---------------------------------------------------------------------------------
-
-
-def normalize_mac(text: str | None) -> tuple[str | None, str]:
-    """(lower-case colon-form MAC, "") for a valid unicast MAC, else (None, reason)."""
-    if text is None or not text.strip():
-        return None, "no MAC address known"
-    mac = text.strip().lower()
-    if not _MAC.fullmatch(mac):
-        return None, f"malformed MAC address {text!r}"
-    mac = mac.replace("-", ":")
-    if mac == "00:00:00:00:00:00":
-        return None, f"all-zeros MAC address {mac}"
-    if int(mac[:2], 16) & 1:
-        return None, f"multicast MAC address {mac}"
-    return mac, ""
-
-
-def on_bridge(nic: NicRecord, bridge: str) -> bool:
-    """Whether the NIC is attached to the overlay bridge, by managed network or bridged parent."""
-    if nic.config.get("network") == bridge:
-        return True
-    return nic.config.get("nictype") == "bridged" and nic.config.get("parent") == bridge
 
 
 def _plan_macs(

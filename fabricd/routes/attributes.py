@@ -5,7 +5,8 @@ Keys (on an OVN or bridge network):
 - user.fabric.large-communities  "65000:1:2 65000:1:3" (each part 0..4294967295)
 - user.fabric.med                0..4294967295
 - user.fabric.local-pref         0..4294967295
-- user.fabric.announce-addresses true/false: announce instance addresses on this bridge
+- user.fabric.announce-addresses true/false (as LXD reads booleans: also on/off, yes/no, 1/0):
+  announce instance addresses on this bridge
 A key replaces the config default (`routes.communities`...) for that attribute only; "none" sets
 it empty, an unset or blank key keeps the default. A malformed key refuses the network's routes
 with a reason naming the key, rather than announcing them without, say, a no-export community.
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from fabricd.config.model import RoutesConfig
+from fabricd.lxd.booleans import lxd_bool
 from fabricd.routes.model import RouteAttributes
 from fabricd.routes.policy import shown
 
@@ -32,7 +34,6 @@ _MAX_COMMUNITIES = 255  # well inside one BGP attribute; more is junk, not polic
 _UINT32 = 4294967295
 _T = TypeVar("_T")
 _SEPARATORS = re.compile(r"[\s,]+")
-_BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False}
 
 
 class _Bad(Exception):
@@ -65,9 +66,10 @@ def _communities(text: str, parts: int, high: int) -> tuple[str, ...]:
 
 
 def _boolean(text: str) -> bool:
-    if text.lower() not in _BOOLEANS:
+    value = lxd_bool(text)
+    if value is None:
         raise _Bad(f"'{shown(text)}' is not true or false")
-    return _BOOLEANS[text.lower()]
+    return value
 
 
 def _value(

@@ -1,4 +1,6 @@
-"""Settling claims against each other, one prefix at a time, and the orders of the plan's lists.
+"""Settling claims against each other, one prefix at a time, and the order of refusals.
+
+Routes are ordered by `fabricd.routes.model.route_key`: the lowest route of a prefix wins.
 
 - Duplicate owners: a prefix claimed by two owners ((project, network, instance) of the origin)
   is refused for all of them; one owner claiming it twice is announced once.
@@ -15,7 +17,7 @@ from bisect import bisect_left, bisect_right, insort
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from fabricd.routes.model import IPNetwork, Refusal, Route
+from fabricd.routes.model import IPNetwork, Refusal, Route, route_key
 from fabricd.routes.networks import NetworkKey
 from fabricd.routes.policy import span
 from fabricd.routes.sources import Claim
@@ -23,19 +25,7 @@ from fabricd.routes.sources import Claim
 _NAMED = 3  # owners named in a reason; the rest are counted
 _WIDTH = {4: 32, 6: 128}
 
-RouteKey = tuple[int, int, int, int, str, str, str, str, str, tuple[str, ...], tuple[str, ...], int, int]
 RefusalKey = tuple[str, str, str, str, str, str, str]
-
-
-def route_key(route: Route) -> RouteKey:
-    """Route's own order (prefix, next hop, origin, attributes), IPv4 first, as plain values."""
-    o, a = route.origin, route.attributes
-    return (
-        route.prefix.version, int(route.prefix.network_address), route.prefix.prefixlen,
-        int(route.next_hop), o.kind, o.project, o.network, o.instance, o.key,
-        a.communities, a.large_communities,
-        -1 if a.med is None else a.med, -1 if a.local_pref is None else a.local_pref,
-    )  # fmt: skip
 
 
 def refusal_key(refusal: Refusal) -> RefusalKey:

@@ -25,12 +25,10 @@ from fabricd.routes.conflicts import (
     LiveIndex,
     PrefixOutcome,
     RefusalKey,
-    RouteKey,
     refusal_key,
     resolve_prefix,
-    route_key,
 )
-from fabricd.routes.model import IPNetwork, Refusal, Route, RoutePlan
+from fabricd.routes.model import IPNetwork, Refusal, Route, RouteKey, RoutePlan, route_key
 from fabricd.routes.networks import InfoMemo, NetworkInfo, NetworkKey, PlanContext, network_infos
 from fabricd.routes.objects import PlanObject, dependencies, gc_paused, max_prefix_refusal, routes_of
 from fabricd.routes.ordered import SortedBag

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fabricd.routes.conflicts import refusal_key, route_key
-from fabricd.routes.model import IPNetwork, Refusal, Route, RoutePlan
+from fabricd.routes.conflicts import refusal_key
+from fabricd.routes.model import IPNetwork, Refusal, Route, RoutePlan, route_key
 from fabricd.routes.objects import max_prefix_refusal
 
 

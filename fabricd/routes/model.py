@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
-from typing import Literal
 
 IPAddress = IPv4Address | IPv6Address
 IPNetwork = IPv4Network | IPv6Network
-RouteState = Literal["announced", "refused", "pending"]
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -47,6 +45,36 @@ class Route:
     @property
     def version(self) -> int:
         return self.prefix.version
+
+
+PrefixKey = tuple[int, int, int]
+RouteKey = tuple[int, int, int, int, int, str, str, str, str, str, tuple[str, ...], tuple[str, ...], int, int]
+
+
+def prefix_key(prefix: IPNetwork) -> PrefixKey:
+    """Prefixes IPv4 first, then by first address and length (the first fields of route_key)."""
+    return prefix.version, int(prefix.network_address), prefix.prefixlen
+
+
+def route_key(route: Route) -> RouteKey:
+    """The one order of routes: prefix (IPv4 first), next hop, origin, attributes; as plain values.
+
+    Every place that picks or lists routes sorts by it, so the outcome never depends on the order
+    LXD, a snapshot or a set happened to hand the routes over:
+    - which route wins a prefix claimed more than once (the lowest: conflicts, and the speaker if
+      it is ever handed two), and which routes routes.max_prefixes keeps (the lowest N);
+    - the order of the plan's route list, and so the order the speaker sends in.
+    It is Route's own field order made total: Route's `<` fails across families and on a med or
+    local preference of None (here None sorts first), and the next hop's family is a field of its
+    own so a route whose next hop is of the other family (refused before the wire) never ties.
+    """
+    p, h, o, a = route.prefix, route.next_hop, route.origin, route.attributes
+    return (
+        p.version, int(p.network_address), p.prefixlen, h.version, int(h),
+        o.kind, o.project, o.network, o.instance, o.key,
+        a.communities, a.large_communities,
+        -1 if a.med is None else a.med, -1 if a.local_pref is None else a.local_pref,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True, order=True)

@@ -14,12 +14,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from fabricd.config.model import FabricConfig, LXDConfig, RoutesConfig
+from fabricd.lxd.booleans import lxd_bool
 from fabricd.lxd.records import LXDSnapshot, NetworkRecord
 from fabricd.routes.attributes import network_attributes
 from fabricd.routes.model import IPAddress, IPNetwork, RouteAttributes
 from fabricd.routes.policy import (
     Ranges,
-    lxd_true,
     next_hop_problem,
     parse_address,
     parse_interface,
@@ -182,7 +182,7 @@ def _ovn(record: NetworkRecord, uplink: NetworkRecord | str, ctx: PlanContext) -
                 next_hop_problem=problem,
                 address_text=text,
                 subnet=subnet,
-                nat=lxd_true(record.config.get(f"ipv{version}.nat")),
+                nat=lxd_bool(record.config.get(f"ipv{version}.nat")) is True,
             )
         )
     owner = f"uplink {shown(uplink_name)}" + (f" ({uplink})" if isinstance(uplink, str) else "")

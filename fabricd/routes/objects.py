@@ -6,7 +6,7 @@ import gc
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
-from fabricd.lxd.records import ForwardRecord, InstanceRecord, LoadBalancerRecord, LXDSnapshot
+from fabricd.lxd.records import InstanceRecord, ListenerRecord, LXDSnapshot
 from fabricd.routes.model import Origin, Refusal, Route
 from fabricd.routes.networks import NetworkInfo, NetworkKey, PlanContext
 from fabricd.routes.policy import shown
@@ -21,7 +21,7 @@ from fabricd.routes.sources import (
 
 # Network-level routes come from NetworkInfo (a network read together with its uplink), so an
 # uplink change reaches them like any other change of the value.
-PlanObject = InstanceRecord | ForwardRecord | LoadBalancerRecord | NetworkInfo
+PlanObject = InstanceRecord | ListenerRecord | NetworkInfo
 
 
 def max_prefix_refusal(route: Route, limit: int) -> Refusal:
@@ -37,7 +37,7 @@ def routes_of(obj: PlanObject, ctx: PlanContext, lookup: Lookup) -> ObjectRoutes
             return network_routes(obj, ctx)
         return listener_routes(obj, ctx, lookup)
     except Exception as exc:  # defence in depth: the property tests feed junk to keep this unused
-        kind = type(obj).__name__
+        kind = obj.kind if isinstance(obj, ListenerRecord) else type(obj).__name__
         name = obj.name if isinstance(obj, InstanceRecord | NetworkInfo) else obj.listen_address
         origin = Origin(kind, obj.project, "", str(name))
         reason = f"could not plan: {type(exc).__name__}: {shown(str(exc))}"

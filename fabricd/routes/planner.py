@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from fabricd.config.model import FabricConfig
 from fabricd.lxd.records import LXDSnapshot
-from fabricd.routes.conflicts import LiveIndex, refusal_key, resolve_prefix, route_key
+from fabricd.routes.conflicts import LiveIndex, refusal_key, resolve_prefix
 from fabricd.routes.incremental import IncrementalPlanner
-from fabricd.routes.model import IPNetwork, Refusal, Route, RoutePlan
+from fabricd.routes.model import IPNetwork, Refusal, Route, RoutePlan, route_key
 from fabricd.routes.networks import PlanContext, network_infos
 from fabricd.routes.objects import gc_paused, max_prefix_refusal, plan_objects, routes_of
 from fabricd.routes.sources import Claim

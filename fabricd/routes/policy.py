@@ -39,7 +39,6 @@ from fabricd.routes.model import IPAddress, IPNetwork
 MAX_ENTRIES_PER_KEY = 4096
 _SHOWN_LENGTH = 60
 _WIDTH = {4: 32, 6: 128}
-_LXD_TRUE = frozenset({"true", "1", "yes", "on"})
 
 _SPECIAL = {
     4: ("0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/3"),  # 224/3: multicast and 240/4
@@ -53,11 +52,6 @@ def shown(text: str) -> str:
     if not cut.isprintable():
         cut = cut.encode("unicode_escape").decode("ascii")
     return cut + ("..." if len(text) > _SHOWN_LENGTH else "")
-
-
-def lxd_true(text: str | None) -> bool:
-    """LXD's own reading of a boolean key: anything else is false."""
-    return text is not None and text.strip().lower() in _LXD_TRUE
 
 
 def split_list(text: str) -> list[str]:

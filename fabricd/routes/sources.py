@@ -21,7 +21,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from fabricd.lxd.records import ForwardRecord, InstanceRecord, LoadBalancerRecord, NicRecord
+from fabricd.lxd.nics import nic_network
+from fabricd.lxd.records import InstanceRecord, ListenerRecord, NicRecord
 from fabricd.routes.model import IPNetwork, Origin, Refusal, Route
 from fabricd.routes.networks import UPLINK_PROJECT, NetworkInfo, NetworkKey, PlanContext
 from fabricd.routes.policy import (
@@ -129,14 +130,6 @@ def _network_problem(name: str, info: NetworkInfo | None) -> str | None:
     if info is None:
         return f"network {shown(name)} not found"
     return info.problem
-
-
-def nic_network(nic: NicRecord) -> str:
-    """The managed network a NIC is on; old-style bridged NICs name their bridge as parent."""
-    name = (nic.network or "").strip()
-    if not name and nic.config.get("nictype") == "bridged":
-        name = nic.config.get("parent", "").strip()
-    return name
 
 
 def instance_dependencies(instance: InstanceRecord) -> set[NetworkKey]:
@@ -259,14 +252,10 @@ def network_routes(info: NetworkInfo, ctx: PlanContext) -> ObjectRoutes:
     return out.result()
 
 
-def listener_routes(
-    listener: ForwardRecord | LoadBalancerRecord, ctx: PlanContext, lookup: Lookup
-) -> ObjectRoutes:
+def listener_routes(listener: ListenerRecord, ctx: PlanContext, lookup: Lookup) -> ObjectRoutes:
     """Rule 3: a forward's or load balancer's listen address."""
     out = _Collector(ctx)
-    kind, what = (
-        ("forward", "forward") if isinstance(listener, ForwardRecord) else ("load-balancer", "load balancer")
-    )
+    kind = listener.kind
     address = parse_address(listener.listen_address)
     if address is None:
         text = shown(listener.listen_address)
@@ -283,6 +272,6 @@ def listener_routes(
     location = listener.location.strip()
     withhold = info.withhold if info.type == "ovn" else None
     if location and location != ctx.member:
-        withhold = f"{what} belongs to member {shown(location)}"
+        withhold = f"{kind.replace('-', ' ')} belongs to member {shown(location)}"
     out.offer_prefix(prefix, origin, info, True, withhold)
     return out.result()

@@ -24,7 +24,7 @@ from fabricd.lab.node import NodeRuntime
 from fabricd.lab.runner import Lab
 from tests.lab.conftest import REPO, agent_pid, fresh_lab, start_agent
 
-pytestmark = pytest.mark.usefixtures("lab_host")
+pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("lab_host")]
 _T = TypeVar("_T")
 
 HOSTS = {"h1": "10.99.1.11", "h2": "10.99.2.12", "h3": "10.99.3.13"}

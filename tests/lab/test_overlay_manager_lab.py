@@ -21,7 +21,7 @@ from fabricd.overlay.kernel import FLOOD_MAC
 from fabricd.overlay.manager import OverlayManager
 from fabricd.overlay.planner import plan_overlay
 
-pytestmark = pytest.mark.usefixtures("lab_host")
+pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("lab_host")]
 LOCAL = "10.77.0.1"
 LOCAL6 = "fd77::1"
 

@@ -9,9 +9,8 @@ from typing import TypeVar
 from fabricd.config import FabricConfig, load_config_text
 from fabricd.frozen import FrozenMap
 from fabricd.lxd.records import (
-    ForwardRecord,
     InstanceRecord,
-    LoadBalancerRecord,
+    ListenerRecord,
     LXDSnapshot,
     NetworkRecord,
     NicRecord,
@@ -87,7 +86,7 @@ def instance(
     return InstanceRecord(project, name, "container", status, location, nics, _merged({}, config))
 
 
-Record = NetworkRecord | InstanceRecord | ForwardRecord | LoadBalancerRecord
+Record = NetworkRecord | InstanceRecord | ListenerRecord
 _R = TypeVar("_R", bound=Record)
 
 
@@ -102,8 +101,8 @@ def snapshot(*records: Record, member: str = ME, clustered: bool = True) -> LXDS
         ("default",),
         _of(NetworkRecord, records),
         _of(InstanceRecord, records),
-        _of(ForwardRecord, records),
-        _of(LoadBalancerRecord, records),
+        tuple(r for r in _of(ListenerRecord, records) if r.kind == "forward"),
+        tuple(r for r in _of(ListenerRecord, records) if r.kind == "load-balancer"),
     )
 
 

@@ -13,9 +13,8 @@ from hypothesis import strategies as st
 from fabricd.config import FabricConfig, load_config_text
 from fabricd.frozen import FrozenMap
 from fabricd.lxd.records import (
-    ForwardRecord,
     InstanceRecord,
-    LoadBalancerRecord,
+    ListenerRecord,
     LXDSnapshot,
     NetworkRecord,
     NicRecord,
@@ -235,12 +234,12 @@ def _listener_fields(clustered: bool) -> st.SearchStrategy[tuple[str, str, str, 
     )
 
 
-def forwards(clustered: bool) -> st.SearchStrategy[ForwardRecord]:
-    return _listener_fields(clustered).map(lambda f: ForwardRecord(*f))
+def forwards(clustered: bool) -> st.SearchStrategy[ListenerRecord]:
+    return _listener_fields(clustered).map(lambda f: ListenerRecord("forward", *f))
 
 
-def load_balancers(clustered: bool) -> st.SearchStrategy[LoadBalancerRecord]:
-    return _listener_fields(clustered).map(lambda f: LoadBalancerRecord(*f))
+def load_balancers(clustered: bool) -> st.SearchStrategy[ListenerRecord]:
+    return _listener_fields(clustered).map(lambda f: ListenerRecord("load-balancer", *f))
 
 
 @st.composite

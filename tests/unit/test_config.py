@@ -18,6 +18,7 @@ from fabricd.config import (
     load_config_text,
 )
 from fabricd.config.model import (
+    ALL_PROJECTS,
     DEFAULT_LXD_SOCKET,
     BGPConfig,
     ControlConfig,
@@ -205,7 +206,7 @@ def test_lxd_remote() -> None:
     assert cfg.lxd.socket is None
     assert cfg.lxd.url == "https://lxd.example.net:8443"
     assert cfg.lxd.client_key == Path("/etc/fabricd/c.key")
-    assert cfg.lxd.all_projects
+    assert cfg.lxd.project == ALL_PROJECTS
 
 
 def test_overlay_from_lxd_cluster() -> None:

@@ -19,9 +19,8 @@ from fabricd.lxd.events import InstanceHint, NetworkHint, ResyncHint
 from fabricd.lxd.observer import LXDObservation, LXDObserver
 from fabricd.lxd.reader import NetworkBundle
 from fabricd.lxd.records import (
-    ForwardRecord,
     InstanceRecord,
-    LoadBalancerRecord,
+    ListenerRecord,
     LXDSnapshot,
     MemberRecord,
     NetworkRecord,
@@ -41,9 +40,11 @@ def instance(name: str, project: str = "default", status: str = "Running", **use
 
 BR0 = NetworkRecord("default", "br0", "bridge", True, FrozenMap({"ipv4.address": "10.10.0.1/24"}))
 OVN0 = NetworkRecord("p2", "ovn0", "ovn", True, FrozenMap({"network": "UPLINK"}), ovn_chassis="h1")
-FWD = ForwardRecord("default", "br0", "192.0.2.10", "h1", FrozenMap({"target_address": "10.10.0.5"}))
-FWD_OVN = ForwardRecord("p2", "ovn0", "192.0.2.30", "", FrozenMap())
-LB = LoadBalancerRecord("p2", "ovn0", "192.0.2.20", "", FrozenMap({"healthcheck": "false"}))
+FWD = ListenerRecord(
+    "forward", "default", "br0", "192.0.2.10", "h1", FrozenMap({"target_address": "10.10.0.5"})
+)
+FWD_OVN = ListenerRecord("forward", "p2", "ovn0", "192.0.2.30", "", FrozenMap())
+LB = ListenerRecord("load-balancer", "p2", "ovn0", "192.0.2.20", "", FrozenMap({"healthcheck": "false"}))
 REFUSED_C9 = RefusedObject("instance", "default", "c9", "expanded_config: keys and values must be strings")
 
 SNAPSHOT = LXDSnapshot(
@@ -204,7 +205,7 @@ def test_network_bundles_keep_their_forwards() -> None:
     obs, changes = make()
     obs._load_full(SNAPSHOT)
     # br0 re-read after a forward was added: its forwards change, ovn0's are kept
-    fwd2 = ForwardRecord("default", "br0", "192.0.2.11", "h2", FrozenMap())
+    fwd2 = ListenerRecord("forward", "default", "br0", "192.0.2.11", "h2", FrozenMap())
     obs._put_network(("default", "br0"), NetworkBundle(BR0, (FWD, fwd2), ()))
     assert changes.count == 2
     snapshot = snapshot_of(obs)

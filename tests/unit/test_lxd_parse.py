@@ -18,17 +18,15 @@ from fabricd.lxd.parse import (
     RecordError,
     object_name,
     ovn_chassis_of,
-    parse_forward,
     parse_instance,
-    parse_load_balancer,
+    parse_listener,
     parse_member,
     parse_network,
 )
 from fabricd.lxd.records import (
     STANDALONE,
-    ForwardRecord,
     InstanceRecord,
-    LoadBalancerRecord,
+    ListenerRecord,
     LXDSnapshot,
     MemberRecord,
     NetworkRecord,
@@ -589,19 +587,21 @@ def test_ovn_chassis_of_network_state(state: Any, chassis: str | None) -> None:
 
 
 def test_forward() -> None:
-    assert parse_forward(FORWARD, "default", "br0") == ForwardRecord(
+    assert parse_listener(FORWARD, "forward", "default", "br0") == ListenerRecord(
+        kind="forward",
         project="default",
         network="br0",
         listen_address="192.0.2.10",
         location="h1",
         config=FrozenMap({"target_address": "10.10.0.5"}),
     )
-    no_location = parse_forward(variant(FORWARD, location=..., config=None), "p1", "br0")
+    no_location = parse_listener(variant(FORWARD, location=..., config=None), "forward", "p1", "br0")
     assert (no_location.location, no_location.config) == ("", FrozenMap())
 
 
 def test_load_balancer() -> None:
-    assert parse_load_balancer(LOAD_BALANCER, "p2", "ovn0") == LoadBalancerRecord(
+    assert parse_listener(LOAD_BALANCER, "load-balancer", "p2", "ovn0") == ListenerRecord(
+        kind="load-balancer",
         project="p2",
         network="ovn0",
         listen_address="192.0.2.20",
@@ -623,9 +623,9 @@ def test_load_balancer() -> None:
 )
 def test_malformed_forward_and_load_balancer(changes: dict[str, Any], field: str) -> None:
     with pytest.raises(RecordError, match=f"^{field}:"):
-        parse_forward(variant(FORWARD, **changes), "default", "br0")
+        parse_listener(variant(FORWARD, **changes), "forward", "default", "br0")
     with pytest.raises(RecordError, match=f"^{field}:"):
-        parse_load_balancer(variant(LOAD_BALANCER, **changes), "default", "ovn0")
+        parse_listener(variant(LOAD_BALANCER, **changes), "load-balancer", "default", "ovn0")
 
 
 def test_member() -> None:

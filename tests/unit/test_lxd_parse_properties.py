@@ -11,18 +11,16 @@ from fabricd.frozen import FrozenMap
 from fabricd.lxd.parse import (
     RecordError,
     ovn_chassis_of,
-    parse_forward,
     parse_instance,
-    parse_load_balancer,
+    parse_listener,
     parse_member,
     parse_network,
 )
 from fabricd.lxd.reader import _Refusals
 from fabricd.lxd.records import (
     STANDALONE,
-    ForwardRecord,
     InstanceRecord,
-    LoadBalancerRecord,
+    ListenerRecord,
     MemberRecord,
     NetworkRecord,
     RefusedObject,
@@ -170,9 +168,11 @@ def test_parse_network_never_crashes(raw: dict[str, Any], state: Any) -> None:
 @FAST
 @given(st.one_of(near_valid(FIELDS_FORWARD), st.dictionaries(TEXT, JSON)))
 def test_parse_forward_and_load_balancer_never_crash(raw: dict[str, Any]) -> None:
-    returns_record_or_record_error(lambda r: parse_forward(r, "default", "br0"), raw, ForwardRecord)
     returns_record_or_record_error(
-        lambda r: parse_load_balancer(r, "default", "ovn0"), raw, LoadBalancerRecord
+        lambda r: parse_listener(r, "forward", "default", "br0"), raw, ListenerRecord
+    )
+    returns_record_or_record_error(
+        lambda r: parse_listener(r, "load-balancer", "default", "ovn0"), raw, ListenerRecord
     )
 
 

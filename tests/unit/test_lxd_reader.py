@@ -10,7 +10,7 @@ import pytest
 from fabricd.frozen import FrozenMap
 from fabricd.lxd.api import LXDRequestFailed, LXDUnavailable
 from fabricd.lxd.reader import NetworkBundle, network_projects, read_instance, read_network, read_snapshot
-from fabricd.lxd.records import STANDALONE, ForwardRecord, InstanceRecord, MemberRecord, RefusedObject
+from fabricd.lxd.records import STANDALONE, InstanceRecord, ListenerRecord, MemberRecord, RefusedObject
 from tests.unit.test_lxd_parse import (
     BRIDGE,
     CONTAINER,
@@ -139,6 +139,14 @@ def test_network_projects_skip_garbage() -> None:
     assert network_projects(api, "*") == []  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("value", "owns"), [("yes", True), ("On", True), ("1", True), ("off", False), ("", False)]
+)
+def test_network_projects_read_features_networks_as_lxd_does(value: str, owns: bool) -> None:
+    api = FakeApi({"/projects": [{"name": "p1", "config": {"features.networks": value}}]})
+    assert network_projects(api, "*") == (["p1"] if owns else [])  # type: ignore[arg-type]
+
+
 # --- full snapshot ------------------------------------------------------------------------------
 
 
@@ -163,9 +171,10 @@ def test_clustered_snapshot_of_all_projects() -> None:
     assert br0 is not None
     assert br0.ovn_chassis is None
 
+    target = FrozenMap({"target_address": "10.10.0.5"})
     assert snapshot.forwards == (
-        ForwardRecord("default", "br0", "192.0.2.10", "h1", FrozenMap({"target_address": "10.10.0.5"})),
-        ForwardRecord("p2", "ovn0", "192.0.2.30", "", FrozenMap({"target_address": "10.10.0.5"})),
+        ListenerRecord("forward", "default", "br0", "192.0.2.10", "h1", target),
+        ListenerRecord("forward", "p2", "ovn0", "192.0.2.30", "", target),
     )
     assert [(lb.project, lb.network, lb.listen_address) for lb in snapshot.load_balancers] == [
         ("p2", "ovn0", "192.0.2.20")
@@ -421,6 +430,14 @@ def test_read_network_with_forwards_and_load_balancers() -> None:
     assert [f.listen_address for f in bundle.forwards] == ["192.0.2.30"]
     assert [lb.listen_address for lb in bundle.load_balancers] == ["192.0.2.20"]
     assert api.calls[0] == ("/networks/ovn0", {"project": "p2"})
+
+
+def test_read_network_gives_each_listener_its_kind() -> None:
+    api = FakeApi({**standard_routes(), ("/networks/ovn0", "p2"): OVN})
+    bundle = read_network(api, "p2", "ovn0")  # type: ignore[arg-type]
+    assert isinstance(bundle, NetworkBundle)
+    assert [f.kind for f in bundle.forwards] == ["forward"]
+    assert [lb.kind for lb in bundle.load_balancers] == ["load-balancer"]
 
 
 def test_read_network_bridge_reads_no_load_balancers() -> None:

@@ -24,9 +24,9 @@ from fabricd.overlay.model import FloodEntry, MacEntry, OverlayPlan
 
 LOCAL = IPv4Address("10.99.1.11")
 SPEC = DeviceSpec("fabric0", "vx-fabric0", 100, 4789, LOCAL, None, 1450)
-BRIDGE = LinkState(index=5, kind="bridge", mtu=1450, up=True, master=None, alias="fabricd overlay")
+BRIDGE = LinkState(index=5, kind="bridge", mtu=1450, up=True, master=None)
 VXLAN = LinkState(
-    index=6, kind="vxlan", mtu=1450, up=True, master=5, alias=None, vni=100, port=4789, local=LOCAL,
+    index=6, kind="vxlan", mtu=1450, up=True, master=5, vni=100, port=4789, local=LOCAL,
     learning=False, udp_csum=False,
 )  # fmt: skip
 
@@ -91,7 +91,7 @@ def test_mtu_and_master_are_corrected_in_place() -> None:
 def test_an_existing_non_bridge_under_the_name_is_a_conflict() -> None:
     with pytest.raises(OverlayConflict, match="not a bridge"):
         diff_overlay(
-            SPEC, frozenset(), KernelOverlay(LinkState(3, "veth", 1500, True, None, None), None), frozenset()
+            SPEC, frozenset(), KernelOverlay(LinkState(3, "veth", 1500, True, None), None), frozenset()
         )
 
 

@@ -19,9 +19,10 @@ from fabricd.config.model import (
     OverlayPeer,
 )
 from fabricd.frozen import FrozenMap
+from fabricd.lxd.nics import normalize_mac
 from fabricd.lxd.records import InstanceRecord, LXDSnapshot, MemberRecord, NicRecord
 from fabricd.overlay.model import FloodEntry, MacEntry, OverlayPlan, OverlayRefusal, PeerView
-from fabricd.overlay.planner import normalize_mac, plan_overlay
+from fabricd.overlay.planner import plan_overlay
 
 ME4, ME6 = IPv4Address("10.99.1.11"), IPv6Address("2001:db8:99::11")
 M2, M3 = IPv4Address("10.99.1.12"), IPv4Address("10.99.1.13")
@@ -126,12 +127,6 @@ def test_flood_from_cluster_members_with_offline_members_shown_not_flooded() -> 
     assert views["m4"] == PeerView("m4", ip_address("10.99.1.14"), "offline", "member is Evacuated")
     assert views["m5"].state == "offline"
     assert plan.refused == ()
-
-
-def test_member_addresses_override_the_url() -> None:
-    other = IPv4Address("10.98.0.2")
-    plan = plan_overlay(cfg(), snap(), 1500, {"m2": other})
-    assert plan.flood == (FloodEntry("m2", other), FloodEntry("m3", M3))
 
 
 def test_unparseable_member_url_is_refused() -> None:

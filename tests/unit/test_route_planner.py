@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-from fabricd.lxd.records import ForwardRecord, LoadBalancerRecord
+from fabricd.lxd.records import ListenerRecord
 from fabricd.routes.model import Origin, RouteAttributes
 from fabricd.routes.planner import IncrementalPlanner, plan_routes
 from tests.unit.lxd_strategies import (
@@ -148,8 +148,8 @@ def test_old_style_bridged_nics_name_their_bridge_as_parent() -> None:
 
 
 def test_forwards_and_load_balancers_on_ovn_use_the_ovn_next_hop() -> None:
-    records = (ForwardRecord("default", "net1", "198.51.100.200", ""),
-               LoadBalancerRecord("default", "net1", "2001:db8:100:9::1", ""))  # fmt: skip
+    records = (ListenerRecord("forward", "default", "net1", "198.51.100.200", ""),
+               ListenerRecord("load-balancer", "default", "net1", "2001:db8:100:9::1", ""))  # fmt: skip
     plan = planned(snapshot(uplink(), ovn(config={"ipv4.address": "none", "ipv6.address": "none"}), *records))
     assert announced(plan) == {"198.51.100.200/32": OVN_HOP4, "2001:db8:100:9::1/128": OVN_HOP6}
     assert {r.origin.kind for r in plan.routes} == {"forward", "load-balancer"}
@@ -157,14 +157,14 @@ def test_forwards_and_load_balancers_on_ovn_use_the_ovn_next_hop() -> None:
 
 
 def test_forwards_on_a_bridge_use_the_underlay() -> None:
-    plan = planned(snapshot(bridge(), ForwardRecord("default", "br0", "10.50.0.7", "")))
+    plan = planned(snapshot(bridge(), ListenerRecord("forward", "default", "br0", "10.50.0.7", "")))
     assert announced(plan) == {"10.50.0.7/32": UNDERLAY4}
 
 
 def test_a_located_forward_belongs_to_its_member() -> None:
-    mine = ForwardRecord("default", "br0", "10.50.0.7", "m1")
-    theirs = ForwardRecord("default", "br0", "10.50.0.8", "m2")
-    balancer = LoadBalancerRecord("default", "br0", "10.50.0.9", "m2")
+    mine = ListenerRecord("forward", "default", "br0", "10.50.0.7", "m1")
+    theirs = ListenerRecord("forward", "default", "br0", "10.50.0.8", "m2")
+    balancer = ListenerRecord("load-balancer", "default", "br0", "10.50.0.9", "m2")
     plan = planned(snapshot(bridge(), mine, theirs, balancer))
     assert announced(plan) == {"10.50.0.7/32": UNDERLAY4}
     assert reasons(plan.withheld) == {
@@ -175,8 +175,8 @@ def test_a_located_forward_belongs_to_its_member() -> None:
 
 def test_the_same_forward_address_on_two_members_is_one_owner() -> None:
     both = (
-        ForwardRecord("default", "br0", "10.50.0.7", "m1"),
-        ForwardRecord("default", "br0", "10.50.0.7", "m2"),
+        ListenerRecord("forward", "default", "br0", "10.50.0.7", "m1"),
+        ListenerRecord("forward", "default", "br0", "10.50.0.7", "m2"),
     )
     plan = planned(snapshot(bridge(), *both))
     assert announced(plan) == {"10.50.0.7/32": UNDERLAY4}
@@ -184,7 +184,7 @@ def test_the_same_forward_address_on_two_members_is_one_owner() -> None:
 
 
 def test_a_junk_listen_address_is_refused() -> None:
-    plan = planned(snapshot(bridge(), ForwardRecord("default", "br0", "10.50.0.300", "")))
+    plan = planned(snapshot(bridge(), ListenerRecord("forward", "default", "br0", "10.50.0.300", "")))
     assert reasons(plan.refused) == {"10.50.0.300": ["'10.50.0.300' is not an address"]}
 
 

@@ -22,7 +22,7 @@ from fabricd.config import FabricConfig
 from fabricd.lxd.records import InstanceRecord, LXDSnapshot, NetworkRecord
 from fabricd.routes import incremental
 from fabricd.routes.conflicts import LiveIndex
-from fabricd.routes.model import IPAddress, IPNetwork, Route, RoutePlan
+from fabricd.routes.model import IPAddress, IPNetwork, Origin, Route, RouteAttributes, RoutePlan, route_key
 from fabricd.routes.ordered import SortedBag
 from fabricd.routes.planner import IncrementalPlanner, plan_routes
 from tests.unit.lxd_strategies import (
@@ -248,3 +248,30 @@ def test_max_prefixes_follows_edits(tiny: bool, limit: int, edits: list[tuple[in
             plan = planner.update(snap)
             assert plan == plan_routes(snap, cfg)
             assert len(plan.routes) <= limit
+
+
+_ADDRESSES = st.sampled_from(["10.0.0.1", "10.0.0.2", "::a00:1", "fd00::1"]).map(ip_address)
+_KEYED_ROUTES = st.builds(
+    Route,
+    st.sampled_from(["10.1.0.0/16", "10.1.0.0/24", "::/96", "fd00:1::/64"]).map(ip_network),
+    _ADDRESSES,
+    st.builds(Origin, st.sampled_from(["forward", "user-route"]), st.just("default"), st.sampled_from("ab")),
+    st.builds(
+        RouteAttributes,
+        st.sampled_from([(), ("65000:1",)]),
+        st.just(()),
+        st.one_of(st.none(), st.integers(0, 10)),
+        st.one_of(st.none(), st.integers(0, 10)),
+    ),
+)
+
+
+@given(st.lists(_KEYED_ROUTES, max_size=12))
+def test_route_key_is_routes_own_order_made_total(routes: list[Route]) -> None:
+    assert len({route_key(r) for r in routes}) == len(set(routes))  # distinct routes never tie
+    ordered = sorted(routes, key=route_key)
+    assert [r.version for r in ordered] == sorted(r.version for r in routes)  # IPv4 first
+    comparable = [r for r in ordered if r.attributes.med is not None and r.attributes.local_pref is not None]
+    for version in (4, 6):
+        same = [r for r in comparable if r.version == version == r.next_hop.version]
+        assert same == sorted(same)

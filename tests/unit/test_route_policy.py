@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from fabricd.config.model import RoutesConfig
-from fabricd.lxd.records import ForwardRecord, InstanceRecord
+from fabricd.lxd.records import InstanceRecord, ListenerRecord
 from fabricd.routes import objects
 from fabricd.routes.attributes import network_attributes
 from fabricd.routes.model import RouteAttributes
@@ -130,8 +130,8 @@ def test_the_bridge_subnet_is_allowed_for_its_own_routes() -> None:
 
 def test_ovn_ranges_are_summarized_address_ranges() -> None:
     records = (uplink(), ovn(config={"ipv4.address": "none", "ipv6.address": "none"}))
-    inside = ForwardRecord("default", "net1", "203.0.113.12", "")
-    outside = ForwardRecord("default", "net1", "203.0.113.21", "")
+    inside = ListenerRecord("forward", "default", "net1", "203.0.113.12", "")
+    outside = ListenerRecord("forward", "default", "net1", "203.0.113.21", "")
     plan = planned(snapshot(*records, inside, outside))
     assert list(announced(plan)) == ["203.0.113.12/32"]
     assert list(reasons(plan.refused)) == ["203.0.113.21/32"]
@@ -306,7 +306,7 @@ def test_junk_everywhere_never_raises() -> None:
             location=junk,
             config={"user.fabric.routes": junk},
         ),
-        ForwardRecord("default", "net1", junk, junk),
+        ListenerRecord("forward", "default", "net1", junk, junk),
     )
     plan = planned(snapshot(*records))
     assert plan.routes == ()
