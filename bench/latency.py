@@ -28,8 +28,8 @@ from bench.labs import BASIC, REPO, named_lab, reap, restart_agent, stop_agent, 
 from bench.lxd_events import LifecycleEvents
 from bench.pcap import BgpCapture, Segment, first_update
 from bench.stats import Json, check, distribution
-from fabricd.lab.node import NodeRuntime
-from fabricd.lab.runner import Lab
+from fabric_lab.node import NodeRuntime
+from fabric_lab.runner import Lab
 
 H1_V4, H2_V4 = "10.99.1.11", "10.99.2.12"
 INSTANCE, PREFIX = "brt1", "10.201.9.0/24"

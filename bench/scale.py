@@ -25,9 +25,9 @@ from bench.fib import ProcFib
 from bench.labs import BASIC, named_lab
 from bench.stats import Json, check, distribution
 from bench.synthetic import H1_CONFIG, SYNTHETIC_RANGE
-from fabricd.lab import netns
-from fabricd.lab.node import NodeRuntime
-from fabricd.lab.runner import Lab
+from fabric_lab import netns
+from fabric_lab.node import NodeRuntime
+from fabric_lab.runner import Lab
 
 H1_V4 = "10.99.1.11"
 POLL_S = 0.25  # the kernel table's count

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from fabricd.lab.topology_model import Problem
+from fabric_lab.topology_model import Problem
 from fabricd.yaml_lines import MERGE_TAG, YamlSyntaxError, compose, item_path, key_path, node_line
 
 
