@@ -355,8 +355,8 @@ def _brief(figure: Json) -> Json:
 
 
 def _cross_check(r1: NodeRuntime, fib: ProcFib) -> Json:
-    """The /proc reader agrees with pyroute2's view (tests/lab/fib.py) on present and absent routes."""
-    from tests.lab.fib import routes_to
+    """The /proc reader agrees with pyroute2's view (fabric_lab/fib.py) on present and absent routes."""
+    from fabric_lab.fib import routes_to
 
     checked = (*KILL_PREFIXES, PREFIX, FLOOR_PREFIX, "10.99.1.0/24")
     ours = {p: fib.gateways(p) for p in checked}

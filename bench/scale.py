@@ -314,7 +314,7 @@ class ScaleRun:
                 "agent_rss_before_snapshot_mb": _mb(planned["vmrss_kb_before_test_imports"]),
                 "test_builder_imports_mb": test_imports_mb,
                 "test_builder_imports_note": (
-                    "the driver imports tests/unit/lxd_builders (plain record builders, no hypothesis) "
+                    "the driver imports fabric_lab/lxd_builders (plain record builders, no hypothesis) "
                     "to build the snapshot; fabricd does not, so its peak is about this much lower"
                 ),
                 "agent_rss_mb_by_step": {

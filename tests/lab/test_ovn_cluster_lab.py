@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from fabric_lab import netns, ovn_node
+from fabric_lab.fib import routes_to, wait_for
 from fabric_lab.node import NodeRuntime
 from fabric_lab.runner import Lab
 from tests.lab.conftest import REPO, lab_from, processes_mentioning
-from tests.lab.fib import routes_to, wait_for
 
 pytestmark = pytest.mark.lab
 

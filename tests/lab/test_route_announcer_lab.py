@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from fabric_lab.fib import routes_to, wait_for
 from fabric_lab.lxd_node import respawn_lxd
 from fabric_lab.node import NodeRuntime
 from fabric_lab.runner import Lab
 from tests.lab.conftest import REPO, agent_pid, fresh_lab, start_agent
-from tests.lab.fib import routes_to, wait_for
 
 pytestmark = pytest.mark.lab
 
