@@ -15,8 +15,8 @@ demo-down:
 	$(BIN)/fabric-lab down $(LAB)
 
 lint: setup
-	$(BIN)/ruff check fabricd tests bench
-	$(BIN)/mypy fabricd
+	$(BIN)/ruff check fabricd fabric_lab tests bench
+	$(BIN)/mypy fabricd fabric_lab
 
 unit: setup
 	$(BIN)/pytest -q -m "not lab"

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from fabricd.lab.node import NodeRuntime
-from fabricd.lab.runner import Lab
+from fabric_lab.node import NodeRuntime
+from fabric_lab.runner import Lab
 
 REPO = Path(__file__).resolve().parents[1]
 

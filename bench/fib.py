@@ -54,7 +54,7 @@ class ProcFib:
         return found
 
     def gateways(self, prefix: str) -> set[str]:
-        """Gateways of the route for exactly this prefix (dotted); like tests/lab/fib.routes_to."""
+        """Gateways of the route for exactly this prefix (dotted); like fabric_lab.fib.routes_to."""
         dst, mask = route_key(prefix)
         found = set()
         for line in self.read().splitlines()[1:]:

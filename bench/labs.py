@@ -15,10 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from fabricd.lab import netns
-from fabricd.lab.node import NodeRuntime
-from fabricd.lab.runner import Lab, namespace_prefix
-from fabricd.lab.topology import load_topology
+from fabric_lab import netns
+from fabric_lab.node import NodeRuntime
+from fabric_lab.runner import Lab, namespace_prefix
+from fabric_lab.topology import load_topology
 
 REPO = Path(__file__).resolve().parents[1]
 BASIC = REPO / "labs" / "basic.clab.yml"

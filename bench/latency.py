@@ -28,8 +28,8 @@ from bench.labs import BASIC, REPO, named_lab, reap, restart_agent, stop_agent, 
 from bench.lxd_events import LifecycleEvents
 from bench.pcap import BgpCapture, Segment, first_update
 from bench.stats import Json, check, distribution
-from fabricd.lab.node import NodeRuntime
-from fabricd.lab.runner import Lab
+from fabric_lab.node import NodeRuntime
+from fabric_lab.runner import Lab
 
 H1_V4, H2_V4 = "10.99.1.11", "10.99.2.12"
 INSTANCE, PREFIX = "brt1", "10.201.9.0/24"
@@ -355,8 +355,8 @@ def _brief(figure: Json) -> Json:
 
 
 def _cross_check(r1: NodeRuntime, fib: ProcFib) -> Json:
-    """The /proc reader agrees with pyroute2's view (tests/lab/fib.py) on present and absent routes."""
-    from tests.lab.fib import routes_to
+    """The /proc reader agrees with pyroute2's view (fabric_lab/fib.py) on present and absent routes."""
+    from fabric_lab.fib import routes_to
 
     checked = (*KILL_PREFIXES, PREFIX, FLOOR_PREFIX, "10.99.1.0/24")
     ours = {p: fib.gateways(p) for p in checked}

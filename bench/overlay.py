@@ -32,10 +32,10 @@ from typing import IO
 from bench.labs import REPO, named_lab, progress, run_reporting
 from bench.overlay_sampler import CLK_TCK, TrafficSampler, busy_jiffies, parse_ping
 from bench.stats import Json, distribution
+from fabric_lab import netns
+from fabric_lab.node import LabError, NodeRuntime
+from fabric_lab.runner import Lab, namespace_prefix
 from fabricd import __version__
-from fabricd.lab import netns
-from fabricd.lab.node import LabError, NodeRuntime
-from fabricd.lab.runner import Lab, namespace_prefix
 from fabricd.log import configure_logging
 
 OVERLAY_LAB = REPO / "labs" / "overlay.clab.yml"

@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
-from fabricd.lab import netns
-from fabricd.lab.runner import Lab
+from fabric_lab import netns
+from fabric_lab.runner import Lab
 
 BGP_MARKER = b"\xff" * 16
 UPDATE = 2

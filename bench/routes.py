@@ -4,7 +4,7 @@
         [--skip-latency] [--instances 10000] [--routes-per-instance 5]
 
 Prints one JSON document on stdout; progress goes to stderr. See bench/README.md for each figure.
-Every lab runs in network namespaces built by fabricd.lab.runner under a fresh state directory in
+Every lab runs in network namespaces built by fabric_lab.runner under a fresh state directory in
 /tmp and bench-only names (bench-rt, bench-scale), and is always taken down.
 """
 

@@ -25,9 +25,9 @@ from bench.fib import ProcFib
 from bench.labs import BASIC, named_lab
 from bench.stats import Json, check, distribution
 from bench.synthetic import H1_CONFIG, SYNTHETIC_RANGE
-from fabricd.lab import netns
-from fabricd.lab.node import NodeRuntime
-from fabricd.lab.runner import Lab
+from fabric_lab import netns
+from fabric_lab.node import NodeRuntime
+from fabric_lab.runner import Lab
 
 H1_V4 = "10.99.1.11"
 POLL_S = 0.25  # the kernel table's count
@@ -314,7 +314,7 @@ class ScaleRun:
                 "agent_rss_before_snapshot_mb": _mb(planned["vmrss_kb_before_test_imports"]),
                 "test_builder_imports_mb": test_imports_mb,
                 "test_builder_imports_note": (
-                    "the driver imports tests/unit/lxd_builders (plain record builders, no hypothesis) "
+                    "the driver imports fabric_lab/lxd_builders (plain record builders, no hypothesis) "
                     "to build the snapshot; fabricd does not, so its peak is about this much lower"
                 ),
                 "agent_rss_mb_by_step": {

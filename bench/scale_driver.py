@@ -185,7 +185,7 @@ class Driver:
         from bench.synthetic import synthetic_snapshot
 
         before = vm_kb("VmRSS")
-        import tests.unit.lxd_builders  # noqa: F401  (the snapshot builders; no hypothesis)
+        import fabric_lab.lxd_builders  # noqa: F401  (the snapshot builders; no hypothesis)
 
         imported = vm_kb("VmRSS")
         self.snapshot = synthetic_snapshot(instances, routes_each)

@@ -1,6 +1,6 @@
 """Synthetic observed state at scale, and the planner's CPU figures on it.
 
-The snapshot is the unit tests' own `large_snapshot` (tests/unit/lxd_builders.py): N running
+The snapshot is the unit tests' own `large_snapshot` (fabric_lab/lxd_builders.py): N running
 instances, each with k /32 NIC external routes in 100.64.0.0/10. Its OVN networks are turned into
 bridges so every route is a bridge route whose next hop is the host's underlay address: with h1's
 config that is 10.99.1.11, which r1 in labs/basic.clab.yml can install.
@@ -45,7 +45,7 @@ def bench_config(path: Path = H1_CONFIG, allowed: Sequence[str] = (SYNTHETIC_RAN
 
 
 def synthetic_snapshot(instances: int, routes_each: int) -> LXDSnapshot:
-    from tests.unit.lxd_builders import large_snapshot  # plain builders, no hypothesis
+    from fabric_lab.lxd_builders import large_snapshot  # plain builders, no hypothesis
 
     last = int(IPv4Address("100.64.0.0")) + instances * routes_each
     if last > MOVED_BASE:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything fabricd's demo and tests need on a fresh Debian 12 machine:
 # the lab's apt packages (without starting any of their services on the machine)
-# and a virtualenv in .venv with fabricd and its dev tools.
+# and a virtualenv in .venv with fabricd, its dev tools and the lab runner (fabric_lab/).
 # Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,10 +57,19 @@ fi
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c 'import fabricd, pytest, hypothesis, ruff, mypy' 2>/dev/null \
-   || [ pyproject.toml -nt .venv/.installed ]; then
+# Installed means both distributions (the agent, and the lab runner from fabric_lab/) and their
+# commands; importing would not tell, as the current directory holds both packages.
+installed() {
+  [ -x .venv/bin/fabricd ] && [ -x .venv/bin/fabric-lab ] && .venv/bin/python -c '
+import importlib.metadata as metadata
+metadata.version("fabricd"), metadata.version("fabric-lab")
+import pytest, hypothesis, ruff, mypy' 2>/dev/null
+}
+if ! installed || [ pyproject.toml -nt .venv/.installed ] || [ fabric_lab/pyproject.toml -nt .venv/.installed ]; then
   # pip's own chatter goes to a log; it is shown only when the install fails.
-  if ! { .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -e '.[dev]'; } >.venv/pip.log 2>&1; then
+  # One pip call for both, so the lab runner's dependency on fabricd is met by this checkout.
+  if ! { .venv/bin/pip install -q --upgrade pip \
+         && .venv/bin/pip install -q -e '.[dev]' -e ./fabric_lab; } >.venv/pip.log 2>&1; then
     cat .venv/pip.log >&2
     echo "setup: pip install failed" >&2
     exit 1

@@ -18,7 +18,7 @@ from typing import TypeVar
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from fabricd.config.errors import ConfigProblem
-from fabricd.yaml_lines import MERGE_TAG, TAG_PREFIX, closest_match, item_path, key_path, node_line
+from fabricd.yaml_lines import TAG_PREFIX, closest_match, item_path, key_path, mapping_pairs, node_line
 
 _T = TypeVar("_T")
 _D = TypeVar("_D")
@@ -95,31 +95,12 @@ class Value:
         if not isinstance(self.node, MappingNode):
             raise self.expected("a mapping")
         result = CheckedMapping(self, keys)
-        merged: list[tuple[Node, Node]] = []
-        for key_node, value_node in self.node.value:
-            if key_node.tag == MERGE_TAG:
-                merged.extend(self._merge_sources(value_node, frozenset()))
-            else:
-                result.add(key_node, value_node, from_merge=False)
-        for key_node, value_node in merged:
-            result.add(key_node, value_node, from_merge=True)
+        for key_node, value_node, merged in mapping_pairs(self.node, self._bad_merge):
+            result.add(key_node, value_node, from_merge=merged)
         return result
 
-    def _merge_sources(self, node: Node, visiting: frozenset[int]) -> list[tuple[Node, Node]]:
-        """Pairs a YAML merge key (`<<: *defaults`) brings in, in precedence order."""
-        sources = node.value if isinstance(node, SequenceNode) else [node]
-        pairs: list[tuple[Node, Node]] = []
-        for source in sources:
-            if not isinstance(source, MappingNode) or id(source) in visiting:
-                self.ctx.report(
-                    self.path, node_line(source), "expected a mapping (or list of mappings) to merge"
-                )
-                continue
-            pairs.extend((k, v) for k, v in source.value if k.tag != MERGE_TAG)
-            for k, v in source.value:
-                if k.tag == MERGE_TAG:
-                    pairs.extend(self._merge_sources(v, visiting | {id(source)}))
-        return pairs
+    def _bad_merge(self, source: Node, recursive: bool) -> None:
+        self.ctx.report(self.path, node_line(source), "expected a mapping (or list of mappings) to merge")
 
 
 class CheckedMapping:

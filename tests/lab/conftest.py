@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from fabricd.lab import netns
-from fabricd.lab.runner import Lab, namespace_prefix
-from fabricd.lab.topology import load_topology
+from fabric_lab import netns
+from fabric_lab.runner import Lab, namespace_prefix
+from fabric_lab.topology import load_topology
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from pyroute2 import NetNS
 
-from fabricd.lab import netns
-from fabricd.lab.runner import Lab
+from fabric_lab import netns
+from fabric_lab.runner import Lab
 
 pytestmark = pytest.mark.lab
 
@@ -88,7 +88,7 @@ def test_fabric_lab_exec_cli(basic_lab: Lab) -> None:
         [
             sys.executable,
             "-m",
-            "fabricd.cli.lab_main",
+            "fabric_lab.cli",
             "--state-dir",
             str(basic_lab.state_dir.parent),
             "exec",

@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 from pyroute2 import NetNS
 
-from fabricd.lab import netns
-from fabricd.lab.node import NodeRuntime
-from fabricd.lab.runner import Lab
-from fabricd.lab.topology import load_topology
+from fabric_lab import netns
+from fabric_lab.node import NodeRuntime
+from fabric_lab.runner import Lab
+from fabric_lab.topology import load_topology
 from tests.lab.conftest import REPO, assert_nothing_left
 
 pytestmark = pytest.mark.lab

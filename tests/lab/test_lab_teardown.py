@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fabricd.lab import netns
+from fabric_lab import netns
 from tests.lab.conftest import REPO, assert_nothing_left, lab_from
 
 pytestmark = pytest.mark.lab

@@ -24,8 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyroute2 import NetNS
 
+from fabric_lab import netns
 from fabricd.config.model import IPAddress
-from fabricd.lab import netns
 from fabricd.overlay.firewall import OverlayFirewall, render_peer_update, render_remove, render_ruleset
 
 pytestmark = pytest.mark.lab

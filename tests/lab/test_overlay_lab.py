@@ -18,10 +18,10 @@ from typing import Any, TypeVar
 
 import pytest
 
-from fabricd.lab import netns
-from fabricd.lab.lxd_node import respawn_lxd
-from fabricd.lab.node import NodeRuntime
-from fabricd.lab.runner import Lab
+from fabric_lab import netns
+from fabric_lab.lxd_node import respawn_lxd
+from fabric_lab.node import NodeRuntime
+from fabric_lab.runner import Lab
 from tests.lab.conftest import REPO, agent_pid, fresh_lab, start_agent
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("lab_host")]

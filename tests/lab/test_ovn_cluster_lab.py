@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from fabricd.lab import netns, ovn_node
-from fabricd.lab.node import NodeRuntime
-from fabricd.lab.runner import Lab
+from fabric_lab import netns, ovn_node
+from fabric_lab.fib import routes_to, wait_for
+from fabric_lab.node import NodeRuntime
+from fabric_lab.runner import Lab
 from tests.lab.conftest import REPO, lab_from, processes_mentioning
-from tests.lab.fib import routes_to, wait_for
 
 pytestmark = pytest.mark.lab
 

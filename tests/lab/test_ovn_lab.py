@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from fabricd.lab import netns, ovn_node
-from fabricd.lab.node import NodeRuntime
-from fabricd.lab.runner import Lab
-from fabricd.lab.state import LabState
+from fabric_lab import netns, ovn_node
+from fabric_lab.node import NodeRuntime
+from fabric_lab.runner import Lab
+from fabric_lab.state import LabState
 from tests.lab.conftest import REPO, assert_nothing_left, lab_from
 
 pytestmark = pytest.mark.lab

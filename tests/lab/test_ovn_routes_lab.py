@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from fabricd.lab import ovn_node
-from fabricd.lab.node import NodeRuntime
-from fabricd.lab.runner import Lab
+from fabric_lab import ovn_node
+from fabric_lab.fib import routes_to, wait_for
+from fabric_lab.node import NodeRuntime
+from fabric_lab.runner import Lab
 from tests.lab.conftest import REPO, fresh_lab
-from tests.lab.fib import routes_to, wait_for
 
 pytestmark = pytest.mark.lab
 

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from fabricd.lab.lxd_node import respawn_lxd
-from fabricd.lab.node import NodeRuntime
-from fabricd.lab.runner import Lab
+from fabric_lab.fib import routes_to, wait_for
+from fabric_lab.lxd_node import respawn_lxd
+from fabric_lab.node import NodeRuntime
+from fabric_lab.runner import Lab
 from tests.lab.conftest import REPO, agent_pid, fresh_lab, processes_mentioning, start_agent, stop_agent
-from tests.lab.fib import routes_to, wait_for
 
 pytestmark = pytest.mark.lab
 

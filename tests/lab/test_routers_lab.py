@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pyroute2 import NetNS
 
-from fabricd.lab.runner import Lab
+from fabric_lab.runner import Lab
 from tests.lab.conftest import assert_nothing_left, lab_from
 
 pytestmark = pytest.mark.lab

@@ -1,4 +1,4 @@
-"""LXD records for route planner tests: hypothesis strategies and a large deterministic snapshot.
+"""LXD records for route planner tests: hypothesis strategies, a large deterministic snapshot, plan checks.
 
 The strategies draw from small pools of names and prefixes so generated objects collide often
 (duplicate claims, nesting prefixes, instances on missing networks) and mix in junk values.
@@ -10,6 +10,54 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from fabric_lab.lxd_builders import (  # re-exported: the plain builders live there
+    HOST as HOST,
+)
+from fabric_lab.lxd_builders import (
+    HOST6 as HOST6,
+)
+from fabric_lab.lxd_builders import (
+    ME as ME,
+)
+from fabric_lab.lxd_builders import (
+    MEMBERS as MEMBERS,
+)
+from fabric_lab.lxd_builders import (
+    UPLINK as UPLINK,
+)
+from fabric_lab.lxd_builders import (
+    Config as Config,
+)
+from fabric_lab.lxd_builders import (
+    Record as Record,
+)
+from fabric_lab.lxd_builders import (
+    bridge as bridge,
+)
+from fabric_lab.lxd_builders import (
+    config as config,
+)
+from fabric_lab.lxd_builders import (
+    instance as instance,
+)
+from fabric_lab.lxd_builders import (
+    large_config as large_config,
+)
+from fabric_lab.lxd_builders import (
+    large_snapshot as large_snapshot,
+)
+from fabric_lab.lxd_builders import (
+    nic as nic,
+)
+from fabric_lab.lxd_builders import (
+    ovn as ovn,
+)
+from fabric_lab.lxd_builders import (
+    snapshot as snapshot,
+)
+from fabric_lab.lxd_builders import (
+    uplink as uplink,
+)
 from fabricd.config import FabricConfig, load_config_text
 from fabricd.frozen import FrozenMap
 from fabricd.lxd.records import (
@@ -19,66 +67,36 @@ from fabricd.lxd.records import (
     NetworkRecord,
     NicRecord,
 )
-from tests.unit.lxd_builders import (  # re-exported: the plain builders live there
-    CONFIG as CONFIG,
-)
-from tests.unit.lxd_builders import (
-    HOST as HOST,
-)
-from tests.unit.lxd_builders import (
-    HOST6 as HOST6,
-)
-from tests.unit.lxd_builders import (
-    ME as ME,
-)
-from tests.unit.lxd_builders import (
-    MEMBERS as MEMBERS,
-)
-from tests.unit.lxd_builders import (
-    UPLINK as UPLINK,
-)
-from tests.unit.lxd_builders import (
-    Config as Config,
-)
-from tests.unit.lxd_builders import (
-    Record as Record,
-)
-from tests.unit.lxd_builders import (
-    announced as announced,
-)
-from tests.unit.lxd_builders import (
-    bridge as bridge,
-)
-from tests.unit.lxd_builders import (
-    config as config,
-)
-from tests.unit.lxd_builders import (
-    instance as instance,
-)
-from tests.unit.lxd_builders import (
-    large_config as large_config,
-)
-from tests.unit.lxd_builders import (
-    large_snapshot as large_snapshot,
-)
-from tests.unit.lxd_builders import (
-    nic as nic,
-)
-from tests.unit.lxd_builders import (
-    ovn as ovn,
-)
-from tests.unit.lxd_builders import (
-    planned as planned,
-)
-from tests.unit.lxd_builders import (
-    reasons as reasons,
-)
-from tests.unit.lxd_builders import (
-    snapshot as snapshot,
-)
-from tests.unit.lxd_builders import (
-    uplink as uplink,
-)
+from fabricd.routes.model import Refusal, RoutePlan
+from fabricd.routes.planner import IncrementalPlanner, plan_routes
+
+# --- planning with both planners ----------------------------------------------------------------
+
+CONFIG = config("routes:\n  allowed_ranges: [10.50.0.0/16]\n")
+
+
+def planned(snap: LXDSnapshot, cfg: FabricConfig = CONFIG) -> RoutePlan:
+    """plan_routes, checked against a fresh IncrementalPlanner and for internal errors."""
+    cold = plan_routes(snap, cfg)
+    assert IncrementalPlanner(cfg).update(snap) == cold
+    assert not [r for r in cold.refused if "could not plan" in r.reason]
+    return cold
+
+
+def announced(plan: RoutePlan) -> dict[str, str]:
+    """prefix -> next hop"""
+    return {str(r.prefix): str(r.next_hop) for r in plan.routes}
+
+
+def reasons(refusals: tuple[Refusal, ...]) -> dict[str, list[str]]:
+    """prefix -> reasons"""
+    found: dict[str, list[str]] = {}
+    for refusal in refusals:
+        found.setdefault(refusal.prefix, []).append(refusal.reason)
+    return found
+
+
+# --- hypothesis strategies ------------------------------------------------------------------------
 
 JUNK = (
     "",

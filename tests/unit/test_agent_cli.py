@@ -227,7 +227,7 @@ def test_run_with_bad_config_starts_nothing(tmp_path: Path) -> None:
 
 
 def test_help_teaches() -> None:
-    for module in ("fabricd.cli.agent_main", "fabricd.cli.fabricctl", "fabricd.cli.lab_main"):
+    for module in ("fabricd.cli.agent_main", "fabricd.cli.fabricctl", "fabric_lab.cli"):
         out = subprocess.run([PY, "-m", module, "--help"], capture_output=True, text=True, timeout=30)
         assert out.returncode == 0 and "examples:" in out.stdout
 

@@ -1,7 +1,7 @@
 import tarfile
 from pathlib import Path
 
-from fabricd.lab.image import write_image
+from fabric_lab.image import write_image
 
 
 def test_image_is_a_unified_lxd_tarball(tmp_path: Path) -> None:

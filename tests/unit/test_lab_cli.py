@@ -11,7 +11,7 @@ from tests.conftest import REPO
 
 def fabric_lab(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "fabricd.cli.lab_main", *args], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "fabric_lab.cli", *args], capture_output=True, text=True, timeout=60
     )
 
 

@@ -7,10 +7,10 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fabricd.lab import lxd_cluster
-from fabricd.lab.lxd_preseed import DEFAULT_PRESEED, check_preseed, load_preseed
-from fabricd.lab.node import LabError
-from fabricd.lab.topology_model import Node, Topology
+from fabric_lab import lxd_cluster
+from fabric_lab.lxd_preseed import DEFAULT_PRESEED, check_preseed, load_preseed
+from fabric_lab.node import LabError
+from fabric_lab.topology_model import Node, Topology
 
 
 def bridge(**config: str) -> dict[str, object]:

@@ -1,4 +1,4 @@
-"""The containerlab topology model and validator (fabricd.lab.topology)."""
+"""The containerlab topology model and validator (fabric_lab.topology)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fabricd.lab.topology import (
+from fabric_lab.topology import (
     FRR_KIND_MESSAGE,
     NON_CONTAINER_KINDS,
     Bind,

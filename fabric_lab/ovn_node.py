@@ -25,14 +25,14 @@ IPv6 and (by rp_filter) IPv4 off in the kernel, which would otherwise see every 
 node's underlay traffic (BGP, LXD cluster, OVN databases) then passes OVS in userspace.
 OVS reads that port with AF_PACKET and takes a veth's packets as they come: TCP/UDP the node at the
 other end sends itself carry no checksum yet (CHECKSUM_PARTIAL) and the member's kernel drops them.
-That node must compute checksums before sending: run `python -m fabricd.lab.ovn_node tx-checksum-off
+That node must compute checksums before sending: run `python -m fabric_lab.ovn_node tx-checksum-off
 IFACE...` in it (its exec lines), as `ethtool -K IFACE tx off` would (no ethtool here).
 
 The kernel datapath is never used (`ovs-vswitchd --disable-system`): ovn-controller makes br-int with
 `ovn-bridge-datapath-type=netdev`, but LXD creates the OVS bridge of an OVN network's uplink
 (`lxdovnN`) with the default (kernel) type, and neither OVS nor LXD has a setting for the default.
 After creating an OVN network, switch such bridges to netdev with `set_netdev_datapath(node)` from
-Python, or inside the node: `fabric-lab exec NODE -- python -m fabricd.lab.ovn_node netdev`.
+Python, or inside the node: `fabric-lab exec NODE -- python -m fabric_lab.ovn_node netdev`.
 """
 
 from __future__ import annotations
@@ -54,11 +54,11 @@ from typing import Any, Literal
 
 import yaml
 
-from fabricd.lab import netns
-from fabricd.lab.labels import underlay_address
-from fabricd.lab.lxd_preseed import DEFAULT_PRESEED
-from fabricd.lab.node import LabError, NodeRuntime
-from fabricd.lab.topology_model import FALSE_WORDS, TRUE_WORDS, Node
+from fabric_lab import netns
+from fabric_lab.labels import underlay_address
+from fabric_lab.lxd_preseed import DEFAULT_PRESEED
+from fabric_lab.node import LabError, NodeRuntime
+from fabric_lab.topology_model import FALSE_WORDS, TRUE_WORDS, Node
 
 OVN_LABEL = "fabric.ovn"
 ADDRESS_LABEL = "fabric.ovn.address"
@@ -412,9 +412,9 @@ def stop_ovn(node: NodeRuntime, pid_files: Sequence[str]) -> None:
 
 
 USAGE = """usage, inside a lab node:
-  python -m fabricd.lab.ovn_node netdev
+  python -m fabric_lab.ovn_node netdev
       switch LXD's OVS bridges to the netdev datapath (after creating an OVN network)
-  python -m fabricd.lab.ovn_node tx-checksum-off IFACE...
+  python -m fabric_lab.ovn_node tx-checksum-off IFACE...
       compute TCP/UDP checksums before sending on IFACE, like `ethtool -K IFACE tx off`"""
 
 

@@ -8,7 +8,7 @@ import shutil
 import time
 from pathlib import Path
 
-from fabricd.lab.node import LabError, NodeRuntime
+from fabric_lab.node import LabError, NodeRuntime
 
 FRR_INIT = "/usr/lib/frr/frrinit.sh"
 FRR_DEFAULT_DAEMONS = "zebra=yes\nbgpd=yes\nbfdd=yes\nstaticd=yes\nvtysh_enable=yes\n"

@@ -15,13 +15,13 @@ import subprocess
 import time
 from pathlib import Path
 
-from fabricd.lab import lxd_cluster, netns, ovn_node
-from fabricd.lab.image import ImageBuildError, ensure_image
-from fabricd.lab.lxd_node import lxd_binds, lxd_socket, remove_pivot_cgroups, start_lxd, stop_lxd
-from fabricd.lab.node import LabError, NodeRuntime, start_holder, write_node_files
-from fabricd.lab.routers import bird_binds, frr_binds, start_bird, start_frr, wait_bird, wait_frr
-from fabricd.lab.state import LabState, NodeState, state_file
-from fabricd.lab.topology import Node, Topology, load_topology, namespace_name
+from fabric_lab import lxd_cluster, netns, ovn_node
+from fabric_lab.image import ImageBuildError, ensure_image
+from fabric_lab.lxd_node import lxd_binds, lxd_socket, remove_pivot_cgroups, start_lxd, stop_lxd
+from fabric_lab.node import LabError, NodeRuntime, start_holder, write_node_files
+from fabric_lab.routers import bird_binds, frr_binds, start_bird, start_frr, wait_bird, wait_frr
+from fabric_lab.state import LabState, NodeState, state_file
+from fabric_lab.topology import Node, Topology, load_topology, namespace_name
 from fabricd.log import get_logger
 
 log = get_logger("fabric-lab")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import yaml
 
-from fabricd.lab import netns
-from fabricd.lab.lxd_preseed import load_preseed
-from fabricd.lab.node import LabError, NodeRuntime
+from fabric_lab import netns
+from fabric_lab.lxd_preseed import load_preseed
+from fabric_lab.node import LabError, NodeRuntime
 
 # Inside the node /var/lib/lxd is the node's own directory; LXD_DIR keeps cache and logs there too.
 LXD_DIR_IN_NODE = "/var/lib/lxd"

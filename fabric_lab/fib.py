@@ -1,4 +1,4 @@
-"""Watching a router's kernel table from outside its namespace, polled every 5 ms."""
+"""Watching a router's kernel table from outside its namespace, polled every 5 ms (lab tests, bench)."""
 
 from __future__ import annotations
 

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from fabricd.lab.topology_document import Report, YamlValue
-from fabricd.lab.topology_fields import FieldChecker, did_you_mean
-from fabricd.lab.topology_model import FALSE_WORDS, TRUE_WORDS, Bind, Node, name_problem, parse_bind
+from fabric_lab.topology_document import Report, YamlValue
+from fabric_lab.topology_fields import FieldChecker, did_you_mean
+from fabric_lab.topology_model import FALSE_WORDS, TRUE_WORDS, Bind, Node, name_problem, parse_bind
 from fabricd.yaml_lines import key_path
 
 CONTAINERLAB_KINDS: Final = frozenset(

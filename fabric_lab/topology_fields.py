@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from typing import NamedTuple
 
-from fabricd.lab.topology_document import Report, YamlValue
+from fabric_lab.topology_document import Report, YamlValue
 from fabricd.yaml_lines import closest_match, item_path, key_path
 
 

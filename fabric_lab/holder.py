@@ -5,7 +5,7 @@ private mount namespace (slave of the machine's, so nothing it mounts leaks out)
 hostname, mounts the node's private /run, /etc/hosts, /etc/resolv.conf and binds, then sleeps.
 Every later process of the node enters the holder's namespaces with nsenter.
 
-Run as: python -m fabricd.lab.holder SPEC.json
+Run as: python -m fabric_lab.holder SPEC.json
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import signal
 import sys
 from pathlib import Path
 
-from fabricd.lab import syscalls
+from fabric_lab import syscalls
 
 
 def _fresh_sysfs(scratch: Path) -> None:

@@ -17,9 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
-from fabricd.lab.topology_document import Report, YamlValue, read_document
-from fabricd.lab.topology_links import LinkChecker
-from fabricd.lab.topology_model import (
+from fabric_lab.topology_document import Report, YamlValue, read_document
+from fabric_lab.topology_links import LinkChecker
+from fabric_lab.topology_model import (
     Bind,
     Endpoint,
     Link,
@@ -31,7 +31,7 @@ from fabricd.lab.topology_model import (
     namespace_name,
     parse_bind,
 )
-from fabricd.lab.topology_nodes import (
+from fabric_lab.topology_nodes import (
     CONTAINERLAB_KINDS,
     FRR_KIND_MESSAGE,
     NON_CONTAINER_KINDS,

@@ -20,7 +20,7 @@ leaves out keep the cluster's suggestion for storage pools (a dir pool's default
 error for networks (an uplink's parent has no sensible default).
 
 Members talk HTTPS to each other, and `lxd init` fetches the cluster certificate: the closed proxy
-every node process has (fabricd.lab.node.CLOSED_PROXY) would catch that, so each member's no_proxy
+every node process has (fabric_lab.node.CLOSED_PROXY) would catch that, so each member's no_proxy
 also lists the cluster's member addresses, and nothing else.
 
 Instances of all members share the machine's cgroup tree: LXD keeps their names unique cluster-wide.
@@ -37,12 +37,12 @@ from typing import Any
 
 import yaml
 
-from fabricd.lab import netns
-from fabricd.lab.labels import underlay_address
-from fabricd.lab.lxd_node import respawn_lxd, start_lxd
-from fabricd.lab.lxd_preseed import DEFAULT_PRESEED, load_preseed
-from fabricd.lab.node import LabError, NodeRuntime
-from fabricd.lab.topology_model import NAME_PATTERN, Node, Topology
+from fabric_lab import netns
+from fabric_lab.labels import underlay_address
+from fabric_lab.lxd_node import respawn_lxd, start_lxd
+from fabric_lab.lxd_preseed import DEFAULT_PRESEED, load_preseed
+from fabric_lab.node import LabError, NodeRuntime
+from fabric_lab.topology_model import NAME_PATTERN, Node, Topology
 
 CLUSTER_LABEL = "fabric.lxd.cluster"
 ADDRESS_LABEL = "fabric.lxd.cluster.address"

@@ -8,8 +8,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fabricd.lab.node import LabError
-from fabricd.lab.topology import TopologyError, check_containerlab
+from fabric_lab.node import LabError
+from fabric_lab.topology import TopologyError, check_containerlab
 
 DESCRIPTION = """\
 fabric-lab builds a containerlab topology (labs/*.clab.yml) out of Linux network namespaces:
@@ -29,7 +29,7 @@ images naming bird run BIRD 2. Labels start extras inside a node:
                                 node-private; chassis = node name; LXD is pointed at it (with fabric.lxd).
                                 LXD makes an OVN network's uplink bridge with the kernel datapath: after
                                 `lxc network create ... --type=ovn`, run inside the node
-                                `python -m fabricd.lab.ovn_node netdev` to switch it to netdev
+                                `python -m fabric_lab.ovn_node netdev` to switch it to netdev
   fabric.ovn: central           one OVN for several nodes: like "true", but NB/SB also listen on
                                 tcp:ADDRESS:6641/6642 and LXD uses tcp:ADDRESS:6641
   fabric.ovn: chassis           OVS + ovn-controller only, connected to the central's SB database
@@ -37,7 +37,7 @@ images naming bird run BIRD 2. Labels start extras inside a node:
                                 the central's listen address; the interface holding it moves into the
                                 OVS bridge br-phy (userspace tunnels must leave through OVS), so the
                                 node at its other end needs
-                                `python -m fabricd.lab.ovn_node tx-checksum-off IFACE` in its exec lines
+                                `python -m fabric_lab.ovn_node tx-checksum-off IFACE` in its exec lines
   fabric.ovn.central: IP        (chassis) the central's address
   fabric.ovn.encap: geneve      tunnel type between chassis: geneve (default) or vxlan
 
@@ -48,7 +48,7 @@ examples:
   fabric-lab up labs/basic.clab.yml
   fabric-lab exec r1 -- vtysh -c 'show bgp summary'
   fabric-lab exec h1 -- fabricctl status
-  fabric-lab exec h1 -- python -m fabricd.lab.ovn_node netdev   (ovn-bgp lab, after an OVN network)
+  fabric-lab exec h1 -- python -m fabric_lab.ovn_node netdev   (ovn-bgp lab, after an OVN network)
   fabric-lab exec m1 -- lxc cluster list                        (ovn-cluster lab)
   fabric-lab down labs/basic.clab.yml
 """
@@ -98,8 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "check":
             return _check(args.file)
         _require_root()
-        from fabricd.lab.runner import Lab, find_lab_with_node, lab_state_dir, node_runtime
-        from fabricd.lab.topology import load_topology
+        from fabric_lab.runner import Lab, find_lab_with_node, lab_state_dir, node_runtime
+        from fabric_lab.topology import load_topology
 
         if args.command == "up":
             lab = Lab.from_file(args.file, args.state_dir)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
-from fabricd.lab.node import LabError
-from fabricd.lab.topology_model import Node
+from fabric_lab.node import LabError
+from fabric_lab.topology_model import Node
 
 
 def underlay_address(node: Node, label: str, what: str) -> IPv4Address | IPv6Address:

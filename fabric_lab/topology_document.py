@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import yaml
 
-from fabricd.lab.topology_model import Problem
-from fabricd.yaml_lines import MERGE_TAG, YamlSyntaxError, compose, item_path, key_path, node_line
+from fabric_lab.topology_model import Problem
+from fabricd.yaml_lines import (
+    YamlSyntaxError,
+    compose,
+    item_path,
+    key_path,
+    merge_sources,
+    node_line,
+    written_pairs,
+)
 
 
 @dataclass(slots=True)
@@ -54,11 +63,8 @@ class _DocumentReader:
 
     def _mapping(self, node: yaml.MappingNode, path: str) -> dict[str, YamlValue]:
         entries: dict[str, YamlValue] = {}
-        merges: list[yaml.Node] = []
-        for key_node, value_node in node.value:
-            if key_node.tag == MERGE_TAG:
-                merges.append(value_node)
-            elif not isinstance(key_node, yaml.ScalarNode):
+        for key_node, value_node in written_pairs(node):
+            if not isinstance(key_node, yaml.ScalarNode):
                 self._report(path, node_line(key_node), "mapping keys must be plain scalars")
             elif str(key_node.value) in entries:
                 key = str(key_node.value)
@@ -68,20 +74,22 @@ class _DocumentReader:
                 # The key's source text, not its YAML 1.1 value: containerlab reads `on:` as "on", not True.
                 key = str(key_node.value)
                 entries[key] = self.read(value_node, key_path(path, key), node_line(key_node))
-        for merge in merges:
-            self._merge(entries, merge, path)
+
+        # `<<: *anchor` or `<<: [*a, *b]`; explicit keys win, then earlier merge sources.
+        for source in merge_sources(node, partial(self._bad_merge, path), self._open):
+            merged = self.read(source, path, node_line(source)).value
+            if isinstance(merged, dict):  # always: a mapping not being read reads as one
+                for key, value in merged.items():
+                    entries.setdefault(key, value)
         return entries
 
-    def _merge(self, entries: dict[str, YamlValue], merge: yaml.Node, path: str) -> None:
-        # `<<: *anchor` or `<<: [*a, *b]`; explicit keys win, then earlier merge sources.
-        sources = merge.value if isinstance(merge, yaml.SequenceNode) else [merge]
-        for source in sources:
-            merged = self.read(source, path, node_line(source)).value  # read() guards against recursion
-            if not isinstance(merged, dict):
-                self._report(path, node_line(source), "'<<' must merge a mapping or a list of mappings")
-                continue
-            for key, value in merged.items():
-                entries.setdefault(key, value)
+    def _bad_merge(self, path: str, source: yaml.Node, recursive: bool) -> None:
+        line = node_line(source)
+        if recursive:
+            self._report(path, line, "recursive YAML alias")
+        else:
+            self.read(source, path, line)  # what it holds is checked like any other value
+        self._report(path, line, "'<<' must merge a mapping or a list of mappings")
 
 
 class Report:

@@ -15,8 +15,6 @@ from fabricd.lxd.records import (
     NetworkRecord,
     NicRecord,
 )
-from fabricd.routes.model import Refusal, RoutePlan
-from fabricd.routes.planner import IncrementalPlanner, plan_routes
 
 ME = "m1"
 MEMBERS = ("m1", "m2")
@@ -134,29 +132,3 @@ def large_snapshot(instances: int = 10_000, routes_each: int = 5, networks: int 
 
 def large_config() -> FabricConfig:
     return config("routes:\n  allowed_ranges: [100.64.0.0/10]\n")
-
-
-# --- planning with both planners ----------------------------------------------------------------
-
-CONFIG = config("routes:\n  allowed_ranges: [10.50.0.0/16]\n")
-
-
-def planned(snap: LXDSnapshot, cfg: FabricConfig = CONFIG) -> RoutePlan:
-    """plan_routes, checked against a fresh IncrementalPlanner and for internal errors."""
-    cold = plan_routes(snap, cfg)
-    assert IncrementalPlanner(cfg).update(snap) == cold
-    assert not [r for r in cold.refused if "could not plan" in r.reason]
-    return cold
-
-
-def announced(plan: RoutePlan) -> dict[str, str]:
-    """prefix -> next hop"""
-    return {str(r.prefix): str(r.next_hop) for r in plan.routes}
-
-
-def reasons(refusals: tuple[Refusal, ...]) -> dict[str, list[str]]:
-    """prefix -> reasons"""
-    found: dict[str, list[str]] = {}
-    for refusal in refusals:
-        found.setdefault(refusal.prefix, []).append(refusal.reason)
-    return found

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from fabricd.lab import netns
+from fabric_lab import netns
 
 # Processes inside a node never reach an image server or a proxy: LXD's start-up image lookup and any
 # HTTP client hit a closed local port instead of leaving the lab.
@@ -144,7 +144,7 @@ def start_holder(node: NodeRuntime, binds: Sequence[tuple[str, str, bool]], time
     spec_file.write_text(json.dumps(spec, indent=2))
     with open(node.log_file("holder"), "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "fabricd.lab.holder", str(spec_file)],
+            [sys.executable, "-m", "fabric_lab.holder", str(spec_file)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,

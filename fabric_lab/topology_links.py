@@ -6,10 +6,10 @@ import re
 from collections.abc import Mapping
 from typing import Final, NamedTuple
 
-from fabricd.lab.topology_document import YamlValue
-from fabricd.lab.topology_fields import FieldChecker, describe, did_you_mean
-from fabricd.lab.topology_model import Endpoint, Link, Node
-from fabricd.lab.topology_nodes import NON_CONTAINER_KINDS
+from fabric_lab.topology_document import YamlValue
+from fabric_lab.topology_fields import FieldChecker, describe, did_you_mean
+from fabric_lab.topology_model import Endpoint, Link, Node
+from fabric_lab.topology_nodes import NON_CONTAINER_KINDS
 from fabricd.yaml_lines import item_path, key_path
 
 IFNAME_MAX: Final = 15  # IFNAMSIZ - 1
