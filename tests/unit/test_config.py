@@ -803,7 +803,7 @@ def test_ovn_uplinks_take_unusable_next_hop_and_an_optional_mode() -> None:
         "    - {uplink: ROUTED, mode: active-chassis}\n"
     )
     assert cfg.routes.unusable_next_hop("LOCAL") == "withhold"
-    assert cfg.routes.unusable_next_hop("ROUTED") == "self" and cfg.routes.unusable_next_hop("other") == "self"
+    assert cfg.routes.unusable_next_hop("ROUTED") == cfg.routes.unusable_next_hop("other") == "self"
     assert cfg.routes.ovn_mode("LOCAL") == "all-members" and cfg.routes.ovn_mode("ROUTED") == "active-chassis"
     with pytest.raises(ConfigError) as caught:
         load_config_text(HOST + "routes:\n  ovn_uplinks: [{uplink: U, unusable_next_hop: drop}]\n", "f.yaml")
