@@ -32,7 +32,10 @@ from fabricd.routes.model import IPNetwork, Route
 
 log = get_logger("fabricd.bgp.speaker")
 
-RouteStatus = Literal["announced", "pending"]
+# announced: every established peer it is meant for acknowledged it as it is now; partial: some
+# did; pending: none did (yet), or no session it is meant for is up.
+RouteStatus = Literal["announced", "partial", "pending"]
+PeerRouteState = Literal["announced", "pending", "session down"]
 HEARTBEAT_LINE = b"#heartbeat\n"
 HEARTBEAT_INTERVAL = 0.5
 SLICE_S = 0.02  # the longest stretch of work between two chances for other tasks to run
@@ -74,22 +77,40 @@ class SpeakerView:
 
     peers: tuple[PeerStatus, ...]
     routes: Mapping[IPNetwork, Route]  # the chosen route per prefix
-    established: tuple[tuple[frozenset[IPNetwork], Mapping[IPNetwork, Route]], ...]  # (for it, acked)
+    # Per configured peer, in config order: (name, established, prefixes meant for it, acked).
+    sessions: tuple[tuple[str, bool, frozenset[IPNetwork], Mapping[IPNetwork, Route]], ...]
     unconfirmed: tuple[Route, ...]  # handed over but never sent: duplicates, invalid
     version: int  # changes whenever anything above may have changed
 
-    def route_states(self) -> dict[Route, RouteStatus]:
-        """A route is announced when ExaBGP acked it, as it is now, to an established peer."""
-        states: dict[Route, RouteStatus] = {}
+    def per_peer(self) -> dict[Route, tuple[tuple[str, PeerRouteState], ...]]:
+        """Where each route really went: per peer it is meant for (family, families)."""
+        found: dict[Route, tuple[tuple[str, PeerRouteState], ...]] = {}
         for prefix, route in self.routes.items():
-            announced = any(
-                prefix in routes and _wire(acked.get(prefix)) == _wire(route)
-                for routes, acked in self.established
-            )
-            states[route] = "announced" if announced else "pending"
+            wire = _wire(route)
+            states: list[tuple[str, PeerRouteState]] = []
+            for name, up, meant, acked in self.sessions:
+                if prefix not in meant:
+                    continue
+                if not up:
+                    states.append((name, "session down"))
+                else:
+                    states.append((name, "announced" if _wire(acked.get(prefix)) == wire else "pending"))
+            found[route] = tuple(states)
         for route in self.unconfirmed:
-            states[route] = "pending"
-        return states
+            found[route] = ()
+        return found
+
+    def route_states(self) -> dict[Route, RouteStatus]:
+        return {route: overall(states) for route, states in self.per_peer().items()}
+
+
+def overall(states: tuple[tuple[str, PeerRouteState], ...]) -> RouteStatus:
+    """Announced only where it really went: every established peer it is meant for has it."""
+    up = [state for _, state in states if state != "session down"]
+    done = sum(state == "announced" for state in up)
+    if up and done == len(up):
+        return "announced"
+    return "partial" if done else "pending"
 
 
 class ExaBGPSpeaker:
@@ -187,13 +208,18 @@ class ExaBGPSpeaker:
         """A copy of what the status needs, taken on the event loop in a few milliseconds even for
         50,000 routes; the per-route work (`route_states`) then runs wherever the caller likes."""
         desired = self._desired
+        names = {p.address: p.name for p in self.bgp.peers}
         return SpeakerView(
             peers=self.peers(),
             routes=dict(desired.routes),
-            established=tuple(
-                (frozenset(routes), dict(self._acked[peer]))
-                for peer, routes in desired.by_peer.items()
-                if self._table.established(peer)
+            sessions=tuple(
+                (
+                    names[peer],
+                    self._table.established(peer),
+                    frozenset(desired.by_peer.get(peer, ())),
+                    dict(self._acked[peer]) if self._table.established(peer) else {},
+                )
+                for peer in self._addresses
             ),
             unconfirmed=tuple(r for rs in desired.duplicates.values() for r in rs) + tuple(desired.invalid),
             version=self.version,

@@ -33,9 +33,17 @@ def render_routes(routes: Sequence[dict[str, Any]]) -> str:
     if not routes:
         return "routes: none"
     rows = [
-        (r.get("prefix"), r.get("next_hop"), r.get("origin"), r.get("state"), r.get("reason")) for r in routes
+        (
+            r.get("prefix"),
+            r.get("next_hop"),
+            r.get("origin"),
+            r.get("state"),
+            ",".join(name for name, state in (r.get("peers") or {}).items() if state == "announced") or None,
+            r.get("reason") or r.get("note"),
+        )
+        for r in routes
     ]
-    return table(("PREFIX", "NEXT HOP", "ORIGIN", "STATE", "REASON"), rows)
+    return table(("PREFIX", "NEXT HOP", "ORIGIN", "STATE", "AT", "REASON"), rows)
 
 
 def render_events(events: Sequence[dict[str, Any]]) -> str:

@@ -19,6 +19,8 @@ LogFormat = Literal["auto", "json", "console"]
 CheckType = Literal["tcp", "http", "exec"]
 Family = Literal["ipv4-unicast", "ipv6-unicast"]
 OvnMode = Literal["all-members", "active-chassis"]
+# What to do with an OVN next hop the BGP peer cannot reach (not on a subnet the session leaves by).
+UnusableNextHop = Literal["self", "withhold"]
 
 DEFAULT_LXD_SOCKET = Path("/var/lib/lxd/unix.socket")
 DEFAULT_CONTROL_SOCKET = Path("/run/fabricd/fabricd.sock")
@@ -148,7 +150,8 @@ class OvnUplinkConfig:
     """How one OVN uplink's networks are announced in a cluster."""
 
     uplink: str
-    mode: OvnMode
+    mode: OvnMode | None = None  # None: routes.ovn_default_mode
+    unusable_next_hop: UnusableNextHop = "self"
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,9 +175,15 @@ class RoutesConfig:
 
     def ovn_mode(self, uplink: str) -> OvnMode:
         for entry in self.ovn_uplinks:
-            if entry.uplink == uplink:
+            if entry.uplink == uplink and entry.mode is not None:
                 return entry.mode
         return self.ovn_default_mode
+
+    def unusable_next_hop(self, uplink: str) -> UnusableNextHop:
+        for entry in self.ovn_uplinks:
+            if entry.uplink == uplink:
+                return entry.unusable_next_hop
+        return "self"
 
 
 @dataclass(frozen=True, slots=True)

@@ -88,6 +88,10 @@ class LXDApi:
             raise ValueError(f"conditional write needs PUT or PATCH, not {method}")
         self._request(method, path, params=params, json=dict(body), headers={"If-Match": if_match})
 
+    def post(self, path: str, body: Mapping[str, Any], **params: str) -> Any:
+        """POST /1.0<path> (creating an object); synchronous endpoints only."""
+        return self._request("POST", path, params=params, json=dict(body))[0]
+
     def _request(
         self,
         method: str,
@@ -113,7 +117,7 @@ class LXDApi:
             raise LXDRequestFailed(path, status, "reply is not a JSON object", method)
         if status == 412:
             raise LXDPreconditionFailed(path, status, str(body.get("error", ""))[:200], method)
-        if status != 200 or body.get("type") == "error":
+        if status not in (200, 201) or body.get("type") == "error":
             raise LXDRequestFailed(path, status, str(body.get("error", ""))[:200], method)
         return body.get("metadata"), response
 

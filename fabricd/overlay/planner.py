@@ -136,7 +136,7 @@ def _plan_peers(
     seen_names: dict[str, IPAddress | None] = {}
     flood_by_address: dict[IPAddress, str] = {}
     family = host.underlay_address.version
-    for cand in sorted(set(candidates), key=lambda c: (c.name, _address_key(c.address), not c.online)):
+    for cand in sorted(set(candidates), key=_candidate_order):
         if cand.name in seen_names:
             if seen_names[cand.name] != cand.address:
                 refused.append(
@@ -177,6 +177,11 @@ def _plan_peers(
             views.append(PeerView(cand.name, cand.address, "up", f"same address as {first}"))
         vteps[cand.name] = cand.address
     return views, flood, vteps
+
+
+def _candidate_order(c: _Candidate) -> tuple[object, ...]:
+    # Every field: LXD listing one member twice, differently, must not make the plan order-dependent.
+    return (c.name, _address_key(c.address), not c.online, c.status, c.url)
 
 
 def _member_candidates(members: Iterable[MemberRecord]) -> Iterable[_Candidate]:

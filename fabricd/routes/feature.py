@@ -17,6 +17,7 @@ from fabricd.agent.decisions import DecisionLog
 from fabricd.agent.feature import CommandHandler, Feature, FeatureStatus
 from fabricd.agent.loop import Key, Observations
 from fabricd.agent.status import Metric
+from fabricd.bgp.paths import SESSION_PATHS, SessionPathObserver
 from fabricd.bgp.peer_state import PeerStatus
 from fabricd.bgp.speaker import ExaBGPSpeaker, SpeakerView
 from fabricd.config.model import FabricConfig
@@ -30,13 +31,16 @@ ROUTE_PLANS: Key[RoutePlan] = Key("routes")
 
 
 class LXDRoutePlanning:
-    """Plans routes from the LXD observation; nothing until LXD was read once (nothing is known)."""
+    """Plans routes from the LXD observation; nothing until LXD was read once (nothing is known).
+
+    With BGP peers, next hops are checked against the sessions' paths, so this waits for those
+    too: planning without them would flip OVN next hops between passes."""
 
     key = ROUTE_PLANS
-    inputs = (LXD,)
 
-    def __init__(self, planner: IncrementalPlanner) -> None:
+    def __init__(self, planner: IncrementalPlanner, check_paths: bool) -> None:
         self._planner = planner
+        self.inputs: tuple[Key[Any], ...] = (LXD, SESSION_PATHS) if check_paths else (LXD,)
 
     def plan(self, observed: Observations) -> RoutePlan | None:
         observation = observed.get(LXD)
@@ -44,7 +48,7 @@ class LXDRoutePlanning:
             return None
         # While LXD is away the observer keeps its last snapshot, so this plan (and the
         # announcements) stay as they were instead of flapping.
-        return self._planner.update(observation.snapshot)
+        return self._planner.update(observation.snapshot, observed.get(SESSION_PATHS))
 
 
 class RouteAnnouncing:
@@ -94,7 +98,9 @@ class RouteFeature(Feature):
             self.speaker.on_change = on_change
             self.speaker.on_peer = self._peer_changed
         self.announcing = RouteAnnouncing(self.speaker, config.routes.max_prefixes, decisions)
-        self.planners = (LXDRoutePlanning(self.planner),)
+        self.paths = SessionPathObserver(config.bgp.peers) if config.bgp is not None else None
+        self.observers = (self.paths,) if self.paths is not None else ()
+        self.planners = (LXDRoutePlanning(self.planner, self.paths is not None),)
         self.appliers = (self.announcing,)
         self._rows: tuple[object, int, list[dict[str, Any]]] | None = None  # (plan, version, rows)
 
@@ -137,7 +143,7 @@ class RouteFeature(Feature):
 
 
 def _rows(plan: RoutePlan, view: SpeakerView | None) -> list[dict[str, Any]]:
-    return route_rows(plan, view.route_states() if view is not None else {})
+    return route_rows(plan, view.per_peer() if view is not None else None)
 
 
 def _metrics(rows: list[dict[str, Any]], view: SpeakerView | None) -> tuple[Metric, ...]:

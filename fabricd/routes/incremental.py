@@ -19,6 +19,7 @@ from itertools import compress, count
 from operator import is_not
 from typing import TypeVar
 
+from fabricd.bgp.paths import SessionPaths
 from fabricd.config.model import FabricConfig
 from fabricd.lxd.records import LXDSnapshot, NetworkRecord
 from fabricd.routes.conflicts import (
@@ -101,13 +102,13 @@ class IncrementalPlanner:
         self._withheld: SortedBag[Refusal, RefusalKey] = SortedBag(refusal_key)
         self._plan = RoutePlan()
 
-    def update(self, snapshot: LXDSnapshot) -> RoutePlan:
+    def update(self, snapshot: LXDSnapshot, paths: SessionPaths | None = None) -> RoutePlan:
         with gc_paused():
-            return self._update(snapshot)
+            return self._update(snapshot, paths)
 
-    def _update(self, snapshot: LXDSnapshot) -> RoutePlan:
-        ctx = PlanContext.of(snapshot, self._config)
-        if ctx != self._ctx:  # this host's member name or clustering changed: start over
+    def _update(self, snapshot: LXDSnapshot, paths: SessionPaths | None) -> RoutePlan:
+        ctx = PlanContext.of(snapshot, self._config, paths)
+        if ctx != self._ctx:  # member name, clustering or the sessions' paths changed: start over
             self._ctx = ctx
             self._reset()
         for bag in (self._routes, self._refused, self._withheld):

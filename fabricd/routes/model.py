@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 IPAddress = IPv4Address | IPv6Address
@@ -41,6 +41,8 @@ class Route:
     next_hop: IPAddress
     origin: Origin
     attributes: RouteAttributes = RouteAttributes()
+    # Why the next hop is not the obvious one, for operators; never sent, never compared.
+    note: str = field(default="", compare=False)
 
     @property
     def version(self) -> int:

@@ -4,7 +4,11 @@ Read once per network (and its uplink) so the thousands of instances on it share
 Next hops:
 - OVN network: the uplink's `bgp.ipvX.nexthop` if set, else the network's own router address on
   the uplink (`volatile.network.ipvX.address`); the uplink is the network named by the OVN
-  network's `network` key, in project "default".
+  network's `network` key, in project "default". The router address is only useful to a peer that
+  can reach it: when it is not on a subnet the session to a peer of that family leaves through
+  (an uplink bridge local to this host, say), this host's underlay address is used instead
+  (next-hop self: the host forwards into the uplink), or, with the uplink's
+  `unusable_next_hop: withhold`, the routes are withheld.
 - bridge network: this host's underlay address of the family.
 """
 
@@ -13,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
+from fabricd.bgp.paths import SessionPaths
 from fabricd.config.model import FabricConfig, LXDConfig, RoutesConfig
 from fabricd.lxd.booleans import lxd_bool
 from fabricd.lxd.records import LXDSnapshot, NetworkRecord
@@ -42,9 +47,12 @@ class PlanContext:
     routes: RoutesConfig
     lxd: LXDConfig
     host_next_hops: tuple[IPAddress | str, IPAddress | str]  # v4, v6: an address or why none
+    paths: SessionPaths | None = None  # how the BGP sessions leave; None: not known, not checked
 
     @classmethod
-    def of(cls, snapshot: LXDSnapshot, config: FabricConfig) -> PlanContext:
+    def of(
+        cls, snapshot: LXDSnapshot, config: FabricConfig, paths: SessionPaths | None = None
+    ) -> PlanContext:
         host = config.host
         v4: IPAddress | str = "no IPv4 next hop: host.underlay_address is IPv6"
         if host.underlay_address.version == 4:
@@ -54,7 +62,7 @@ class PlanContext:
             v6 = _host_next_hop(host.underlay_address6, 6, "host.underlay_address6")
         elif host.underlay_address.version == 6:
             v6 = _host_next_hop(host.underlay_address, 6, "host.underlay_address")
-        return cls(snapshot.member, snapshot.clustered, config.routes, config.lxd, (v4, v6))
+        return cls(snapshot.member, snapshot.clustered, config.routes, config.lxd, (v4, v6), paths)
 
     def host_next_hop(self, version: int) -> IPAddress | str:
         return self.host_next_hops[0 if version == 4 else 1]
@@ -72,6 +80,8 @@ class FamilyInfo:
     allowed: Ranges = field(default_factory=Ranges)
     next_hop: IPAddress | None = None
     next_hop_problem: str = ""  # why next_hop is None
+    next_hop_note: str = ""  # why next_hop is not the obvious one (next-hop self)
+    withhold: str | None = None  # why this family's routes are not announced, though valid
     address_text: str = ""  # ipvX.address as written; "" when unset or "none"
     subnet: IPNetwork | None = None  # network form of ipvX.address, when readable
     nat: bool = False
@@ -115,6 +125,8 @@ def _bridge(record: NetworkRecord, ctx: PlanContext) -> NetworkInfo:
     for version in (4, 6):
         text, subnet = _own_address(record.config, version)
         own = [subnet] if subnet is not None else []
+        # ipvX.routes are prefixes LXD routes to this bridge: space for routes on it.
+        own += prefixes_from_list(record.config.get(f"ipv{version}.routes"), version)
         hop = ctx.host_next_hop(version)
         families.append(
             FamilyInfo(
@@ -131,24 +143,45 @@ def _bridge(record: NetworkRecord, ctx: PlanContext) -> NetworkInfo:
 
 def _ovn_next_hop(
     record: NetworkRecord, uplink: NetworkRecord | str, version: int
-) -> tuple[IPAddress | None, str]:
+) -> tuple[IPAddress | None, str, bool]:
+    """(next hop, why none, whether the uplink chose it): an uplink's bgp.ipvX.nexthop is the
+    operator's explicit choice and is taken as it is."""
     if isinstance(uplink, str):
-        return None, uplink
+        return None, uplink, False
     key = f"bgp.ipv{version}.nexthop"
     text = uplink.config.get(key, "").strip()
     if text:
         address = parse_address(text)
         if address is None:
-            return None, f"{key} '{shown(text)}' of uplink {uplink.name} is not an address"
-        return _checked(address, version, f"bgp.ipv{version}.nexthop of uplink {uplink.name}")
+            return None, f"{key} '{shown(text)}' of uplink {uplink.name} is not an address", True
+        return (*_checked(address, version, f"bgp.ipv{version}.nexthop of uplink {uplink.name}"), True)
     key = f"volatile.network.ipv{version}.address"
     text = record.config.get(key, "").strip()
     if not text:
-        return None, f"no uplink address yet ({key} unset)"
+        return None, f"no uplink address yet ({key} unset)", False
     address = parse_address(text.partition("/")[0])
     if address is None:
-        return None, f"{key} '{shown(text)}' is not an address"
-    return _checked(address, version, key)
+        return None, f"{key} '{shown(text)}' is not an address", False
+    return (*_checked(address, version, key), False)
+
+
+def _usable(family: FamilyInfo, uplink_name: str, version: int, ctx: PlanContext) -> FamilyInfo:
+    """Keep an OVN router address only if every peer of its family can reach it."""
+    hop = family.next_hop
+    if hop is None or ctx.paths is None:
+        return family
+    unusable = ctx.paths.unusable_for(hop)
+    if not unusable:
+        return family
+    where = ", ".join(f"{p.peer} leaves by {p.interface or '?'}" for p in unusable)
+    why = f"OVN router address {hop} is not on a subnet the BGP session uses ({where})"
+    if ctx.routes.unusable_next_hop(uplink_name) == "withhold":
+        key = f"bgp.ipv{version}.nexthop"
+        return replace(family, withhold=f"{why}; set {key} on uplink {shown(uplink_name)} to announce it")
+    self_hop = ctx.host_next_hop(version)
+    if isinstance(self_hop, str):
+        return replace(family, next_hop=None, next_hop_problem=f"{why}, and {self_hop}")
+    return replace(family, next_hop=self_hop, next_hop_note=f"next-hop self: {why}")
 
 
 def _checked(address: IPAddress, version: int, source: str) -> tuple[IPAddress | None, str]:
@@ -174,17 +207,16 @@ def _ovn(record: NetworkRecord, uplink: NetworkRecord | str, ctx: PlanContext) -
         if not isinstance(uplink, str):
             granted += prefixes_from_list(uplink.config.get(f"ipv{version}.routes"), version)
             granted += prefixes_from_address_ranges(uplink.config.get(f"ipv{version}.ovn.ranges"), version)
-        next_hop, problem = _ovn_next_hop(record, uplink, version)
-        families.append(
-            FamilyInfo(
-                allowed=Ranges.of(ctx.config_ranges(version) + granted),
-                next_hop=next_hop,
-                next_hop_problem=problem,
-                address_text=text,
-                subnet=subnet,
-                nat=lxd_bool(record.config.get(f"ipv{version}.nat")) is True,
-            )
+        next_hop, problem, chosen = _ovn_next_hop(record, uplink, version)
+        family = FamilyInfo(
+            allowed=Ranges.of(ctx.config_ranges(version) + granted),
+            next_hop=next_hop,
+            next_hop_problem=problem,
+            address_text=text,
+            subnet=subnet,
+            nat=lxd_bool(record.config.get(f"ipv{version}.nat")) is True,
         )
+        families.append(family if chosen else _usable(family, uplink_name, version, ctx))
     owner = f"uplink {shown(uplink_name)}" + (f" ({uplink})" if isinstance(uplink, str) else "")
     return NetworkInfo(
         record.project, record.name, "ovn", uplink=uplink_name, range_owner=owner,

@@ -13,6 +13,7 @@ the first routes.max_prefixes routes in sorted order are kept and the rest refus
 
 from __future__ import annotations
 
+from fabricd.bgp.paths import SessionPaths
 from fabricd.config.model import FabricConfig
 from fabricd.lxd.records import LXDSnapshot
 from fabricd.routes.conflicts import LiveIndex, refusal_key, resolve_prefix
@@ -25,13 +26,13 @@ from fabricd.routes.sources import Claim
 __all__ = ["IncrementalPlanner", "plan_routes"]
 
 
-def plan_routes(snapshot: LXDSnapshot, config: FabricConfig) -> RoutePlan:
+def plan_routes(snapshot: LXDSnapshot, config: FabricConfig, paths: SessionPaths | None = None) -> RoutePlan:
     with gc_paused():
-        return _plan(snapshot, config)
+        return _plan(snapshot, config, paths)
 
 
-def _plan(snapshot: LXDSnapshot, config: FabricConfig) -> RoutePlan:
-    ctx = PlanContext.of(snapshot, config)
+def _plan(snapshot: LXDSnapshot, config: FabricConfig, paths: SessionPaths | None) -> RoutePlan:
+    ctx = PlanContext.of(snapshot, config, paths)
     infos, _ = network_infos(snapshot.networks, ctx)
     refused: set[Refusal] = set()
     withheld: set[Refusal] = set()

@@ -8,7 +8,7 @@ Allowed ranges. A route must lie inside the union of its network's allowed range
   `ipv6.ovn.ranges` (`start-end`, summarized into prefixes), plus `routes.allowed_ranges`;
 - routes of a bridge network (NIC external routes, forwards, load balancers, instance addresses,
   `user.fabric.routes`): `routes.allowed_ranges` plus the bridge's own `ipv4.address` /
-  `ipv6.address` subnet.
+  `ipv6.address` subnet and its `ipv4.routes` / `ipv6.routes` (prefixes LXD routes to the bridge).
 A range allows itself and what lies inside it, never anything broader: a tenant subnet covering
 the uplink's ranges is outside them. Unreadable range entries are skipped, which can only narrow
 what is allowed. Whatever the ranges say, /0 and special-purpose space (loopback, link-local,

@@ -111,6 +111,7 @@ class _Collector:
             return
         route: Route | None = None
         reason = ""
+        withhold = withhold or family.withhold
         if withhold is not None:
             reason = withhold
         elif info.attribute_problem is not None:
@@ -120,7 +121,7 @@ class _Collector:
         elif family.next_hop.version != prefix.version:  # networks.py sees to it; never announce one
             reason = f"next hop {family.next_hop} is the wrong family"
         else:
-            route = Route(prefix, family.next_hop, origin, info.attributes)
+            route = Route(prefix, family.next_hop, origin, info.attributes, family.next_hop_note)
         self.claims.append(Claim(prefix, origin, info.key, live, route, reason, withhold is not None))
 
 

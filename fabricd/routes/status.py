@@ -1,29 +1,57 @@
-"""Route and peer status rows for fabricctl, built from the plan and what the speaker confirmed."""
+"""Route status rows for fabricctl, built from the plan and where the speaker says each route went."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
+from fabricd.bgp.speaker import PeerRouteState, RouteStatus, overall
 from fabricd.routes.model import Refusal, Route, RoutePlan
 
+PerPeer = tuple[tuple[str, PeerRouteState], ...]
 
-def route_rows(plan: RoutePlan, states: Mapping[Route, str]) -> list[dict[str, Any]]:
-    """One row per route: announced or pending (speaker's view), refused or withheld (planner's)."""
-    rows = [_route_row(route, states.get(route, "pending")) for route in plan.routes]
+
+def route_rows(plan: RoutePlan, per_peer: Mapping[Route, PerPeer] | None) -> list[dict[str, Any]]:
+    """One row per route: announced, partial or pending (per peer, the speaker's view), refused or
+    withheld (the planner's). `per_peer` is None when no BGP speaker runs."""
+    rows = [_route_row(route, per_peer) for route in plan.routes]
     rows += [_refusal_row(refusal, "refused") for refusal in plan.refused]
     rows += [_refusal_row(refusal, "withheld") for refusal in plan.withheld]
     return rows
 
 
-def _route_row(route: Route, state: str) -> dict[str, Any]:
+def _reason(state: RouteStatus, peers: PerPeer, route: Route) -> str | None:
+    if state == "announced":
+        return None
+    waiting = [name for name, s in peers if s == "pending"]
+    down = [name for name, s in peers if s == "session down"]
+    if state == "partial":
+        return f"not yet acknowledged by {', '.join(waiting)}"
+    if not peers:
+        return f"no BGP peer takes IPv{route.version} routes"
+    if waiting:
+        return f"waiting for {', '.join(waiting)} to acknowledge"
+    return f"no session it is meant for is up ({', '.join(down)} down)"
+
+
+def _route_row(route: Route, per_peer: Mapping[Route, PerPeer] | None) -> dict[str, Any]:
     attributes = route.attributes
+    if per_peer is None:
+        state: RouteStatus = "pending"
+        peers: PerPeer = ()
+        reason: str | None = "no bgp section: nothing is announced"
+    else:
+        peers = per_peer.get(route, ())
+        state = overall(peers)
+        reason = _reason(state, peers, route)
     return {
         "prefix": str(route.prefix),
         "next_hop": str(route.next_hop),
         "origin": str(route.origin),
         "state": state,
-        "reason": None if state == "announced" else "waiting for the BGP speaker to confirm",
+        "reason": reason,
+        "peers": {name: s for name, s in peers},
+        "note": route.note or None,
         "communities": list(attributes.communities),
         "large_communities": list(attributes.large_communities),
         "med": attributes.med,

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -275,6 +278,93 @@ def test_active_chassis_member_alone_announces_and_the_announcement_follows(lab:
     finally:
         m1.run(["lxc", "network", "delete", OVN_NET], check=False, timeout=60)
     wait_for(r1.netns_name, OVN_V4, None)
+
+
+# --- the DHCP/DNS authority's election on the cluster's database ------------------------------------
+
+ELECTION_DRIVER = Path(__file__).with_name("election_driver.py")
+TTL, MARGIN = 2.0, 0.5  # the elector's defaults (fabricd.authority.election.ElectionTimers)
+
+
+def elector_lines(node: NodeRuntime, log: str) -> list[dict[str, object]]:
+    path = node.log_file(log)
+    text = path.read_text() if path.exists() else ""
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def start_elector(node: NodeRuntime, log: str) -> int:
+    node.log_file(log).unlink(missing_ok=True)
+    return node.spawn([sys.executable, str(ELECTION_DRIVER), "/var/lib/lxd/unix.socket", node.name], log)
+
+
+def serving_now(node: NodeRuntime, log: str) -> bool:
+    lines = elector_lines(node, log)
+    return bool(lines) and bool(lines[-1]["serving"])
+
+
+def wait_one_server(lab: Lab, logs: dict[str, str], timeout: float = 15) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        serving = [m for m in MEMBERS if serving_now(lab.node(m), logs[m])]
+        assert len(serving) <= 1, serving
+        if serving:
+            return serving[0]
+        time.sleep(0.05)
+    raise AssertionError("no elector became the authority")
+
+
+def test_election_one_authority_fails_over_within_ttl_and_hands_over_cleanly(lab: Lab) -> None:
+    logs = {m: f"elector-{m}" for m in MEMBERS}
+    pids = {m: start_elector(lab.node(m), logs[m]) for m in MEMBERS}
+    try:
+        holder = wait_one_server(lab, logs)
+        standby = next(m for m in MEMBERS if m != holder)
+        # Renewals every 0.5 s must not make the agents resync: the ACL's events are ignored.
+        before = {m: int(status(lab.node(m))["reconcile"]["passes"]) for m in MEMBERS}  # type: ignore[index]
+        time.sleep(5.0)
+        after = {m: int(status(lab.node(m))["reconcile"]["passes"]) for m in MEMBERS}  # type: ignore[index]
+        assert all(after[m] - before[m] <= 4 for m in MEMBERS), (before, after)  # interval 5 s, plus slack
+        used_by = json.loads(
+            lab.node("m1").run(["lxc", "query", "/1.0/network-acls/fabricd-authority"]).stdout
+        )
+        assert used_by["used_by"] in ([], None)
+        # The holder dies without a word (SIGKILL): the standby takes over after one ttl of silence.
+        last_renewal = max(
+            float(line["renewed"] or 0) for line in elector_lines(lab.node(holder), logs[holder])
+        )
+        killed_at = time.time()
+        os.kill(pids[holder], signal.SIGKILL)
+        assert wait_one_server(lab, logs, timeout=10) == standby
+        took_over = next(
+            float(line["t"]) for line in elector_lines(lab.node(standby), logs[standby]) if line["serving"]
+        )
+        gap = took_over - killed_at
+        assert took_over >= last_renewal + TTL - MARGIN  # the dead holder had fenced itself by then
+        assert gap <= TTL + 1.0, gap
+        # A clean stop releases the lease: the other side takes over at its next read.
+        pids[holder] = start_elector(lab.node(holder), logs[holder])
+        time.sleep(1.0)
+        assert not serving_now(lab.node(holder), logs[holder])  # the restarted one is a standby
+        stopped_at = time.time()
+        os.kill(pids[standby], signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while not serving_now(lab.node(holder), logs[holder]):
+            assert time.monotonic() < deadline, "no handover after a clean stop"
+            time.sleep(0.02)
+        handover = (
+            next(
+                float(line["t"])
+                for line in reversed(elector_lines(lab.node(holder), logs[holder]))
+                if line["serving"]
+            )
+            - stopped_at
+        )
+        assert handover <= 1.0, handover
+        print(f"\nelection: failover {gap:.2f} s after SIGKILL, clean handover {handover:.2f} s")
+    finally:
+        for pid in pids.values():
+            if netns.alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_down_leaves_nothing(lab: Lab) -> None:

@@ -795,3 +795,17 @@ def test_daemon_state_dir_defaults_to_run_and_must_be_absolute() -> None:
         load_config_text(HOST + "daemon:\n  state_dir: run/fabricd\n", "f.yaml")
     (problem,) = caught.value.problems
     assert problem.key_path == "daemon.state_dir" and problem.line == 5 and "absolute path" in problem.message
+
+
+def test_ovn_uplinks_take_unusable_next_hop_and_an_optional_mode() -> None:
+    cfg = load_config_text(
+        HOST + "routes:\n  ovn_uplinks:\n    - {uplink: LOCAL, unusable_next_hop: withhold}\n"
+        "    - {uplink: ROUTED, mode: active-chassis}\n"
+    )
+    assert cfg.routes.unusable_next_hop("LOCAL") == "withhold"
+    assert cfg.routes.unusable_next_hop("ROUTED") == cfg.routes.unusable_next_hop("other") == "self"
+    assert cfg.routes.ovn_mode("LOCAL") == "all-members" and cfg.routes.ovn_mode("ROUTED") == "active-chassis"
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(HOST + "routes:\n  ovn_uplinks: [{uplink: U, unusable_next_hop: drop}]\n", "f.yaml")
+    (problem,) = caught.value.problems
+    assert problem.key_path == "routes.ovn_uplinks[0].unusable_next_hop" and "withhold" in problem.message

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fabricd.lxd.events import InstanceHint, NetworkHint, ResyncHint, classify
+from fabricd.lxd.events import ELECTION_ACL, InstanceHint, NetworkHint, ResyncHint, classify
 
 FAST = settings(max_examples=150, deadline=None)
 
@@ -136,6 +136,13 @@ def test_network_sub_resource_events_name_the_network(action: str, source: str, 
 )
 def test_indirect_changes_resync(action: str, source: str) -> None:
     assert classify(lifecycle(action, source, "default")) == ResyncHint(action)
+
+
+def test_the_election_records_renewals_cause_no_resync() -> None:
+    assert classify(lifecycle("network-acl-updated", f"/1.0/network-acls/{ELECTION_ACL}", "default")) is None
+    assert classify(lifecycle("network-acl-updated", "/1.0/network-acls/other", "default")) == ResyncHint(
+        "network-acl-updated"
+    )
 
 
 @pytest.mark.parametrize(

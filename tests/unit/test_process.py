@@ -49,7 +49,7 @@ def test_a_child_that_exits_is_restarted_with_growing_backoff_and_reaped(tmp_pat
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert gaps[-1] > gaps[0]  # 0.05, 0.1, 0.2 ...
     assert last_exit is not None and "exited with status 3" in last_exit
-    assert (tmp_path / "quitter.out").read_text().count("ran") >= 4
+    assert (tmp_path / "quitter.out").read_text().count("ran") >= starts - 1  # the last may not have run yet
 
 
 def test_a_watch_ends_a_run_and_stop_terminates_and_reaps(tmp_path: Path) -> None:

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from ipaddress import ip_address, ip_network
 
-from fabricd.lxd.records import ListenerRecord
-from fabricd.routes.model import Origin, RouteAttributes
+from fabricd.bgp.paths import SessionPath, SessionPaths
+from fabricd.config.model import FabricConfig
+from fabricd.lxd.records import ListenerRecord, LXDSnapshot
+from fabricd.routes.model import Origin, RouteAttributes, RoutePlan
 from fabricd.routes.planner import IncrementalPlanner, plan_routes
 from tests.unit.lxd_strategies import (
+    CONFIG,
     HOST,
     announced,
     bridge,
@@ -396,3 +400,78 @@ def timing_check() -> None:
 
 if __name__ == "__main__":
     timing_check()
+
+
+# --- next hops the peer can use (the sessions' paths) ---------------------------------------------
+
+PEER4 = SessionPath(
+    "r1", ip_address("192.0.2.1"), "eth1", ip_address(UNDERLAY4), (ip_network("192.0.2.0/24"),)
+)
+PEER6 = SessionPath(
+    "r1-v6", ip_address("2001:db8::1"), "eth1", ip_address(UNDERLAY6), (ip_network("2001:db8::/64"),)
+)
+LOCAL_UPLINK = SessionPaths((PEER4, PEER6))  # the sessions leave by eth1; the uplink is elsewhere
+
+
+def planned_with(snap: LXDSnapshot, paths: SessionPaths, cfg: FabricConfig = CONFIG) -> RoutePlan:
+    cold = plan_routes(snap, cfg, paths)
+    assert IncrementalPlanner(cfg).update(snap, paths) == cold
+    return cold
+
+
+def test_an_ovn_router_address_the_peer_cannot_reach_becomes_next_hop_self() -> None:
+    plan = planned_with(snapshot(uplink(), ovn()), LOCAL_UPLINK)
+    assert announced(plan) == {"198.51.100.0/26": UNDERLAY4, "2001:db8:100:1::/64": UNDERLAY6}
+    notes = {str(r.prefix): r.note for r in plan.routes}
+    assert notes["198.51.100.0/26"].startswith(f"next-hop self: OVN router address {OVN_HOP4} is not on")
+    assert "r1 leaves by eth1" in notes["198.51.100.0/26"]
+
+
+def test_an_ovn_router_address_on_the_sessions_subnet_is_kept() -> None:
+    shared = SessionPaths(
+        (
+            replace(PEER4, connected=(ip_network("203.0.113.0/24"),)),
+            replace(PEER6, connected=(ip_network("2001:db8:ff::/64"),)),
+        )
+    )
+    plan = planned_with(snapshot(uplink(), ovn()), shared)
+    assert announced(plan) == {"198.51.100.0/26": OVN_HOP4, "2001:db8:100:1::/64": OVN_HOP6}
+    assert {r.note for r in plan.routes} == {""}
+
+
+def test_an_uplink_can_withhold_instead_naming_the_nexthop_key() -> None:
+    cfg = config(RANGES + "  ovn_uplinks: [{uplink: UPLINK, unusable_next_hop: withhold}]\n")
+    plan = planned_with(snapshot(uplink(), ovn()), LOCAL_UPLINK, cfg)
+    assert plan.routes == ()
+    found = reasons(plan.withheld)
+    assert "set bgp.ipv4.nexthop on uplink UPLINK" in found["198.51.100.0/26"][0]
+    assert "set bgp.ipv6.nexthop on uplink UPLINK" in found["2001:db8:100:1::/64"][0]
+
+
+def test_the_uplinks_bgp_nexthop_still_wins_unchecked() -> None:
+    up = uplink({"bgp.ipv4.nexthop": "203.0.113.1", "bgp.ipv6.nexthop": "2001:db8:ff::1"})
+    plan = planned_with(snapshot(up, ovn()), LOCAL_UPLINK)
+    assert announced(plan) == {"198.51.100.0/26": "203.0.113.1", "2001:db8:100:1::/64": "2001:db8:ff::1"}
+
+
+def test_only_peers_of_the_family_and_with_a_known_path_count() -> None:
+    unknown6 = replace(PEER6, interface=None, local=None, connected=(), error="no route to 2001:db8::1")
+    plan = planned_with(snapshot(uplink(), ovn()), SessionPaths((PEER4, unknown6)))
+    assert announced(plan) == {"198.51.100.0/26": UNDERLAY4, "2001:db8:100:1::/64": OVN_HOP6}
+
+
+def test_bridge_routes_are_not_rewritten() -> None:
+    snap = snapshot(bridge(), instance("web", nic("br0", {"ipv4.routes.external": "10.50.1.0/24"})))
+    plan = planned_with(snap, LOCAL_UPLINK)
+    assert announced(plan) == {"10.50.1.0/24": UNDERLAY4}
+
+
+def test_a_bridges_own_routes_are_allowed_space_for_routes_on_it() -> None:
+    br = bridge(config={"ipv4.routes": "10.60.0.0/24", "ipv6.routes": "2001:db8:60::/48"})
+    nic_routes = {"ipv4.routes.external": "10.60.0.0/25", "ipv6.routes.external": "2001:db8:60:1::/64"}
+    plan = planned(snapshot(br, instance("c1", nic("br0", nic_routes))), config())
+    assert announced(plan) == {"10.60.0.0/25": UNDERLAY4, "2001:db8:60:1::/64": UNDERLAY6}
+    outside = planned(
+        snapshot(bridge(), instance("c1", nic("br0", {"ipv4.routes.external": "10.60.0.0/25"}))), config()
+    )
+    assert announced(outside) == {} and "10.60.0.0/25" in reasons(outside.refused)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fabricd.config import converters as convert
-from fabricd.config.model import OvnMode, OvnUplinkConfig, RoutesConfig
+from fabricd.config.model import OvnMode, OvnUplinkConfig, RoutesConfig, UnusableNextHop
 from fabricd.config.reader import Invalid, Unique, Value, convert_all
 
 _ROUTES_KEYS = (
@@ -22,6 +22,7 @@ _ROUTES_KEYS = (
     "ovn_uplinks",
 )
 OVN_MODES: tuple[OvnMode, ...] = ("all-members", "active-chassis")
+UNUSABLE_NEXT_HOP: tuple[UnusableNextHop, ...] = ("self", "withhold")
 
 
 def parse_routes(value: Value) -> RoutesConfig:
@@ -59,11 +60,14 @@ def _parse_ovn_uplinks(value: Value) -> tuple[OvnUplinkConfig, ...]:
 
 
 def _parse_ovn_uplink(value: Value, seen: Unique) -> OvnUplinkConfig:
-    m = value.mapping(("uplink", "mode"))
+    m = value.mapping(("uplink", "mode", "unusable_next_hop"))
     uplink = m.require("uplink", convert.name)
-    mode = m.require("mode", convert.choice(OVN_MODES))
+    mode = m.get("mode", convert.choice(OVN_MODES), None)
+    unusable = m.get(
+        "unusable_next_hop", convert.choice(UNUSABLE_NEXT_HOP), OvnUplinkConfig("").unusable_next_hop
+    )
     if uplink is not None:
         seen.check(m, "uplink", uplink)
-    if not m.clean() or uplink is None or mode is None:
+    if not m.clean() or uplink is None:
         raise Invalid
-    return OvnUplinkConfig(uplink, mode)
+    return OvnUplinkConfig(uplink, mode, unusable)

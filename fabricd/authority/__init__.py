@@ -1,0 +1,1 @@
+"""The DHCP/DNS authority: one dnsmasq for the whole overlay, elected, with failover."""

@@ -1,0 +1,92 @@
+"""Which way each BGP session leaves this host, read from the kernel: a next hop is only useful to a
+peer if the peer can reach it, that is when it lies on a subnet of the interface the session uses
+(or is the session's own local address).
+
+Read by netlink in a worker thread each pass (one route lookup and one address list per peer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from ipaddress import ip_address, ip_interface
+
+from pyroute2 import IPRoute
+
+from fabricd.agent.loop import Key
+from fabricd.config.model import IPAddress, PeerConfig
+from fabricd.routes.model import IPNetwork
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPath:
+    peer: str  # the peer's name
+    address: IPAddress
+    interface: str | None = None
+    local: IPAddress | None = None  # the source address the kernel uses towards the peer
+    connected: tuple[IPNetwork, ...] = ()  # the interface's subnets of the peer's family
+    error: str | None = None
+
+    def reaches(self, next_hop: IPAddress) -> bool:
+        return next_hop == self.local or any(next_hop in net for net in self.connected)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPaths:
+    paths: tuple[SessionPath, ...] = ()
+
+    def unusable_for(self, next_hop: IPAddress) -> tuple[SessionPath, ...]:
+        """The peers of next_hop's family whose session cannot use it (unknown paths never count)."""
+        return tuple(
+            p
+            for p in self.paths
+            if p.address.version == next_hop.version and p.error is None and not p.reaches(next_hop)
+        )
+
+
+SESSION_PATHS: Key[SessionPaths] = Key("bgp-session-paths")
+
+
+def read_session_paths(peers: Sequence[PeerConfig], netns: str | None = None) -> SessionPaths:
+    from pyroute2 import NetNS
+
+    paths = []
+    with IPRoute() if netns is None else NetNS(netns) as ipr:
+        for peer in peers:
+            paths.append(_path(ipr, peer))
+    return SessionPaths(tuple(paths))
+
+
+def _path(ipr: IPRoute, peer: PeerConfig) -> SessionPath:
+    family = socket.AF_INET if peer.address.version == 4 else socket.AF_INET6
+    try:
+        found = ipr.route("get", dst=str(peer.address), family=family)
+    except Exception as exc:  # NetlinkError: no route to the peer
+        return SessionPath(peer.name, peer.address, error=f"no route to {peer.address}: {exc}")
+    if not found:
+        return SessionPath(peer.name, peer.address, error=f"no route to {peer.address}")
+    route = found[0]
+    index = route.get_attr("RTA_OIF")
+    source = route.get_attr("RTA_PREFSRC")
+    links = ipr.get_links(index) if index is not None else []
+    name = links[0].get_attr("IFLA_IFNAME") if links else None
+    connected = tuple(
+        ip_interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}").network
+        for a in ipr.get_addr(index=index, family=family)
+    )
+    local = peer.local_address or (ip_address(source) if source else None)
+    return SessionPath(peer.name, peer.address, name, local, connected)
+
+
+class SessionPathObserver:
+    key = SESSION_PATHS
+
+    def __init__(self, peers: Sequence[PeerConfig]) -> None:
+        self._peers = tuple(peers)
+        self.last = SessionPaths()
+
+    async def observe(self) -> SessionPaths:
+        self.last = await asyncio.to_thread(read_session_paths, self._peers)
+        return self.last
