@@ -53,8 +53,9 @@ def endpoint_of(config: LXDConfig) -> str:
 
 
 class LXDApi:
-    def __init__(self, config: LXDConfig) -> None:
+    def __init__(self, config: LXDConfig, timeout: tuple[float, float] = REQUEST_TIMEOUT) -> None:
         self.config = config
+        self.timeout = timeout
         self.endpoint = endpoint_of(config)
         cert = (
             (str(config.client_cert), str(config.client_key))
@@ -104,7 +105,7 @@ class LXDApi:
         url = f"{self.endpoint}/1.0{path}"
         try:
             response = self.session.request(
-                method, url, params=params, json=json, headers=headers, timeout=REQUEST_TIMEOUT
+                method, url, params=params, json=json, headers=headers, timeout=self.timeout
             )
         except (requests.ConnectionError, requests.Timeout, OSError) as exc:
             raise LXDUnavailable(f"{self.describe()}: {type(exc).__name__}: {str(exc)[:200]}") from exc

@@ -5,10 +5,12 @@ Next hops:
 - OVN network: the uplink's `bgp.ipvX.nexthop` if set, else the network's own router address on
   the uplink (`volatile.network.ipvX.address`); the uplink is the network named by the OVN
   network's `network` key, in project "default". The router address is only useful to a peer that
-  can reach it: when it is not on a subnet the session to a peer of that family leaves through
-  (an uplink bridge local to this host, say), this host's underlay address is used instead
-  (next-hop self: the host forwards into the uplink), or, with the uplink's
-  `unusable_next_hop: withhold`, the routes are withheld.
+  can reach it. When the uplink is a bridge local to this host (no `bridge.external_interfaces`,
+  so no router can sit on it) and the address is not on a subnet the session to a peer of that
+  family leaves through, this host's underlay address is used instead (next-hop self: the host
+  forwards into the uplink), or, with the uplink's `unusable_next_hop: withhold`, the routes are
+  withheld. A physical uplink, or a bridge with external interfaces, is a segment beyond this
+  host where the router may sit (the shared-L2 design): its addresses are kept.
 - bridge network: this host's underlay address of the family.
 """
 
@@ -165,16 +167,29 @@ def _ovn_next_hop(
     return (*_checked(address, version, key), False)
 
 
-def _usable(family: FamilyInfo, uplink_name: str, version: int, ctx: PlanContext) -> FamilyInfo:
-    """Keep an OVN router address only if every peer of its family can reach it."""
+def _host_local(uplink: NetworkRecord | str) -> bool:
+    """An uplink no router can be on: a bridge of this host with no port to a wider segment."""
+    if isinstance(uplink, str) or uplink.type != "bridge":
+        return False
+    return not uplink.config.get("bridge.external_interfaces", "").strip()
+
+
+def _usable(
+    family: FamilyInfo, uplink: NetworkRecord | str, uplink_name: str, version: int, ctx: PlanContext
+) -> FamilyInfo:
+    """Keep an OVN router address on a host-local uplink only if every peer of its family reaches
+    it through its session's own subnet."""
     hop = family.next_hop
-    if hop is None or ctx.paths is None:
+    if hop is None or ctx.paths is None or not _host_local(uplink):
         return family
     unusable = ctx.paths.unusable_for(hop)
     if not unusable:
         return family
     where = ", ".join(f"{p.peer} leaves by {p.interface or '?'}" for p in unusable)
-    why = f"OVN router address {hop} is not on a subnet the BGP session uses ({where})"
+    why = (
+        f"OVN router address {hop} is on host-local uplink {shown(uplink_name)}, "
+        f"not on a subnet the BGP session uses ({where})"
+    )
     if ctx.routes.unusable_next_hop(uplink_name) == "withhold":
         key = f"bgp.ipv{version}.nexthop"
         return replace(family, withhold=f"{why}; set {key} on uplink {shown(uplink_name)} to announce it")
@@ -216,7 +231,7 @@ def _ovn(record: NetworkRecord, uplink: NetworkRecord | str, ctx: PlanContext) -
             subnet=subnet,
             nat=lxd_bool(record.config.get(f"ipv{version}.nat")) is True,
         )
-        families.append(family if chosen else _usable(family, uplink_name, version, ctx))
+        families.append(family if chosen else _usable(family, uplink, uplink_name, version, ctx))
     owner = f"uplink {shown(uplink_name)}" + (f" ({uplink})" if isinstance(uplink, str) else "")
     return NetworkInfo(
         record.project, record.name, "ovn", uplink=uplink_name, range_owner=owner,

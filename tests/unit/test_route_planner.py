@@ -420,10 +420,11 @@ def planned_with(snap: LXDSnapshot, paths: SessionPaths, cfg: FabricConfig = CON
 
 
 def test_an_ovn_router_address_the_peer_cannot_reach_becomes_next_hop_self() -> None:
-    plan = planned_with(snapshot(uplink(), ovn()), LOCAL_UPLINK)
+    plan = planned_with(snapshot(uplink(kind="bridge"), ovn()), LOCAL_UPLINK)
     assert announced(plan) == {"198.51.100.0/26": UNDERLAY4, "2001:db8:100:1::/64": UNDERLAY6}
     notes = {str(r.prefix): r.note for r in plan.routes}
-    assert notes["198.51.100.0/26"].startswith(f"next-hop self: OVN router address {OVN_HOP4} is not on")
+    note = notes["198.51.100.0/26"]
+    assert note.startswith(f"next-hop self: OVN router address {OVN_HOP4} is on host-local")
     assert "r1 leaves by eth1" in notes["198.51.100.0/26"]
 
 
@@ -434,14 +435,14 @@ def test_an_ovn_router_address_on_the_sessions_subnet_is_kept() -> None:
             replace(PEER6, connected=(ip_network("2001:db8:ff::/64"),)),
         )
     )
-    plan = planned_with(snapshot(uplink(), ovn()), shared)
+    plan = planned_with(snapshot(uplink(kind="bridge"), ovn()), shared)
     assert announced(plan) == {"198.51.100.0/26": OVN_HOP4, "2001:db8:100:1::/64": OVN_HOP6}
     assert {r.note for r in plan.routes} == {""}
 
 
 def test_an_uplink_can_withhold_instead_naming_the_nexthop_key() -> None:
     cfg = config(RANGES + "  ovn_uplinks: [{uplink: UPLINK, unusable_next_hop: withhold}]\n")
-    plan = planned_with(snapshot(uplink(), ovn()), LOCAL_UPLINK, cfg)
+    plan = planned_with(snapshot(uplink(kind="bridge"), ovn()), LOCAL_UPLINK, cfg)
     assert plan.routes == ()
     found = reasons(plan.withheld)
     assert "set bgp.ipv4.nexthop on uplink UPLINK" in found["198.51.100.0/26"][0]
@@ -449,14 +450,14 @@ def test_an_uplink_can_withhold_instead_naming_the_nexthop_key() -> None:
 
 
 def test_the_uplinks_bgp_nexthop_still_wins_unchecked() -> None:
-    up = uplink({"bgp.ipv4.nexthop": "203.0.113.1", "bgp.ipv6.nexthop": "2001:db8:ff::1"})
+    up = uplink({"bgp.ipv4.nexthop": "203.0.113.1", "bgp.ipv6.nexthop": "2001:db8:ff::1"}, kind="bridge")
     plan = planned_with(snapshot(up, ovn()), LOCAL_UPLINK)
     assert announced(plan) == {"198.51.100.0/26": "203.0.113.1", "2001:db8:100:1::/64": "2001:db8:ff::1"}
 
 
 def test_only_peers_of_the_family_and_with_a_known_path_count() -> None:
     unknown6 = replace(PEER6, interface=None, local=None, connected=(), error="no route to 2001:db8::1")
-    plan = planned_with(snapshot(uplink(), ovn()), SessionPaths((PEER4, unknown6)))
+    plan = planned_with(snapshot(uplink(kind="bridge"), ovn()), SessionPaths((PEER4, unknown6)))
     assert announced(plan) == {"198.51.100.0/26": UNDERLAY4, "2001:db8:100:1::/64": OVN_HOP6}
 
 
@@ -475,3 +476,10 @@ def test_a_bridges_own_routes_are_allowed_space_for_routes_on_it() -> None:
         snapshot(bridge(), instance("c1", nic("br0", {"ipv4.routes.external": "10.60.0.0/25"}))), config()
     )
     assert announced(outside) == {} and "10.60.0.0/25" in reasons(outside.refused)
+
+
+def test_an_uplink_that_reaches_beyond_this_host_keeps_the_router_address() -> None:
+    # A physical uplink, or a bridge with a port to a wider segment: the router may sit on it.
+    for up in (uplink(kind="physical"), uplink({"bridge.external_interfaces": "eth2"}, kind="bridge")):
+        plan = planned_with(snapshot(up, ovn()), LOCAL_UPLINK)
+        assert announced(plan) == {"198.51.100.0/26": OVN_HOP4, "2001:db8:100:1::/64": OVN_HOP6}

@@ -1,0 +1,93 @@
+"""The running election: fencing happens on time even when the store hangs; a stop releases."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+from fabricd.authority.election import ElectionTimers, Elector, LeaseRecord, StoreRead, Write
+from fabricd.authority.runner import ElectionRunner
+
+TIMERS = ElectionTimers(ttl=0.6, renew_interval=0.1, margin=0.2)
+
+
+class HangingStore:
+    """An in-memory record with ETags whose reads can be made to hang (LXD wedged)."""
+
+    def __init__(self) -> None:
+        self.text, self.etag = "", 0
+        self.flowing = threading.Event()
+        self.flowing.set()
+
+    def read(self) -> StoreRead:
+        self.flowing.wait()
+        return StoreRead(LeaseRecord.decode(self.text), str(self.etag))
+
+    def write(self, write: Write) -> bool:
+        self.flowing.wait()
+        if write.if_match != str(self.etag):
+            return False
+        self.text, self.etag = write.record.encode(), self.etag + 1
+        return True
+
+
+def test_the_holder_fences_on_time_while_the_store_hangs_and_serves_again_after() -> None:
+    async def main() -> None:
+        store = HangingStore()
+        fenced: list[float] = []
+
+        async def on_fence() -> None:
+            fenced.append(time.monotonic())
+
+        runner = ElectionRunner(Elector("h1", TIMERS), store, lambda: None, on_fence)
+        stop = asyncio.Event()
+        task = asyncio.create_task(runner.run(stop))
+        while not runner.view().serving:
+            await asyncio.sleep(0.01)
+        assert runner.view().holder == "h1" and runner.view().fence_at is not None
+        store.flowing.clear()  # LXD hangs: no read or write returns
+        hung_at = time.monotonic()
+        while not fenced:
+            await asyncio.sleep(0.005)
+            assert time.monotonic() - hung_at < 2.0, "never fenced"
+        assert not runner.view().serving
+        assert fenced[0] - hung_at <= TIMERS.ttl - TIMERS.margin + 0.15  # from the last renewal
+        store.flowing.set()
+        while not runner.view().serving:  # the record still names h1: it renews and serves again
+            await asyncio.sleep(0.01)
+        stop.set()
+        await asyncio.wait_for(task, 3)
+        assert LeaseRecord.decode(store.text) == LeaseRecord("", runner.memory.epoch, TIMERS.ttl)  # released
+        assert len(fenced) == 2  # the hang, and the clean stop
+
+    asyncio.run(main())
+
+
+def test_a_standby_takes_over_a_released_lease_at_its_next_poll() -> None:
+    async def main() -> float:
+        store = HangingStore()
+
+        async def nothing() -> None:
+            return None
+
+        h1 = ElectionRunner(Elector("h1", TIMERS), store, lambda: None, nothing)
+        h2 = ElectionRunner(Elector("h2", TIMERS), store, lambda: None, nothing)
+        stop1, stop2 = asyncio.Event(), asyncio.Event()
+        t1 = asyncio.create_task(h1.run(stop1))
+        while not h1.view().serving:
+            await asyncio.sleep(0.01)
+        t2 = asyncio.create_task(h2.run(stop2))
+        await asyncio.sleep(0.3)
+        assert not h2.view().serving and h2.view().holder == "h1"
+        stop1.set()
+        await t1
+        released = time.monotonic()
+        while not h2.view().serving:
+            await asyncio.sleep(0.005)
+        took = time.monotonic() - released
+        stop2.set()
+        await t2
+        return took
+
+    assert asyncio.run(main()) <= TIMERS.renew_interval + 0.1
