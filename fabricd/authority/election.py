@@ -28,9 +28,13 @@ class LeaseRecord:
     holder: str = ""  # "" when free
     epoch: int = 0  # +1 on every change of holder: a fencing token for logs and status
     ttl: float = 2.0
+    # +1 on every write. LXD's ETag is a hash of the object's content: a renewal that wrote the
+    # same text would leave the ETag as it was, and standbys would take it for silence.
+    seq: int = 0
 
     def encode(self) -> str:
-        return json.dumps({"holder": self.holder, "epoch": self.epoch, "ttl": self.ttl}, sort_keys=True)
+        fields = {"holder": self.holder, "epoch": self.epoch, "ttl": self.ttl, "seq": self.seq}
+        return json.dumps(fields, sort_keys=True)
 
     @classmethod
     def decode(cls, text: str | None) -> LeaseRecord | None:
@@ -39,12 +43,13 @@ class LeaseRecord:
             return cls()
         try:
             data = json.loads(text)
-            holder, epoch, ttl = data["holder"], data["epoch"], data["ttl"]
+            holder, epoch, ttl, seq = data["holder"], data["epoch"], data["ttl"], data.get("seq", 0)
         except (ValueError, TypeError, KeyError):
             return None
-        if not isinstance(holder, str) or not isinstance(epoch, int) or not isinstance(ttl, int | float):
+        numbers = isinstance(epoch, int) and isinstance(seq, int) and isinstance(ttl, int | float)
+        if not isinstance(holder, str) or not numbers:
             return None
-        return cls(holder, epoch, float(ttl))
+        return cls(holder, epoch, float(ttl), seq)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +116,7 @@ class Elector:
             return replace(memory, reason="unreadable record; waiting ttl before taking over"), None
         memory = replace(memory, holder=record.holder)
         if record.holder == self.me:
-            renewed = LeaseRecord(self.me, record.epoch, self.timers.ttl)
+            renewed = LeaseRecord(self.me, record.epoch, self.timers.ttl, record.seq + 1)
             return replace(memory, epoch=record.epoch, reason="holder"), Write(renewed, read.etag, "renew")
         memory = replace(memory, renewed_at=None)  # someone else's (or nobody's): not ours
         if not record.holder:
@@ -122,7 +127,7 @@ class Elector:
         return replace(memory, reason=f"standby: {record.holder} holds epoch {record.epoch}"), None
 
     def _take(self, memory: Memory, record: LeaseRecord, etag: str, why: str) -> tuple[Memory, Write]:
-        taken = LeaseRecord(self.me, record.epoch + 1, self.timers.ttl)
+        taken = LeaseRecord(self.me, record.epoch + 1, self.timers.ttl, record.seq + 1)
         return replace(memory, reason=f"taking over: {why}"), Write(taken, etag, "take")
 
     def written(self, memory: Memory, write: Write, sent_at: float, ok: bool) -> Memory:
@@ -137,4 +142,5 @@ class Elector:
         """On a clean stop: free the record if it is ours, so a standby takes over at once."""
         if read.record is None or read.etag is None or read.record.holder != self.me:
             return None
-        return Write(LeaseRecord("", read.record.epoch, self.timers.ttl), read.etag, "release")
+        record = read.record
+        return Write(LeaseRecord("", record.epoch, self.timers.ttl, record.seq + 1), read.etag, "release")

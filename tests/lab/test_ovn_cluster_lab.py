@@ -302,10 +302,11 @@ def serving_now(node: NodeRuntime, log: str) -> bool:
     return bool(lines) and bool(lines[-1]["serving"])
 
 
-def wait_one_server(lab: Lab, logs: dict[str, str], timeout: float = 15) -> str:
+def wait_one_server(lab: Lab, logs: dict[str, str], pids: dict[str, int], timeout: float = 15) -> str:
+    """The one live elector that serves (a killed one's last line no longer counts)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        serving = [m for m in MEMBERS if serving_now(lab.node(m), logs[m])]
+        serving = [m for m in MEMBERS if netns.alive(pids[m]) and serving_now(lab.node(m), logs[m])]
         assert len(serving) <= 1, serving
         if serving:
             return serving[0]
@@ -317,7 +318,7 @@ def test_election_one_authority_fails_over_within_ttl_and_hands_over_cleanly(lab
     logs = {m: f"elector-{m}" for m in MEMBERS}
     pids = {m: start_elector(lab.node(m), logs[m]) for m in MEMBERS}
     try:
-        holder = wait_one_server(lab, logs)
+        holder = wait_one_server(lab, logs, pids)
         standby = next(m for m in MEMBERS if m != holder)
         # Renewals every 0.5 s must not make the agents resync: the ACL's events are ignored.
         before = {m: int(status(lab.node(m))["reconcile"]["passes"]) for m in MEMBERS}  # type: ignore[index]
@@ -334,7 +335,10 @@ def test_election_one_authority_fails_over_within_ttl_and_hands_over_cleanly(lab
         )
         killed_at = time.time()
         os.kill(pids[holder], signal.SIGKILL)
-        assert wait_one_server(lab, logs, timeout=10) == standby
+        while netns.alive(pids[holder]):  # SIGKILL lands a moment after kill() returns
+            time.sleep(0.005)
+        new_holder = wait_one_server(lab, logs, pids, timeout=10)
+        assert new_holder == standby, {m: elector_lines(lab.node(m), logs[m])[-4:] for m in MEMBERS}
         took_over = next(
             float(line["t"]) for line in elector_lines(lab.node(standby), logs[standby]) if line["serving"]
         )
