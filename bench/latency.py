@@ -375,7 +375,7 @@ class LatencyRun:
                 "lxd_bgp_published_floor_source": LXD_BGP_SOURCE,
                 "speaker_floor": {
                     "what": (
-                        "measured in this run: ExaBGPSpeaker alone (bench/scale_driver.py on h2, h2's "
+                        "measured in this run: ExaBGPSpeaker alone (bench/speaker_driver.py on h2, h2's "
                         "fabricd stopped): set_routes call → r1's FIB; fabricd p50 minus this p50 = LXD "
                         "event + re-read + plan"
                     ),

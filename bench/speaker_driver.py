@@ -1,22 +1,16 @@
-"""The agent-equivalent process the benchmark runs inside a lab node: the agent's route feature
-(planner + ExaBGPSpeaker), built by the agent's own composition code.
+"""The speaker alone, in a lab node: the latency benchmark's same-run floor.
 
-    python -m bench.scale_driver --config labs/basic/h1/fabricd.yaml --state DIR [--allowed CIDR]...
+    python -m bench.speaker_driver --config labs/basic/h2/fabricd.yaml --state DIR
 
-No LXD and no fabricd agent: the routes come from a synthetic snapshot planned here ("plan") or
-from the benchmark ("set"), and go to a real ExaBGP (a child of this process, exactly as fabricd
-runs it, its files in STATE/bgp) that peers with the lab's FRR. Commands arrive as JSON lines on
-stdin, answers leave as JSON lines on stdout; logs go to stderr. Times are time.monotonic(), which
-the benchmark outside the node shares (network namespaces do not change clocks).
+The route feature's ExaBGPSpeaker, built by the agent's own composition code, with ExaBGP as its
+child exactly as fabricd runs it (its files in STATE/bgp), peering with the lab's FRR; no LXD, no
+planner, no reconcile loop. Commands arrive as JSON lines on stdin, answers leave as JSON lines on
+stdout; logs go to stderr. Times are time.monotonic(), which the benchmark outside the node shares
+(network namespaces do not change clocks). `emit` and `LoopWatch` serve bench/agent_driver.py too.
 
 Commands ("op"):
-  plan {instances, routes_each}  build the synthetic snapshot, plan it with a fresh
-                                 IncrementalPlanner (timed), keep the plan and the planner
   start                          start the speaker and wait until every peer is established
   set {routes: [[prefix, next_hop], ...]}   one set_routes with exactly these routes
-  install                        set_routes(plan.routes); later an "acked" line when ExaBGP acked all
-  resend                         set_routes(plan.routes) again, nothing changed (a reconcile pass)
-  move {k}                       replace one instance record (routes moved), re-plan, set_routes
   status                         ExaBGP pid and starts, the event loop's worst stall since the
                                  last status (every line also carries RSS figures)
   quit                           stop the speaker (sessions close) and exit
@@ -38,13 +32,10 @@ from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.synthetic import bench_config, moved
 from fabricd.config import load_config
 from fabricd.config.model import DaemonConfig
 from fabricd.log import configure_logging
-from fabricd.lxd.records import LXDSnapshot
-from fabricd.routes.incremental import IncrementalPlanner
-from fabricd.routes.model import Origin, Route, RoutePlan
+from fabricd.routes.model import Origin, Route
 
 if TYPE_CHECKING:
     from fabricd.bgp.speaker import ExaBGPSpeaker
@@ -137,7 +128,7 @@ class Driver:
         from fabricd.agent.compose import route_feature
         from fabricd.agent.decisions import DecisionLog
 
-        config = bench_config(args.config, args.allowed) if args.allowed else load_config(args.config)
+        config = load_config(args.config)
         if config.bgp is None:
             raise SystemExit(f"{args.config}: no bgp section")
         self.config = dataclasses.replace(config, daemon=DaemonConfig(state_dir=args.state))
@@ -145,28 +136,14 @@ class Driver:
         if self.routes.speaker is None:
             raise SystemExit(f"{args.config}: no BGP speaker was built")
         self.speaker: ExaBGPSpeaker = self.routes.speaker
-        self.snapshot: LXDSnapshot | None = None
-        self.planner: IncrementalPlanner | None = None
-        self.plan = RoutePlan()
-        self.routes_each = 0
-        self.acks: asyncio.Task[None] | None = None
         self.watch = LoopWatch()
 
     async def handle(self, op: str, command: dict[str, Any]) -> bool:
-        if op == "plan":
-            self.do_plan(int(command["instances"]), int(command["routes_each"]))
-        elif op == "start":
+        if op == "start":
             await self.do_start()
         elif op == "set":
             routes = [_route(prefix, hop) for prefix, hop in command["routes"]]
             await self.set_routes(op, routes)
-        elif op == "install":
-            await self.set_routes(op, self.plan.routes)
-            self.acks = asyncio.create_task(self.watch_acks(len(self.plan.routes)))
-        elif op == "resend":
-            await self.set_routes(op, self.plan.routes)
-        elif op == "move":
-            await self.do_move(int(command["k"]))
         elif op == "status":
             emit(
                 op=op,
@@ -180,31 +157,6 @@ class Driver:
         else:
             emit(op=op, error="unknown command")
         return True
-
-    def do_plan(self, instances: int, routes_each: int) -> None:
-        from bench.synthetic import synthetic_snapshot
-
-        before = vm_kb("VmRSS")
-        import fabric_lab.lxd_builders  # noqa: F401  (the snapshot builders; no hypothesis)
-
-        imported = vm_kb("VmRSS")
-        self.snapshot = synthetic_snapshot(instances, routes_each)
-        self.routes_each = routes_each
-        built = vm_kb("VmRSS")
-        self.planner = self.routes.planner  # cold: nothing planned yet
-        cpu, wall = time.process_time(), time.perf_counter()
-        self.plan = self.planner.update(self.snapshot)
-        emit(
-            op="plan",
-            routes=len(self.plan.routes),
-            refused=len(self.plan.refused),
-            cold_update_cpu_s=time.process_time() - cpu,
-            cold_update_wall_s=time.perf_counter() - wall,
-            vmrss_kb_before_test_imports=before,
-            vmrss_kb_after_test_imports=imported,
-            vmrss_kb_after_snapshot=built,
-            vmrss_kb_after_plan=vm_kb("VmRSS"),
-        )
 
     async def do_start(self) -> None:
         started = time.monotonic()
@@ -224,40 +176,6 @@ class Driver:
         called = time.monotonic()
         await self.speaker.set_routes(routes)
         emit(op=op, t_call=called, t_done=time.monotonic(), routes=len(routes))
-
-    async def watch_acks(self, total: int) -> None:
-        """When ExaBGP has acked every announcement to the IPv4 peers (the count fabricctl shows)."""
-        want = {p.address for p in self.speaker.peers() if p.address.version == 4}
-        while True:
-            sent = {p.address: p.prefixes_sent for p in self.speaker.peers()}
-            if all(sent.get(a, 0) >= total for a in want):
-                emit(op="acked", t=time.monotonic(), acked=min(sent[a] for a in want))
-                return
-            await asyncio.sleep(0.05)
-
-    async def do_move(self, k: int) -> None:
-        """One instance event at scale: replace a record, plan incrementally, hand over the plan."""
-        if self.snapshot is None or self.planner is None:
-            emit(op="move", error="no plan yet")
-            return
-        records = list(self.snapshot.instances)
-        i = k * 137 % len(records)
-        records[i] = moved(records[i], k, self.routes_each)
-        self.snapshot = dataclasses.replace(self.snapshot, instances=tuple(records))
-        begun = time.monotonic()
-        self.plan = self.planner.update(self.snapshot)
-        planned = time.monotonic()
-        await self.speaker.set_routes(self.plan.routes)
-        emit(
-            op="move",
-            t_begin=begun,
-            t_call=planned,
-            t_done=time.monotonic(),
-            routes=len(self.plan.routes),
-            instance=records[i].name,
-            prefixes=records[i].nics[0].config["ipv4.routes.external"].split(","),
-        )
-
 
 def _route(prefix: str, next_hop: str) -> Route:
     return Route(
@@ -282,9 +200,8 @@ async def serve(args: argparse.Namespace) -> None:
             except Exception as exc:  # report, keep serving: the benchmark decides what to do
                 emit(op=op, error=f"{type(exc).__name__}: {exc}")
     finally:
-        for task in (driver.acks, driver.watch.task):
-            if task is not None:
-                task.cancel()
+        if driver.watch.task is not None:
+            driver.watch.task.cancel()
         await driver.speaker.stop()
         emit(op="bye")
 
@@ -293,7 +210,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, required=True, help="the node's fabricd.yaml")
     parser.add_argument("--state", type=Path, required=True, help="ExaBGP state directory")
-    parser.add_argument("--allowed", action="append", default=[], help="routes.allowed_ranges override")
     args = parser.parse_args(argv)
     configure_logging("info", "json")
     asyncio.run(serve(args))
