@@ -34,15 +34,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import json
-import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.speaker_driver import LoopWatch, emit
+from bench.speaker_driver import LoopWatch, answer_established, command_lines, emit, speaker_status
 from bench.synthetic import SYNTHETIC_RANGE, SYNTHETIC_RANGE6, bench_config, case_snapshot, movable, moved
 from fabricd.agent.feature import Feature
 from fabricd.log import configure_logging
@@ -54,7 +52,6 @@ if TYPE_CHECKING:
     from fabricd.bgp.speaker import ExaBGPSpeaker
     from fabricd.routes.feature import RouteFeature
 
-ESTABLISH_TIMEOUT = 60.0
 EMPTY = LXDSnapshot("m1", True, ("default",), (), ())
 
 
@@ -126,26 +123,18 @@ class Driver:
     # --- commands ---------------------------------------------------------------------------------
 
     async def serve(self, stop: asyncio.Event) -> None:
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=16 << 20)
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        """The benchmark's commands, until it says quit or stdin ends; then the agent stops."""
         self.tasks.append(asyncio.create_task(self.watch.run()))
-        emit(op="hello", pid=os.getpid())
-        while not stop.is_set() and (line := await reader.readline()):
-            command = json.loads(line)
-            op = str(command.get("op"))
-            try:
-                if not await self.handle(op, command):
-                    break
-            except Exception as exc:  # report, keep serving: the benchmark decides what to do
-                emit(op=op, error=f"{type(exc).__name__}: {exc}")
-        for task in self.tasks:
-            task.cancel()
-        self.agent.stopping.set()
+        try:
+            await command_lines(self.handle)
+        finally:
+            for task in self.tasks:
+                task.cancel()
+            self.agent.stopping.set()
 
     async def handle(self, op: str, command: dict[str, Any]) -> bool:
         if op == "start":
-            await self.do_start()
+            await answer_established(self.speaker, time.monotonic())
         elif op == "build":
             began = time.perf_counter()
             self.built = case_snapshot(self.case, self.instances, self.routes_each)
@@ -161,26 +150,12 @@ class Driver:
         elif op == "pass":
             await self.do_pass(op, None)
         elif op == "status":
-            emit(
-                op=op,
-                exabgp_pid=self.speaker.exabgp_pid,
-                exabgp_starts=self.speaker.supervisor.starts,
-                passes=self.agent.loop.stats.passes,
-                **self.watch.take(),
-            )
+            emit(op=op, passes=self.agent.loop.stats.passes, **speaker_status(self.speaker, self.watch))
         elif op == "quit":
             return False
         else:
             emit(op=op, error="unknown command")
         return True
-
-    async def do_start(self) -> None:
-        started = time.monotonic()
-        while not all(p.state == "established" for p in self.speaker.peers()):
-            if time.monotonic() - started > ESTABLISH_TIMEOUT:
-                raise TimeoutError(f"peers not established: {[p.state for p in self.speaker.peers()]}")
-            await asyncio.sleep(0.02)
-        emit(op="start", established_s=time.monotonic() - started, exabgp_pid=self.speaker.exabgp_pid)
 
     async def do_pass(self, op: str, snapshot: LXDSnapshot | None, **extra: Any) -> None:
         """Show a snapshot (None: the same one again), ask for a pass, answer when it is done.

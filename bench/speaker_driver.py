@@ -27,7 +27,7 @@ import os
 import resource
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -122,6 +122,46 @@ class LoopWatch:
         return figures
 
 
+Handler = Callable[[str, dict[str, Any]], Awaitable[bool]]
+
+
+async def command_lines(handle: Handler) -> None:
+    """Say hello, then hand each JSON line on stdin to `handle` until it returns False or stdin
+    ends; a command that raises is answered with its error and the next one is read."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=16 << 20)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    emit(op="hello", pid=os.getpid())
+    while line := await reader.readline():
+        command = json.loads(line)
+        op = str(command.get("op"))
+        try:
+            if not await handle(op, command):
+                return
+        except Exception as exc:  # report, keep serving: the benchmark decides what to do
+            emit(op=op, error=f"{type(exc).__name__}: {exc}")
+
+
+def speaker_status(speaker: ExaBGPSpeaker, watch: LoopWatch) -> dict[str, Any]:
+    """ExaBGP's pid and starts, the peers, and the event loop's figures since the last status."""
+    return {
+        "exabgp_pid": speaker.exabgp_pid,
+        "exabgp_starts": speaker.supervisor.starts,
+        "peers": [p.as_dict(time.time()) for p in speaker.peers()],
+        **watch.take(),
+    }
+
+
+async def answer_established(speaker: ExaBGPSpeaker, started: float) -> None:
+    """Answer "start" once every peer is established (an error after ESTABLISH_TIMEOUT)."""
+    while not all(p.state == "established" for p in speaker.peers()):
+        if time.monotonic() - started > ESTABLISH_TIMEOUT:
+            emit(op="start", error="peers not established", peers=[p.state for p in speaker.peers()])
+            return
+        await asyncio.sleep(0.02)
+    emit(op="start", established_s=time.monotonic() - started, exabgp_pid=speaker.exabgp_pid)
+
+
 class Driver:
     def __init__(self, args: argparse.Namespace) -> None:
         # Imported after configure_logging: fabricd's module loggers bind the config current at import.
@@ -140,37 +180,19 @@ class Driver:
 
     async def handle(self, op: str, command: dict[str, Any]) -> bool:
         if op == "start":
-            await self.do_start()
+            started = time.monotonic()
+            await self.speaker.start()
+            await answer_established(self.speaker, started)
         elif op == "set":
             routes = [_route(prefix, hop) for prefix, hop in command["routes"]]
             await self.set_routes(op, routes)
         elif op == "status":
-            emit(
-                op=op,
-                exabgp_pid=self.speaker.exabgp_pid,
-                exabgp_starts=self.speaker.supervisor.starts,
-                peers=self._peers(),
-                **self.watch.take(),
-            )
+            emit(op=op, **speaker_status(self.speaker, self.watch))
         elif op == "quit":
             return False
         else:
             emit(op=op, error="unknown command")
         return True
-
-    async def do_start(self) -> None:
-        started = time.monotonic()
-        await self.speaker.start()
-        deadline = started + ESTABLISH_TIMEOUT
-        while not all(p.state == "established" for p in self.speaker.peers()):
-            if time.monotonic() > deadline:
-                emit(op="start", error="peers not established", peers=self._peers())
-                return
-            await asyncio.sleep(0.02)
-        emit(op="start", established_s=time.monotonic() - started, exabgp_pid=self.speaker.exabgp_pid)
-
-    def _peers(self) -> list[dict[str, object]]:
-        return [p.as_dict(time.time()) for p in self.speaker.peers()]
 
     async def set_routes(self, op: str, routes: Sequence[Route]) -> None:
         called = time.monotonic()
@@ -184,21 +206,10 @@ def _route(prefix: str, next_hop: str) -> Route:
 
 
 async def serve(args: argparse.Namespace) -> None:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=16 << 20)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     driver = Driver(args)
     driver.watch.task = asyncio.create_task(driver.watch.run())
-    emit(op="hello", pid=os.getpid())
     try:
-        while line := await reader.readline():
-            command = json.loads(line)
-            op = str(command.get("op"))
-            try:
-                if not await driver.handle(op, command):
-                    break
-            except Exception as exc:  # report, keep serving: the benchmark decides what to do
-                emit(op=op, error=f"{type(exc).__name__}: {exc}")
+        await command_lines(driver.handle)
     finally:
         if driver.watch.task is not None:
             driver.watch.task.cancel()
