@@ -85,8 +85,10 @@ class ProcFib:
         return sum(data.count(b"\t" + _hex(IPv4Address(g)).encode() + b"\t") for g in set(gateways))
 
     def v6_entries(self) -> int:
-        """Lines of /proc/<pid>/net/ipv6_route (every IPv6 table): compare with a baseline."""
-        return self.path.with_name("ipv6_route").read_bytes().count(b"\n")
+        """IPv6 route entries in every table: fib_rt_entries of /proc/<pid>/net/rt6_stats (a counter
+        the kernel keeps, so a read costs the same at any table size; reading ipv6_route with 10,000
+        routes takes a third of a second). Compare with a baseline."""
+        return int(self.path.with_name("rt6_stats").read_text().split()[3], 16)
 
     def count_via6(self, gateways: Iterable[str]) -> int:
         """IPv6 routes whose next hop is one of these addresses."""

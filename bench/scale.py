@@ -5,7 +5,7 @@ no agent from the lab): best, 50,000 /32s over one next hop with no attributes; 
 routes over 500 next hops with per-network communities and MED, IPv4 /24../32 and IPv6 /48../64.
 bench/agent_driver.py runs the real fabricd Agent in h1 with a synthetic LXD view; the benchmark
 shows it the snapshot and watches r1 from outside: the kernel tables (IPv4 trie prefix count and
-IPv6 route lines) every 0.25 s and bgpd's received-prefix counts every 1 s.
+IPv6 route entries) every 0.25 s and bgpd's received-prefix counts every 1 s.
 """
 
 from __future__ import annotations
@@ -319,7 +319,8 @@ class ScaleRun:
             "install": {
                 "t0": "the snapshot shown to the agent's LXD view (as a first read of LXD), sessions up",
                 "fib_poll": "r1's IPv4 main-trie prefix count (/proc/<pid>/net/fib_triestat) plus its "
-                "IPv6 route lines (/proc/<pid>/net/ipv6_route), minus their counts before, every 0.25 s; "
+                "IPv6 route entries (fib_rt_entries of /proc/<pid>/net/rt6_stats), minus their counts "
+                "before, every 0.25 s; "
                 "the first poll at the total is confirmed by an exact count of routes via the case's next "
                 "hops in /proc/<pid>/net/route and ipv6_route",
                 "poll_interval_s": POLL_S,
@@ -432,7 +433,7 @@ class ScaleRun:
 
         return {
             "fib_triestat_poll": ms(self.fib.trie_prefixes),
-            "ipv6_route_lines_poll": ms(self.fib.v6_entries),
+            "rt6_stats_poll": ms(self.fib.v6_entries),
             "exact_count": ms(self.exact_count),
             "vtysh_bgp_summary_poll": ms(lambda: bgp_received(self.r1)),
         }
