@@ -9,8 +9,8 @@ ExaBGPSpeaker, ExaBGP as a supervised child, the reconcile loop, the status snap
 socket under STATE), the overlay left off. One thing differs: the LXD view is `SyntheticLXD`, whose
 observer returns the synthetic snapshot of bench/synthetic.py, built in this process, instead of
 reading LXD. So the process's memory and CPU are fabricd's own with the snapshot fabricd would
-hold, plus the snapshot builders' modules (bench.synthetic, fabric_lab.lxd_builders). Decisions go to the route feature's own log (`fabricctl events` of
-this agent stays empty).
+hold, plus the snapshot builders' modules (bench.synthetic, fabric_lab.lxd_builders). Decisions
+go to the route feature's own log (`fabricctl events` of this agent stays empty).
 
 The benchmark talks to it over stdin/stdout with JSON lines (a task of the synthetic view reads
 stdin on the agent's own event loop); logs go to stderr. Times are time.monotonic(), which the

@@ -2,7 +2,8 @@
 
 Per round: `lxc start` of one instance with ipv4.routes.external → its route in r1's kernel table;
 a speaker-alone announce and withdraw from h2 (the same-run floor); `lxc stop --force` → the route
-gone. Then fabricd SIGKILL rounds with 20 routes from five instances.
+gone. Then, with 20 routes from five instances: fabricd SIGKILL, ExaBGP SIGKILL and fabricd hung
+(SIGSTOP) rounds.
 
 Each instance round's clock starts at one point: the timestamp LXD wrote into its lifecycle event
 (`instance-started`, `instance-stopped`/`instance-shutdown`), which is earlier than any listener,
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
 import statistics
@@ -97,6 +99,9 @@ class Samples:
     floor_withdraw: list[Round] = field(default_factory=list)
     kill: list[float] = field(default_factory=list)  # TIMED_OUT for a round that timed out
     restart: list[float] = field(default_factory=list)
+    exabgp_gone: list[float] = field(default_factory=list)
+    exabgp_back: list[float] = field(default_factory=list)
+    hung: list[float] = field(default_factory=list)
     missed: list[str] = field(default_factory=list)
     fib_before_t0: int = 0  # FIB changed before LXD stamped its event (counted as 0 s; 0 expected)
 
@@ -234,35 +239,70 @@ class LatencyRun:
                     f"floor {_last(s.floor_announce)}/{_last(s.floor_withdraw)}"
                 )
 
-    def kill_rounds_(self, watcher: FibWatcher) -> Json:
-        """SIGKILL rounds; returns the FIB reader's cross-check, made while all 20 routes are in."""
+    def fault_rounds(self, watcher: FibWatcher) -> Json:
+        """With 20 routes from five instances at r1: fabricd SIGKILL, ExaBGP SIGKILL and fabricd hung
+        (SIGSTOP), kill_rounds of each. Returns the FIB reader's cross-check, made while all are in."""
         for i in range(KILL_INSTANCES):
             self._create(f"bk{i}", ",".join(KILL_PREFIXES[i * KILL_ROUTES_EACH : (i + 1) * KILL_ROUTES_EACH]))
             self._lxc("start", f"bk{i}")
         if watcher.when(KILL_PREFIXES, present=True, after=time.monotonic(), timeout=60) is None:
             raise RuntimeError(f"the {len(KILL_PREFIXES)} routes of the kill rounds never all reached r1")
         cross_check = _cross_check(self.r1, self.fib)
+        s = self.samples
         for n in range(self.kill_rounds):
-            time.sleep(1.0)
-            pid = self.lab.state().nodes["h1"].agent_pid
-            if pid is None:
-                raise RuntimeError("h1 has no fabricd")
+            pid = self._settled_agent()
             killed = time.monotonic()
             os.kill(pid, signal.SIGKILL)
-            gone = watcher.when(KILL_PREFIXES, present=False, after=killed, timeout=KILL_TIMEOUT_S)
+            s.kill.append(self._withdrawn(watcher, killed, "fabricd sigkill"))
             reap(pid)
-            if gone is None:
-                self.samples.missed.append(f"sigkill: routes not withdrawn within {KILL_TIMEOUT_S:g} s")
-            self.samples.kill.append(TIMED_OUT if gone is None else gone - killed)
-            restarted = time.monotonic()
-            restart_agent(self.lab, "h1")
-            back = watcher.when(KILL_PREFIXES, present=True, after=restarted, timeout=60)
-            if back is None:
-                raise RuntimeError("routes did not come back after restarting fabricd")
-            self.samples.restart.append(back - restarted)
-            took = f"{self.samples.kill[-1]:.3f}s" if gone is not None else "(timed out)"
-            self.progress(f"sigkill round {n + 1}/{self.kill_rounds}: withdrawn in {took}")
+            s.restart.append(self._restart(watcher))
+            self.progress(f"fabricd sigkill {n + 1}/{self.kill_rounds}: withdrawn in {_secs(s.kill[-1])}")
+        for n in range(self.kill_rounds):
+            exabgp = _exabgp_of(self._settled_agent())
+            killed = time.monotonic()
+            os.kill(exabgp, signal.SIGKILL)
+            gone = self._withdrawn(watcher, killed, "exabgp sigkill")
+            back = None
+            if not math.isinf(gone):
+                back = watcher.when(KILL_PREFIXES, present=True, after=killed + gone, timeout=ROUND_TIMEOUT_S)
+            s.exabgp_gone.append(gone)
+            s.exabgp_back.append(TIMED_OUT if back is None else back - killed)
+            self.progress(f"exabgp sigkill {n + 1}/{self.kill_rounds}: back in {_secs(s.exabgp_back[-1])}")
+        for n in range(self.kill_rounds):
+            pid = self._settled_agent()
+            stopped = time.monotonic()
+            os.kill(pid, signal.SIGSTOP)
+            s.hung.append(self._withdrawn(watcher, stopped, "fabricd hung"))
+            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, signal.SIGCONT)
+            reap(pid)
+            self._restart(watcher)
+            self.progress(f"fabricd hung {n + 1}/{self.kill_rounds}: withdrawn in {_secs(s.hung[-1])}")
         return cross_check
+
+    def _settled_agent(self) -> int:
+        """h1's fabricd pid, a second after the last change settled."""
+        time.sleep(1.0)
+        pid = self.lab.state().nodes["h1"].agent_pid
+        if pid is None:
+            raise RuntimeError("h1 has no fabricd")
+        return pid
+
+    def _withdrawn(self, watcher: FibWatcher, t0: float, what: str) -> float:
+        """Seconds from t0 until none of the 20 routes is at r1; a timed-out round is infinite."""
+        gone = watcher.when(KILL_PREFIXES, present=False, after=t0, timeout=KILL_TIMEOUT_S)
+        if gone is None:
+            self.samples.missed.append(f"{what}: routes not withdrawn within {KILL_TIMEOUT_S:g} s")
+        return TIMED_OUT if gone is None else gone - t0
+
+    def _restart(self, watcher: FibWatcher) -> float:
+        """Start h1's fabricd again; seconds until all 20 routes are back (they must come back)."""
+        restarted = time.monotonic()
+        restart_agent(self.lab, "h1")
+        back = watcher.when(KILL_PREFIXES, present=True, after=restarted, timeout=60)
+        if back is None:
+            raise RuntimeError("routes did not come back after restarting fabricd")
+        return back - restarted
 
     def run(self) -> Json:
         wait_sessions(self.h1)
@@ -283,7 +323,7 @@ class LatencyRun:
                 with from_h1, from_h2:
                     self.event_rounds(watcher, events, driver)
                 wire = from_h1.segments() + from_h2.segments()
-                cross_check = self.kill_rounds_(watcher)
+                cross_check = self.fault_rounds(watcher)
                 reads = watcher.reads
                 actions = events.actions(INSTANCE)
         finally:
@@ -328,6 +368,8 @@ class LatencyRun:
                 "instance_start": start["timed_out"],
                 "instance_stop": stop["timed_out"],
                 "fabricd_sigkill": kill["timed_out"],
+                "exabgp_sigkill": sum(1 for x in s.exabgp_back if math.isinf(x)),
+                "fabricd_hung": sum(1 for x in s.hung if math.isinf(x)),
                 "speaker_floor_announce": floor["total"]["timed_out"],
                 "speaker_floor_withdraw": floor_withdraw["total"]["timed_out"],
             },
@@ -369,6 +411,23 @@ class LatencyRun:
                 "meets_goal": len(s.kill) == self.kill_rounds and check(kill.get("max"), KILL_GOAL["max_s"]),
                 "p50_within_goal": check(kill.get("p50"), KILL_GOAL["max_s"]),
                 "restart_to_all_reannounced_s": distribution(s.restart),
+            },
+            "exabgp_sigkill_to_all_back": {
+                "what": (
+                    "t0 just before os.kill(ExaBGP, SIGKILL) (fabricd's child on h1, 20 routes at r1); "
+                    "withdrawn_s: until none is at r1 (the session closed); seconds: until all are back "
+                    "(fabricd restarted ExaBGP and announced them again)"
+                ),
+                "withdrawn_s": distribution(s.exabgp_gone),
+                "seconds": distribution(s.exabgp_back),
+            },
+            "fabricd_hung_to_all_withdrawn": {
+                "what": (
+                    "t0 just before os.kill(fabricd, SIGSTOP) on h1 (20 routes at r1); end: none of them at "
+                    "r1 (fabricd's relay stops ExaBGP after 3 s without heartbeats); fabricd is then killed "
+                    "and restarted"
+                ),
+                "seconds": distribution(s.hung),
             },
             "baselines": {
                 "lxd_bgp_published_floor_s": LXD_BGP_PUBLISHED_FLOOR_S,
@@ -452,6 +511,19 @@ def _watchdog_kills(node: NodeRuntime) -> int:
         text = (node.run_dir / "fabricd" / "bgp" / "exabgp.out").read_text(errors="replace")
         return text.count("no heartbeat from fabricd")
     return 0
+
+
+def _exabgp_of(agent: int) -> int:
+    """The ExaBGP child of this fabricd."""
+    children = Path(f"/proc/{agent}/task/{agent}/children").read_text().split()
+    found = [int(p) for p in children if b"exabgp" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    if len(found) != 1:
+        raise RuntimeError(f"fabricd {agent} has {len(found)} ExaBGP children")
+    return found[0]
+
+
+def _secs(value: float) -> str:
+    return "(timed out)" if math.isinf(value) else f"{value:.3f}s"
 
 
 def _last(rounds: list[Round]) -> str:

@@ -102,6 +102,8 @@ def headline(report: Json) -> Json:
         "sigkill_to_all_withdrawn_max_s": _at(
             report, *lat, "fabricd_sigkill_to_all_withdrawn", "seconds", "max"
         ),
+        "exabgp_sigkill_to_all_back_p50_s": _at(report, *lat, "exabgp_sigkill_to_all_back", "seconds", "p50"),
+        "hung_to_all_withdrawn_p50_s": _at(report, *lat, "fabricd_hung_to_all_withdrawn", "seconds", "p50"),
         "speaker_floor_announce_p50_s": _at(
             report, *lat, "baselines", "speaker_floor", "announce_to_fib", "total", "p50"
         ),
@@ -173,7 +175,9 @@ def _walk(node: Any, path: str) -> Iterator[tuple[str, bool]]:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.routes", description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20, help="start/stop rounds (and speaker-floor rounds)")
-    parser.add_argument("--kill-rounds", type=int, default=10, help="fabricd SIGKILL rounds (use 5 or more)")
+    parser.add_argument(
+        "--kill-rounds", type=int, default=10, help="rounds of each: fabricd SIGKILL, ExaBGP SIGKILL, fabricd hung"
+    )
     parser.add_argument("--skip-latency", action="store_true", help="no real-LXD latency lab")
     parser.add_argument("--skip-scale", action="store_true", help="no planner figures and no 50k install")
     parser.add_argument("--instances", type=int, default=10_000)
