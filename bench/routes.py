@@ -176,7 +176,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.routes", description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=20, help="start/stop rounds (and speaker-floor rounds)")
     parser.add_argument(
-        "--kill-rounds", type=int, default=10, help="rounds of each: fabricd SIGKILL, ExaBGP SIGKILL, fabricd hung"
+        "--kill-rounds", type=int, default=10, help="rounds of each: fabricd SIGKILL, ExaBGP SIGKILL, hung"
     )
     parser.add_argument("--skip-latency", action="store_true", help="no real-LXD latency lab")
     parser.add_argument("--skip-scale", action="store_true", help="no planner figures and no 50k install")
