@@ -141,6 +141,7 @@ class LatencyRun:
         self.fib = ProcFib(holder)
         self.log = FabricdLog(self.h1.log_file("fabricd"))
         self.samples = Samples()
+        self.watchdog_kills_before_faults = 0
         self.offset = clock_offset()
 
     def wall(self, mono: float) -> float:
@@ -322,6 +323,7 @@ class LatencyRun:
                 from_h1, from_h2 = BgpCapture(self.lab, "r1", "eth1"), BgpCapture(self.lab, "r1", "eth2")
                 with from_h1, from_h2:
                     self.event_rounds(watcher, events, driver)
+                self.watchdog_kills_before_faults = _watchdog_kills(self.h1)
                 wire = from_h1.segments() + from_h2.segments()
                 cross_check = self.fault_rounds(watcher)
                 reads = watcher.reads
@@ -442,7 +444,12 @@ class LatencyRun:
                     "withdraw_to_fib": floor_withdraw,
                 },
             },
-            "relay_watchdog_kills_h1": _watchdog_kills(self.h1),
+            "relay_watchdog_kills_h1": self.watchdog_kills_before_faults,
+            "relay_watchdog_kills_h1_with_faults": _watchdog_kills(self.h1),
+            "relay_watchdog_kills_note": (
+                "relay_watchdog_kills_h1 is counted over the start/stop rounds (0 expected); with the "
+                "fault rounds each hung round adds one (the relay's watchdog is what withdraws the routes)"
+            ),
             "missed": s.missed,
         }
 
