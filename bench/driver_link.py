@@ -1,4 +1,5 @@
-"""The benchmark's side of bench/scale_driver.py: start it inside a lab node, talk JSON lines."""
+"""The benchmark's side of its drivers (bench/agent_driver.py, bench/speaker_driver.py): start one
+inside a lab node, talk JSON lines."""
 
 from __future__ import annotations
 
@@ -28,9 +29,16 @@ class DriverError(Exception):
 class DriverLink:
     """One driver process in a node; its pid is recorded in the lab state so `Lab.down` stops it."""
 
-    def __init__(self, lab: Lab, node_name: str, args: Sequence[str], log_name: str) -> None:
+    def __init__(
+        self,
+        lab: Lab,
+        node_name: str,
+        args: Sequence[str],
+        log_name: str,
+        module: str = "bench.speaker_driver",
+    ) -> None:
         self.node: NodeRuntime = lab.node(node_name)
-        command = [sys.executable, "-m", "bench.scale_driver", *args]
+        command = [sys.executable, "-m", module, *args]
         self.log_path = self.node.log_file(log_name)
         log: IO[bytes]
         with open(self.log_path, "ab") as log:

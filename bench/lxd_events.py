@@ -1,17 +1,20 @@
 """LXD lifecycle events as the benchmark's own listener sees them: the t0 of the event latencies.
 
 The benchmark subscribes to h1's LXD itself (fabricd's EventStream on the node's unix socket, seen
-from the machine), so t0 is the moment LXD's event reached a client, the same moment fabricd's own
-websocket gets it, not when a CLI command returned.
+from the machine). Each event carries the timestamp LXD wrote into it (`lxd_wall`): the latencies
+start there, before any listener (fabricd's or this one) can have received the event. The arrival
+here is kept beside it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -27,6 +30,14 @@ class Arrival:
     action: str
     instance: str  # the instance named by the event's source, "" for other objects
     lxd_timestamp: str
+    lxd_wall: float | None  # the event's own timestamp as time.time() (None if unreadable)
+
+
+def _wall(timestamp: str) -> float | None:
+    """LXD's RFC 3339 timestamp (nanoseconds, any offset) as time.time()."""
+    with contextlib.suppress(ValueError):
+        return datetime.fromisoformat(timestamp).timestamp()
+    return None
 
 
 class LifecycleEvents:
@@ -54,7 +65,8 @@ class LifecycleEvents:
         except (ValueError, AttributeError):
             return
         instance = parts[2] if len(parts) >= 3 and parts[:2] == ["1.0", "instances"] else ""
-        arrival = Arrival(mono, wall, action, instance, str(event.get("timestamp", "")))
+        stamp = str(event.get("timestamp", ""))
+        arrival = Arrival(mono, wall, action, instance, stamp, _wall(stamp))
         with self._cond:
             self._arrivals.append(arrival)
             self._cond.notify_all()
@@ -68,6 +80,15 @@ class LifecycleEvents:
         """A position in the arrivals; `wait` only looks at what came after it."""
         with self._cond:
             return len(self._arrivals)
+
+    def actions(self, instance: str) -> dict[str, int]:
+        """How many events of each action named this instance (what fabricd could react to)."""
+        with self._cond:
+            found: dict[str, int] = {}
+            for arrival in self._arrivals:
+                if arrival.instance == instance:
+                    found[arrival.action] = found.get(arrival.action, 0) + 1
+            return found
 
     def wait(self, actions: Collection[str], instance: str, since: int, timeout: float) -> Arrival | None:
         deadline = time.monotonic() + timeout
