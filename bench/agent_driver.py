@@ -103,8 +103,9 @@ class Driver:
         allowed = (SYNTHETIC_RANGE, SYNTHETIC_RANGE6)
         config = bench_config(args.config, allowed, agent_state=args.state)
         self.view = SyntheticLXD(self.serve)
-        features = build_features(config, DecisionLog(), self._trigger, lxd=self.view)
-        self.agent: Agent = Agent(config, features=features)
+        decisions = DecisionLog()
+        features = build_features(config, decisions, self._trigger, lxd=self.view)
+        self.agent: Agent = Agent(config, features=features, decisions=decisions)
         self.view.observer.passes = lambda: self.agent.loop.stats.passes
         self.routes: RouteFeature = next(f for f in features if isinstance(f, RouteFeature))
         self.built: LXDSnapshot | None = None

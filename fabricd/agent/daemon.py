@@ -35,7 +35,13 @@ def _status(status: Mapping[str, Any], args: Mapping[str, Any]) -> Mapping[str, 
 
 
 class Agent:
-    def __init__(self, config: FabricConfig, features: Sequence[Feature] | None = None) -> None:
+    def __init__(
+        self,
+        config: FabricConfig,
+        features: Sequence[Feature] | None = None,
+        decisions: DecisionLog | None = None,
+    ) -> None:
+        """`features` and the `decisions` they record to replace the composed ones (benchmarks)."""
         self.config = config
         self.host = HostStatus(
             name=config.host.name,
@@ -44,7 +50,7 @@ class Agent:
             pid=os.getpid(),
             started_at=time.time(),
         )
-        self.decisions = DecisionLog()
+        self.decisions = decisions if decisions is not None else DecisionLog()
         self._loop: ReconcileLoop | None = None
         self.features = (
             list(features) if features is not None else build_features(config, self.decisions, self.trigger)
