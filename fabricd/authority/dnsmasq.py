@@ -12,10 +12,19 @@ The child is a `SupervisedChild`: it dies with fabricd (PR_SET_PDEATHSIG, even o
 restarted with backoff when it exits, is always reaped, and writes to `dnsmasq.log` in the
 directory. It runs in the foreground with no pid file.
 
-Files are written atomically (temporary file, then rename). dnsmasq drops root for `nobody` after
-start and re-reads the hosts files as that user, so the directory and files are given the group
-of the state directory (0750/0640) and dnsmasq runs with that group: it can read them without the
-state directory being opened to everyone (systemd makes /run/fabricd 0750).
+Privileges. dnsmasq left to drop root itself (its `--user`) changes its user ID after start, and
+the kernel then clears the parent-death signal: a SIGKILLed fabricd would leave it serving (seen in
+the lab test). So when fabricd is root, dnsmasq is started through `setpriv` already as `nobody`,
+with the state directory's group, no supplementary groups, no_new_privs, only the capabilities it
+needs (bind port 53/67, ARP injection, the ping check's raw socket) as ambient and bounding set,
+and `--pdeathsig SIGKILL` set again after the switch. dnsmasq then changes no credentials itself.
+A process left from an earlier run with this directory's `dnsmasq.conf` (fabricd killed in the
+microseconds between setpriv's switch and its prctl) is killed before a start.
+
+Files are written atomically (temporary file, then rename). dnsmasq re-reads the hosts files as
+`nobody` on SIGHUP and rewrites the lease file in place, so the directory and files carry the
+group of the state directory (0750, files 0640, the lease file 0660) and dnsmasq runs with that
+group: the state directory need not be opened to everyone (systemd makes /run/fabricd 0750).
 
 `parse_leases` reads dnsmasq's lease file for status (`fabricctl leases`).
 """
@@ -24,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import grp
 import os
 import shutil
 import signal
@@ -49,13 +57,30 @@ from fabricd.process import SupervisedChild
 log = get_logger("fabricd.authority.dnsmasq")
 
 LOG_FILE = "dnsmasq.log"
+# What dnsmasq needs after start: ports 53 and 67, ARP injection, the ping check's ICMP socket.
+CAPABILITIES = "-all,+net_bind_service,+net_admin,+net_raw"
+DROP_TO = "nobody"
 ServeAction = Literal["started", "restarted", "reloaded", "unchanged"]
 _SEARCH_PATH = os.pathsep.join((os.environ.get("PATH", os.defpath), "/usr/sbin", "/sbin"))
 
 
-def find_dnsmasq() -> str:
-    """The dnsmasq executable: on PATH or in the sbin directories (often missing from PATH)."""
-    return shutil.which("dnsmasq", path=_SEARCH_PATH) or "dnsmasq"
+def find_program(name: str) -> str:
+    """An executable on PATH or in the sbin directories (often missing from PATH)."""
+    return shutil.which(name, path=_SEARCH_PATH) or name
+
+
+def processes_with(argument: str) -> list[int]:
+    """Processes with `argument` as one of their command-line arguments."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                arguments = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argument.encode() in arguments:
+                found.append(int(entry.name))
+    return found
 
 
 def catches(pid: int, signum: int) -> bool:
@@ -76,13 +101,16 @@ class DnsmasqServer:
         directory: Path,
         *,
         executable: str | None = None,
+        user: str | None = DROP_TO if os.geteuid() == 0 else None,
         backoff_initial: float = 0.5,
         backoff_max: float = 10.0,
         stop_grace: float = 5.0,
         ready_wait: float = 2.0,
     ) -> None:
         self.directory = directory
-        self.executable = executable or find_dnsmasq()
+        self.executable = executable or find_program("dnsmasq")
+        self.user = user  # None: run dnsmasq as fabricd's own user (tests without root)
+        self.setpriv = find_program("setpriv")
         self.backoff_initial, self.backoff_max, self.stop_grace = backoff_initial, backoff_max, stop_grace
         self.ready_wait = ready_wait  # how long a fresh dnsmasq may take to install its SIGHUP handler
         self.reloads = 0
@@ -123,9 +151,13 @@ class DnsmasqServer:
     def last_exit(self) -> str | None:
         return self._child.last_exit if self._child is not None else None
 
-    def argv(self, group: str | None) -> list[str]:
+    def argv(self, gid: int) -> list[str]:
         argv = [self.executable, "--keep-in-foreground", f"--conf-file={self.conf_file}", "--pid-file="]
-        return [*argv, f"--group={group}"] if group is not None else argv
+        if self.user is None:
+            return argv
+        caps = [f"--{kind}={CAPABILITIES}" for kind in ("inh-caps", "ambient-caps", "bounding-set")]
+        drop = [self.setpriv, f"--reuid={self.user}", f"--regid={gid}", "--clear-groups", *caps]
+        return [*drop, "--no-new-privs", "--pdeathsig=SIGKILL", "--", *argv]
 
     async def serve(self, plan: DnsmasqPlan) -> ServeAction:
         """Make a running dnsmasq serve `plan` with the smallest change; says what it did."""
@@ -144,8 +176,10 @@ class DnsmasqServer:
                 await self._stop_child(child, "its configuration changed")
                 self.restarts += 1
                 action = "restarted"
-            group = await asyncio.to_thread(self._write, plan)
-            self._start(group)
+            gid = await asyncio.to_thread(self._write, plan)
+            if action == "started":
+                await asyncio.to_thread(self._kill_leftovers)
+            self._start(gid)
             self._conf, self._hosts = plan.conf, hosts
             log.info("dnsmasq serving", action=action, pid=self.pid, directory=str(self.directory))
             return action
@@ -156,10 +190,10 @@ class DnsmasqServer:
             if self._child is not None:
                 await self._stop_child(self._child, "no longer the authority")
 
-    def _start(self, group: str | None) -> None:
+    def _start(self, gid: int) -> None:
         self._child = SupervisedChild(
             "dnsmasq",
-            self.argv(group),
+            self.argv(gid),
             {"PATH": _SEARCH_PATH, "LC_ALL": "C"},
             self.log_file,
             backoff_initial=self.backoff_initial,
@@ -189,8 +223,8 @@ class DnsmasqServer:
         self.reloads += 1
         log.info("dnsmasq reloaded", pid=pid)
 
-    def _write(self, plan: DnsmasqPlan) -> str | None:
-        """Write the files that differ; returns the group name dnsmasq should run with."""
+    def _write(self, plan: DnsmasqPlan) -> int:
+        """Write the files that differ; returns the group ID dnsmasq runs with."""
         self.directory.mkdir(mode=0o750, parents=True, exist_ok=True)
         gid = self.directory.parent.stat().st_gid
         os.chown(self.directory, -1, gid)
@@ -198,10 +232,16 @@ class DnsmasqServer:
         files = {HOSTS_DHCP_FILE: plan.hosts_dhcp, HOSTS_DNS_FILE: plan.hosts_dns, CONF_FILE: plan.conf}
         for name, text in files.items():
             write_atomically(self.directory / name, text, gid)
-        try:
-            return grp.getgrgid(gid).gr_name
-        except KeyError:
-            return None
+        self.lease_file.touch(mode=0o660)
+        os.chown(self.lease_file, -1, gid)
+        self.lease_file.chmod(0o660)
+        return gid
+
+    def _kill_leftovers(self) -> None:
+        for pid in processes_with(f"--conf-file={self.conf_file}"):
+            log.warning("killing a dnsmasq left from an earlier run", pid=pid, conf=str(self.conf_file))
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def write_atomically(path: Path, text: str, gid: int, mode: int = 0o640) -> bool:

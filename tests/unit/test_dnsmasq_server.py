@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import stat
+import subprocess
 import sys
 import textwrap
 import time
@@ -89,7 +90,7 @@ def test_start_reload_restart_and_stop(tmp_path: Path) -> None:
     directory = tmp_path / "state" / "dnsmasq"
 
     async def main() -> None:
-        server = DnsmasqServer(directory, executable=executable, backoff_initial=0.05)
+        server = DnsmasqServer(directory, executable=executable, user=None, backoff_initial=0.05)
         assert await server.serve(plan()) == "started"
         first = await until(lambda: server.pid)
         await until(lambda: events(log))
@@ -119,20 +120,53 @@ def test_start_reload_restart_and_stop(tmp_path: Path) -> None:
     start = next(e for e in events(log) if e["event"] == "start")
     argv = start["argv"]
     assert isinstance(argv, list)
-    assert argv[1:4] == ["--keep-in-foreground", f"--conf-file={directory / 'dnsmasq.conf'}", "--pid-file="]
-    assert argv[4].startswith("--group=")
+    assert argv[1:] == ["--keep-in-foreground", f"--conf-file={directory / 'dnsmasq.conf'}", "--pid-file="]
     assert stat.S_IMODE(directory.stat().st_mode) == 0o750
     for name in ("dnsmasq.conf", "hosts.dhcp", "hosts.dns"):
         assert stat.S_IMODE((directory / name).stat().st_mode) == 0o640
+    assert stat.S_IMODE((directory / "leases").stat().st_mode) == 0o660  # dnsmasq rewrites it in place
     assert not list(directory.glob(".*.tmp"))
     assert (directory / "dnsmasq.log").exists()
+
+
+def test_as_root_dnsmasq_starts_as_nobody_through_setpriv_and_keeps_its_death_signal(tmp_path: Path) -> None:
+    server = DnsmasqServer(tmp_path, executable="/usr/sbin/dnsmasq", user="nobody")
+    caps = "-all,+net_bind_service,+net_admin,+net_raw"
+    assert server.argv(123)[1:] == [
+        "--reuid=nobody", "--regid=123", "--clear-groups",
+        f"--inh-caps={caps}", f"--ambient-caps={caps}", f"--bounding-set={caps}",
+        "--no-new-privs", "--pdeathsig=SIGKILL", "--",
+        "/usr/sbin/dnsmasq", "--keep-in-foreground", f"--conf-file={tmp_path / 'dnsmasq.conf'}",
+        "--pid-file=",
+    ]  # fmt: skip
+    assert server.argv(123)[0].endswith("setpriv")
+
+
+def test_a_dnsmasq_left_from_an_earlier_run_is_killed_before_a_start(tmp_path: Path) -> None:
+    executable, _ = fake_dnsmasq(tmp_path)
+    directory = tmp_path / "d"
+    leftover = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", f"--conf-file={directory / 'dnsmasq.conf'}"]
+    )
+
+    async def main() -> None:
+        server = DnsmasqServer(directory, executable=executable, user=None)
+        await server.serve(plan())
+        await until(lambda: server.pid)
+        await server.stop()
+
+    try:
+        run(main)
+        assert leftover.wait(5) == -9
+    finally:
+        leftover.kill()
 
 
 def test_sighup_waits_for_the_handler_of_a_fresh_dnsmasq(tmp_path: Path) -> None:
     executable, log = fake_dnsmasq(tmp_path, delay=0.3)  # SIGHUP would kill it for 0.3 s
 
     async def main() -> tuple[int, int | None, int]:
-        server = DnsmasqServer(tmp_path / "d", executable=executable, backoff_initial=5)
+        server = DnsmasqServer(tmp_path / "d", executable=executable, user=None, backoff_initial=5)
         await server.serve(plan())
         first = await until(lambda: server.pid)
         assert await server.serve(plan(names="10.0.0.7 c3\n")) == "reloaded"
@@ -150,7 +184,7 @@ def test_a_dnsmasq_that_exits_is_restarted_with_the_current_files(tmp_path: Path
     executable, log = fake_dnsmasq(tmp_path)
 
     async def main() -> None:
-        server = DnsmasqServer(tmp_path / "d", executable=executable, backoff_initial=0.05)
+        server = DnsmasqServer(tmp_path / "d", executable=executable, user=None, backoff_initial=0.05)
         await server.serve(plan())
         first = await until(lambda: server.pid)
         await until(lambda: events(log))
@@ -165,7 +199,9 @@ def test_a_dnsmasq_that_exits_is_restarted_with_the_current_files(tmp_path: Path
 
 def test_a_missing_dnsmasq_is_retried_not_fatal(tmp_path: Path) -> None:
     async def main() -> str | None:
-        server = DnsmasqServer(tmp_path / "d", executable=str(tmp_path / "nope"), backoff_initial=0.05)
+        server = DnsmasqServer(
+            tmp_path / "d", executable=str(tmp_path / "nope"), user=None, backoff_initial=0.05
+        )
         assert await server.serve(plan()) == "started"
         reason = await until(lambda: server.last_exit)
         await server.stop()
@@ -239,6 +275,6 @@ def test_written_leases_read_back(rows: list[tuple[int, object, str, str | None]
     table = parse_leases(text)
     assert table.malformed == ()
     got = sorted(
-        (lease.expires or 0, str(lease.address), lease.mac, lease.hostname) for lease in table.leases
+        (lease.expires or 0, str(lease.address), lease.mac, lease.hostname or "") for lease in table.leases
     )
-    assert got == sorted((e, str(a), mac, h) for e, a, mac, h in rows)
+    assert got == sorted((e, str(a), mac, h or "") for e, a, mac, h in rows)
