@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import pytest
 
 from fabric_lab.lxd_builders import config, instance, snapshot
+from fabric_lab.netns import alive
 from fabricd.authority.dnsmasq import read_leases
 from fabricd.authority.dnsmasq_plan import DnsmasqPlan, plan_dnsmasq
 from fabricd.frozen import FrozenMap
@@ -57,13 +58,6 @@ def until(check: Callable[[], _T], timeout: float, what: str) -> _T:
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.02)
     return value
-
-
-def alive(pid: int) -> bool:
-    try:
-        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return False
 
 
 def remove_namespace(name: str) -> None:

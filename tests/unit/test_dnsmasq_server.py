@@ -18,6 +18,7 @@ from typing import TypeVar
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fabric_lab.netns import alive
 from fabricd.authority.dnsmasq import DnsmasqServer, Lease, LeaseTable, parse_leases, read_leases
 from fabricd.authority.dnsmasq_plan import DnsmasqPlan
 
@@ -71,14 +72,6 @@ async def until(check: Callable[[], _T], timeout: float = 5.0) -> _T:
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.01)
     return value
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
 
 
 def run(main: Callable[[], Awaitable[_T]]) -> _T:
