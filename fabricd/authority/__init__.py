@@ -1,1 +1,1 @@
-"""The DHCP/DNS authority: one dnsmasq for the whole overlay, elected, with failover."""
+"""The DHCP/DNS authority: one dnsmasq on the overlay, its config derived from LXD (docs/authority.md)."""

@@ -122,6 +122,8 @@ class DHCPConfig:
     server_address: IPv4Interface | None = None
     ranges: tuple[tuple[IPv4Address, IPv4Address], ...] = ()
     lease_time: int = 3600
+    # Router advertisements (SLAAC) for the IPv6 prefixes on the server's interface.
+    ipv6_ra: bool = False
 
 
 @dataclass(frozen=True, slots=True)

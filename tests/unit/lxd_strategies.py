@@ -290,3 +290,48 @@ def configs(draw: st.DrawFn) -> FabricConfig:
     ]
     host = draw(st.sampled_from((HOST, HOST6)))
     return load_config_text(host + "\n".join(lines) + "\n", "test.yaml")
+
+
+# --- instances on the overlay bridge (DHCP/DNS planning) ---------------------------------------------
+
+OVERLAY = "fabric0"
+# Small pools so names, MACs and addresses collide; each pool mixes in hostile values.
+OVERLAY_NAMES = ("c1", "c2", "web", "C1", "db-1")
+HOSTILE_NAMES = ("bad_name", "c1\ndhcp-range=x", "1234", "-x", "a" * 64, "c 1", "c1,10.0.0.1", "")
+OVERLAY_MACS = (*(f"02:00:00:00:00:0{i}" for i in range(1, 6)), "02-00-00-00-00-01", "02:00:00:00:00:0A")
+HOSTILE_MACS = (
+    None, "", "ff:ff:ff:ff:ff:ff", "00:00:00:00:00:00", "02:00:00:00:00:07\nx", "zz", "01:00:5e:00:00:01",
+)  # fmt: skip
+OVERLAY_ADDRESSES = (
+    "10.200.0.5/24", "10.200.0.6/24", "10.200.0.7/24", "10.200.0.150/24", "fd00:200::5/64",
+    "2001:db8:9::6/64",
+)  # fmt: skip
+HOSTILE_ADDRESSES = (
+    "10.200.0.1/24", "10.200.0.255/24", "10.9.0.1/24", "fe80::1/64", "ff02::1/64", "junk",
+    "10.200.0.8/24\nx", "",
+)  # fmt: skip
+
+_OVERLAY_NIC_CONFIG = _mostly(
+    (FrozenMap({"network": OVERLAY}), FrozenMap({"nictype": "bridged", "parent": OVERLAY})),
+    (FrozenMap({"network": "br0"}), FrozenMap({"nictype": "macvlan", "parent": OVERLAY})),
+)
+_OVERLAY_NICS = st.builds(
+    lambda device, config, hwaddr, addresses: NicRecord(device, config, hwaddr, addresses=tuple(addresses)),
+    _mostly(("eth0", "eth1"), ("eth2",)),
+    _OVERLAY_NIC_CONFIG,
+    _mostly(OVERLAY_MACS, HOSTILE_MACS),
+    st.lists(_mostly(OVERLAY_ADDRESSES, HOSTILE_ADDRESSES), max_size=3),
+)
+
+
+def overlay_instances(clustered: bool = True) -> st.SearchStrategy[InstanceRecord]:
+    """Instances with NICs mostly on the overlay bridge `fabric0`, hostile values mixed in."""
+    return st.builds(
+        InstanceRecord,
+        _mostly(("default",), ("p2", "P2", "bad_proj")),
+        _mostly(OVERLAY_NAMES, HOSTILE_NAMES),
+        st.just("container"),
+        _mostly(("Running",), ("Stopped",)),
+        _mostly(("m1", "m2"), ("M1", "bad loc")) if clustered else st.just("none"),
+        st.lists(_OVERLAY_NICS, min_size=1, max_size=2).map(tuple),
+    )

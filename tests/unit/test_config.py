@@ -266,9 +266,11 @@ def test_routes_and_dhcp_values() -> None:
               enabled: true
               server_address: 10.200.0.1/24
               ranges: [10.200.0.10-10.200.0.20, " 10.200.0.30 - 10.200.0.30 "]
+              ipv6_ra: true
             """
         )
     )
+    assert cfg.dhcp.ipv6_ra is True
     assert cfg.routes.allowed_ranges == (IPv4Network("10.0.0.0/8"), IPv6Network("2001:db8::/32"))
     assert cfg.routes.min_prefix_length_v4 == 32
     assert cfg.dhcp.ranges == (
@@ -526,6 +528,7 @@ CASES = [
         7,
         "overlaps dhcp.ranges[0]",
     ),
+    (HOST + "dhcp:\n  ipv6_ra: maybe\n", "dhcp.ipv6_ra", 5, "expected true or false"),
     # services
     (HOST + "services: {name: a}\n", "services", 4, "expected a list, got a mapping"),
     (HOST + "services:\n  - address: 10.0.0.1\n", "services[0].name", 5, "missing required key 'name'"),

@@ -204,6 +204,7 @@ def dhcp_sections(draw: st.DrawFn) -> Data:
     ]
     maybe(draw, dhcp, "domain", st.lists(labels, min_size=1, max_size=3).map(".".join))
     maybe(draw, dhcp, "lease_time", st.integers(60, 2**31 - 1))
+    maybe(draw, dhcp, "ipv6_ra", st.booleans())
     return dhcp
 
 
@@ -337,6 +338,7 @@ def check_reflects(cfg: FabricConfig, data: Data) -> None:
         assert [f"{a}-{b}" for a, b in cfg.dhcp.ranges] == dhcp["ranges"]
         assert cfg.dhcp.domain == dhcp.get("domain", "fabric.internal")
         assert cfg.dhcp.lease_time == dhcp.get("lease_time", 3600)
+        assert cfg.dhcp.ipv6_ra == dhcp.get("ipv6_ra", False)
 
     services = data.get("services", [])
     assert [(s.name, s.address, s.instance) for s in cfg.services] == [

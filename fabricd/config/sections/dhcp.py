@@ -8,7 +8,7 @@ from fabricd.config import converters as convert
 from fabricd.config.model import DHCPConfig
 from fabricd.config.reader import Invalid, Value, convert_all
 
-_DHCP_KEYS = ("enabled", "domain", "server_address", "ranges", "lease_time")
+_DHCP_KEYS = ("enabled", "domain", "server_address", "ranges", "lease_time", "ipv6_ra")
 
 
 def parse_dhcp(value: Value) -> DHCPConfig:
@@ -21,9 +21,10 @@ def parse_dhcp(value: Value) -> DHCPConfig:
         m.missing("server_address", " (needed when DHCP is enabled)")
     ranges = m.get("ranges", lambda v: _dhcp_ranges(v, server), default.ranges)
     lease_time = m.get("lease_time", convert.integer(60, 2**31 - 1), default.lease_time)
+    ipv6_ra = m.get("ipv6_ra", convert.boolean, default.ipv6_ra)
     if not m.clean():
         raise Invalid
-    return DHCPConfig(enabled, domain, server, ranges, lease_time)
+    return DHCPConfig(enabled, domain, server, ranges, lease_time, ipv6_ra)
 
 
 def _server_interface(value: Value) -> IPv4Interface:
