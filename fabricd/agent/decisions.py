@@ -39,23 +39,26 @@ class Decision:
 class DecisionLog:
     def __init__(self, size: int = RING_SIZE, per_batch_limit: int = PER_BATCH_LIMIT) -> None:
         self._ring: deque[Decision] = deque(maxlen=size)
-        self._limit = per_batch_limit
+        self._limit = self.per_batch_limit = per_batch_limit
         self.recorded = 0  # every decision ever made, including summed-up ones
 
     def record(self, event: str, subject: str, reason: str, **fields: str) -> None:
         decision = Decision(event, subject, reason, time.time(), tuple(sorted(fields.items())))
         self._keep(decision)
 
-    def record_batch(self, event: str, items: Iterable[tuple[str, str, Mapping[str, str]]]) -> None:
-        """Many decisions of one kind (subject, reason, fields): the first few one by one, the rest
-        as one summary event, so a cold start does not flood the log."""
-        count = 0
+    def record_batch(
+        self, event: str, items: Iterable[tuple[str, str, Mapping[str, str]]], total: int
+    ) -> None:
+        """Many decisions of one kind: the first few (subject, reason, fields) one by one, and the
+        rest of `total` as one summary event, so a cold start does not flood the log."""
+        kept = 0
         for subject, reason, fields in items:
-            count += 1
-            if count <= self._limit:
-                self._keep(Decision(event, subject, reason, time.time(), tuple(sorted(fields.items()))))
-        if count > self._limit:
-            more = count - self._limit
+            if kept == self._limit:
+                break
+            kept += 1
+            self._keep(Decision(event, subject, reason, time.time(), tuple(sorted(fields.items()))))
+        more = total - kept
+        if more > 0:
             summary = Decision(
                 event, f"{more} more", f"{more} more {event} decisions in this batch", time.time()
             )

@@ -74,8 +74,9 @@ class RouteAnnouncing:
         if self._speaker is not None:
             await self._speaker.set_routes(plan.routes)
         if plan is not old:
-            for event, items in (await asyncio.to_thread(route_decisions, old, plan)).items():
-                self._decisions.record_batch(event, items)
+            changes = await asyncio.to_thread(route_decisions, old, plan, self._decisions.per_batch_limit)
+            for event, (items, total) in changes.items():
+                self._decisions.record_batch(event, items, total)
         return plan
 
 

@@ -9,6 +9,7 @@ contribution is returned as it is: the speaker then recognises an unchanged set 
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Sequence
 
 from fabricd.routes.conflicts import refusal_key
@@ -41,35 +42,46 @@ def merge_route_plans(plans: Sequence[RoutePlan], max_prefixes: int) -> RoutePla
     )
 
 
-def route_decisions(old: RoutePlan, new: RoutePlan) -> dict[str, list[tuple[str, str, dict[str, str]]]]:
-    """What changed between two plans, as decisions: (subject, reason, fields) per event key.
+Item = tuple[str, str, dict[str, str]]  # subject, reason, fields
+
+
+def route_decisions(old: RoutePlan, new: RoutePlan, limit: int = 50) -> dict[str, tuple[list[Item], int]]:
+    """What changed between two plans, as decisions per event key: the first `limit` items in
+    route order, formatted, and how many there are in all (a cold start changes 50,000 routes;
+    only the few that are shown are worth formatting).
 
     A withdrawn route says why: it is now refused or withheld (with that reason), or its object
-    is gone.
+    is gone. A route whose next hop or attributes changed is one announce, naming what it was.
     """
-    events: dict[str, list[tuple[str, str, dict[str, str]]]] = {}
+    events: dict[str, tuple[list[Item], int]] = {}
     if old is new:
         return events
     if old.routes is not new.routes:
         before, after = set(old.routes), set(new.routes)
-        replaced = {r.prefix: r for r in before - after}
+        gone = before - after
+        replaced = {r.prefix: r for r in gone}
+        arrived = after - before
         now_refused = {r.prefix: r.reason for r in (*new.refused, *new.withheld)}
         announced = []
-        for r in sorted(after - before, key=route_key):
-            was = replaced.pop(r.prefix, None)
+        for r in heapq.nsmallest(limit, arrived, key=route_key):
+            was = replaced.get(r.prefix)
             change = "" if was is None else f" (was via {was.next_hop} for {was.origin})"
-            announced.append(
-                (str(r.prefix), f"announce {r.prefix} via {r.next_hop} for {r.origin}{change}", _fields(r))
-            )
-        events["route.announce"] = announced
-        events["route.withdraw"] = [
-            (
-                str(r.prefix),
-                f"withdraw {r.prefix}: {now_refused.get(str(r.prefix), 'no longer planned')}",
-                _fields(r),
-            )
-            for r in sorted(replaced.values(), key=route_key)
-        ]
+            text = f"announce {r.prefix} via {r.next_hop} for {r.origin}{change}"
+            announced.append((str(r.prefix), text, _fields(r)))
+        events["route.announce"] = (announced, len(arrived))
+        arrived_prefixes = {r.prefix for r in arrived} if gone else set()
+        withdrawn = [r for r in gone if r.prefix not in arrived_prefixes]
+        events["route.withdraw"] = (
+            [
+                (
+                    str(r.prefix),
+                    f"withdraw {r.prefix}: {now_refused.get(str(r.prefix), 'no longer planned')}",
+                    _fields(r),
+                )
+                for r in heapq.nsmallest(limit, withdrawn, key=route_key)
+            ],
+            len(withdrawn),
+        )
     for event, old_list, new_list in (
         ("route.refuse", old.refused, new.refused),
         ("route.withhold", old.withheld, new.withheld),
@@ -78,11 +90,14 @@ def route_decisions(old: RoutePlan, new: RoutePlan) -> dict[str, list[tuple[str,
             continue
         fresh = set(new_list) - set(old_list)
         verb = "refused" if event == "route.refuse" else "withheld"
-        events[event] = [
-            (r.prefix, f"{verb} {r.prefix} from {r.origin}: {r.reason}", {"origin": str(r.origin)})
-            for r in sorted(fresh, key=refusal_key)
-        ]
-    return {k: v for k, v in events.items() if v}
+        events[event] = (
+            [
+                (r.prefix, f"{verb} {r.prefix} from {r.origin}: {r.reason}", {"origin": str(r.origin)})
+                for r in heapq.nsmallest(limit, fresh, key=refusal_key)
+            ],
+            len(fresh),
+        )
+    return {k: v for k, v in events.items() if v[1]}
 
 
 def _fields(route: Route) -> dict[str, str]:

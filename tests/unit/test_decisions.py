@@ -17,7 +17,8 @@ def test_the_ring_keeps_the_newest_decisions() -> None:
 
 def test_a_large_batch_is_summed_up_after_the_limit() -> None:
     log = DecisionLog(size=100, per_batch_limit=2)
-    log.record_batch("route.announce", ((f"10.0.{n}.0/24", f"announce {n}", {}) for n in range(10)))
+    shown = [(f"10.0.{n}.0/24", f"announce {n}", {}) for n in range(3)]
+    log.record_batch("route.announce", shown, 10)
     recent = log.recent()
     assert [d["subject"] for d in recent] == ["10.0.0.0/24", "10.0.1.0/24", "8 more"]
     assert "8 more route.announce" in recent[-1]["reason"]

@@ -83,7 +83,7 @@ def test_decisions_name_what_changed_and_why() -> None:
         refused=(Refusal("0.0.0.0/0", LXD, "default route is never announced"),),
         withheld=(Refusal("10.201.2.0/24", LXD, "instance web1 is Stopped"),),
     )
-    events = route_decisions(old, new)
+    events = {event: items for event, (items, _total) in route_decisions(old, new).items()}
     (announce,) = events["route.announce"]
     assert (
         announce[0] == "10.201.1.0/24"
@@ -96,3 +96,11 @@ def test_decisions_name_what_changed_and_why() -> None:
     assert refuse[0] == "0.0.0.0/0" and "default route is never announced" in refuse[1]
     assert "route.withhold" in events
     assert route_decisions(new, new) == {}
+
+
+def test_a_cold_start_formats_only_what_is_shown_and_counts_the_rest() -> None:
+    many = RoutePlan(tuple(route(f"10.201.{n}.0/24") for n in range(200)))
+    items, total = route_decisions(RoutePlan(), many, limit=5)["route.announce"]
+    assert total == 200 and [i[0] for i in items] == [f"10.201.{n}.0/24" for n in range(5)]
+    items, total = route_decisions(many, RoutePlan(), limit=5)["route.withdraw"]
+    assert total == 200 and len(items) == 5 and "no longer planned" in items[0][1]
