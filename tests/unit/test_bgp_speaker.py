@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 from pathlib import Path
@@ -457,23 +457,36 @@ def test_unchanged_and_one_route_changes_cost_little_at_50k_routes(tmp_path: Pat
         assert sum(line.count("/32") for line in writer.lines) == 50_000
         assert len(writer.lines) == 50_000 // BULK_MAX  # bulk lines
         writer.lines.clear()
-        timings = []
-        for same in (
-            routes,
-            list(routes),
-            tuple(route(str(r.prefix), str(r.next_hop)) for r in routes[:100]) + routes[100:],
-        ):
-            began = time.perf_counter()
-            await speaker.set_routes(same)
-            timings.append(time.perf_counter() - began)
+
+        async def quickest(make: Callable[[], Collection[Route]]) -> float:
+            """The fastest of five calls: a loaded machine can only slow a call down, never speed
+            it up, so the minimum is the cost of the work itself."""
+            best = float("inf")
+            for _ in range(5):
+                given = make()
+                began = time.perf_counter()
+                await speaker.set_routes(given)
+                best = min(best, time.perf_counter() - began)
+            return best
+
+        renamed = tuple(route(str(r.prefix), str(r.next_hop)) for r in routes[:100]) + routes[100:]
+        timings = [
+            await quickest(lambda: routes),
+            await quickest(lambda: list(routes)),
+            await quickest(lambda: renamed),
+        ]
         assert writer.lines == []
         assert timings[0] < cold / 1000 and timings[1] < cold / 20, (cold, timings)
         moved = route("100.64.1.2/32", "10.99.1.12")
         changed = tuple(moved if r.prefix == moved.prefix else r for r in routes)
-        began = time.perf_counter()
-        await speaker.set_routes(changed)
-        one = time.perf_counter() - began
-        assert writer.lines == [announce_line(V4.address, moved)]  # that route's line only
+        one = float("inf")
+        for _ in range(3):  # there and back: every call changes exactly one route
+            for target in (changed, routes):
+                began = time.perf_counter()
+                await speaker.set_routes(target)
+                one = min(one, time.perf_counter() - began)
+        assert writer.lines[0] == announce_line(V4.address, moved)  # that route's line only
+        assert len(writer.lines) == 6
         assert one < cold / 20, (cold, one)
 
     asyncio.run(scenario())
