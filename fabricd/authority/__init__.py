@@ -1,0 +1,1 @@
+"""The DHCP/DNS authority on the overlay: see docs/authority.md."""
