@@ -290,7 +290,11 @@ def _addresses(ipr: IPRoute, index: int) -> tuple[Address, ...]:
 
 
 class FloatingAddress:
-    """Claims, releases and reads the floating device of one spec, here or in a named namespace."""
+    """Claims, releases and reads the floating device of one spec, here or in a named namespace.
+
+    Calls block (netlink, the announcements' spacing): make them from a worker thread, one at a
+    time. Each opens its own netlink socket, so the object holds no connection between passes.
+    """
 
     def __init__(
         self,
@@ -344,16 +348,23 @@ class FloatingAddress:
         return tuple(str(c) for c in changes)
 
     def announce(self) -> int:
-        """Send the gratuitous ARP / unsolicited NAs on the device, in rounds; returns frames sent."""
+        """Send the gratuitous ARP / unsolicited NAs on the device, in rounds; returns frames sent.
+
+        The first round goes at once; the repeats cover a frame lost while a bridge on the way
+        was still learning. Raises FloatingError (no device, say).
+        """
         frames = [bytes(f) for f in announcement_frames(self.spec.mac, self.spec.addresses)]
         sent = 0
-        with packet_socket(self.spec.device, 0, self._netns) as sock:
-            for round_ in range(self._announce_count):
-                if round_:
-                    time.sleep(self._announce_interval)
-                for frame in frames:
-                    sock.send(frame)
-                    sent += 1
+        try:
+            with packet_socket(self.spec.device, 0, self._netns) as sock:
+                for round_ in range(self._announce_count):
+                    if round_:
+                        time.sleep(self._announce_interval)
+                    for frame in frames:
+                        sock.send(frame)
+                        sent += 1
+        except OSError as error:
+            raise FloatingError(f"announce on {self.spec.device}: {error}") from error
         return sent
 
     def _apply(self, ipr: IPRoute, bridge: LinkInfo | None, changes: tuple[Change, ...]) -> None:
@@ -366,34 +377,13 @@ class FloatingAddress:
     def _step(self, ipr: IPRoute, bridge: LinkInfo | None, change: Change) -> None:
         spec = self.spec
         action, target = change.action, change.target
+        device, port = _lookup(ipr, spec.device), _lookup(ipr, spec.port)
         if action == "delete":
             index = _lookup(ipr, target)
             if index is not None:
                 ipr.link("del", index=index)
-            return
-        if action == "arp_ignore":
+        elif action == "arp_ignore":
             write_sysctl(f"ipv4/conf/{target}/arp_ignore", "1", self._netns)
-            return
-        if bridge is None:  # only a claim has other steps, and it checked the bridge first
-            raise FloatingError(f"bridge {spec.bridge} does not exist")
-        device, port = _lookup(ipr, spec.device), _lookup(ipr, spec.port)
-        if action == "create":
-            ipr.link(
-                "add", ifname=spec.device, kind="veth", address=spec.mac, mtu=bridge.mtu,
-                peer={"ifname": spec.port, "address": spec.port_mac, "mtu": bridge.mtu},
-            )  # fmt: skip
-            for name in (spec.device, spec.port):
-                self._quiet_ipv6(ipr, name)
-                ipr.link("set", index=_lookup(ipr, name), ifalias=OWNED_ALIAS)
-        elif action == "set mac":
-            ipr.link("set", index=device, address=spec.mac)
-        elif action == "set port mac":
-            ipr.link("set", index=port, address=spec.port_mac)
-        elif action == "set mtu":
-            ipr.link("set", index=device, mtu=bridge.mtu)
-            ipr.link("set", index=port, mtu=bridge.mtu)
-        elif action == "attach":
-            ipr.link("set", index=port, master=bridge.index)
         elif action in ("add address", "remove address"):
             address = ip_interface(target)
             flags = {"flags": IFA_F_NODAD} if address.version == 6 else {}
@@ -402,6 +392,25 @@ class FloatingAddress:
             ipr.addr(command, index=device, address=str(address.ip), prefixlen=prefixlen, **flags)
         elif action == "up":
             ipr.link("set", index=_lookup(ipr, target), state="up")
+        elif action == "set mac":
+            ipr.link("set", index=device, address=spec.mac)
+        elif action == "set port mac":
+            ipr.link("set", index=port, address=spec.port_mac)
+        elif bridge is None:  # what is left needs the bridge; a claim has checked it is there
+            raise FloatingError(f"bridge {spec.bridge} does not exist")
+        elif action == "create":
+            ipr.link(
+                "add", ifname=spec.device, kind="veth", address=spec.mac, mtu=bridge.mtu,
+                peer={"ifname": spec.port, "address": spec.port_mac, "mtu": bridge.mtu},
+            )  # fmt: skip
+            for name in (spec.device, spec.port):
+                self._quiet_ipv6(ipr, name)
+                ipr.link("set", index=_lookup(ipr, name), ifalias=OWNED_ALIAS)
+        elif action == "set mtu":
+            ipr.link("set", index=device, mtu=bridge.mtu)
+            ipr.link("set", index=port, mtu=bridge.mtu)
+        elif action == "attach":
+            ipr.link("set", index=port, master=bridge.index)
 
     def _quiet_ipv6(self, ipr: IPRoute, name: str) -> None:
         """No automatic IPv6 addresses (the device's link-local is added by hand)."""
