@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -363,3 +364,27 @@ def test_probe_lists_every_dhcp_server_and_tells_ours_from_a_rogue(tmp_path: Pat
 def test_probe_on_a_missing_interface_reports_it() -> None:
     result = probe("fabric9", probe_mac(VNI), timeout=0.2, netns=HOST_A)
     assert result.servers == () and result.error is not None and "fabric9" in result.error
+
+
+IN_HOST = """
+import json, sys, time
+from ipaddress import IPv4Interface
+from fabricd.authority.floating import FloatingAddress, FloatingSpec
+floating = FloatingAddress(FloatingSpec("fabric0", 100, IPv4Interface("10.200.0.1/24")))
+start = time.monotonic()
+done = floating.claim(announce=False)
+netlink = time.monotonic() - start
+sent = floating.announce()
+print(json.dumps({"done": done, "netlink": netlink, "sent": sent, "status": floating.read().status()}))
+"""
+
+
+@pytest.mark.usefixtures("lab")
+def test_claim_in_the_agents_own_namespace() -> None:
+    """The agent's way (no namespace named): run inside host A, as fabricd would be."""
+    out = run(HOST_A, sys.executable, "-c", IN_HOST)
+    report = json.loads(out.stdout)
+    assert report["done"][0] == "create fd-fabric0/fdp-fabric0" and report["sent"] == 3
+    assert report["status"]["up"] and report["status"]["attached"]
+    print(f"\nclaim in the host's own namespace: netlink steps {report['netlink'] * 1000:.1f} ms")
+    assert ping(CLIENT, str(SERVER.ip)) and neighbour_mac(CLIENT, str(SERVER.ip)) == MAC
