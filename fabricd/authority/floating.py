@@ -124,7 +124,6 @@ class LinkInfo:
     master: int | None = None
     peer: int | None = None  # a veth's other end, when it is in this namespace
     arp_ignore: int | None = None
-    addr_gen_mode: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +164,7 @@ class Change:
         return f"{self.action} {self.target}"
 
 
-def _sound_pair(spec: FloatingSpec, state: FloatingState) -> bool:
+def _sound_pair(state: FloatingState) -> bool:
     """The device and its port exist as one veth pair (anything else is deleted and made again)."""
     device, port = state.device, state.port
     return (
@@ -184,7 +183,7 @@ def plan_claim(spec: FloatingSpec, state: FloatingState) -> tuple[Change, ...]:
     if bridge is None:
         raise ValueError(f"bridge {spec.bridge} does not exist")
     changes: list[Change] = []
-    fresh = not _sound_pair(spec, state)
+    fresh = not _sound_pair(state)
     if fresh:
         if state.device is not None:
             changes.append(Change("delete", spec.device))
@@ -256,7 +255,6 @@ def _link_info(link: Any) -> LinkInfo:
     kind = str(info.get_attr("IFLA_INFO_KIND") or "") if info is not None else ""
     af_spec = link.get_attr("IFLA_AF_SPEC")
     inet = af_spec.get_attr("AF_INET") if af_spec is not None else None
-    inet6 = af_spec.get_attr("AF_INET6") if af_spec is not None else None
     in_other_netns = link.get_attr("IFLA_LINK_NETNSID") is not None
     return LinkInfo(
         index=int(link["index"]),
@@ -267,7 +265,6 @@ def _link_info(link: Any) -> LinkInfo:
         master=link.get_attr("IFLA_MASTER"),
         peer=None if in_other_netns or kind != "veth" else link.get_attr("IFLA_LINK"),
         arp_ignore=inet.get("arp_ignore") if inet is not None else None,
-        addr_gen_mode=inet6.get_attr("IFLA_INET6_ADDR_GEN_MODE") if inet6 is not None else None,
     )
 
 

@@ -28,12 +28,8 @@ from fabricd.config.loader import load_config_text
 SPEC = FloatingSpec("fabric0", 100, IPv4Interface("10.200.0.1/24"))
 SPEC6 = dataclasses.replace(SPEC, address6=IPv6Interface("fd00:200::1/64"))
 BRIDGE = LinkInfo(index=5, kind="bridge", mac="3a:00:00:00:00:01", mtu=1450, up=True, arp_ignore=1)
-DEVICE = LinkInfo(
-    index=10, kind="veth", mac="02:fd:01:00:00:64", mtu=1450, up=True, peer=11, arp_ignore=1, addr_gen_mode=1
-)
-PORT = LinkInfo(
-    index=11, kind="veth", mac="fe:fd:01:00:00:64", mtu=1450, up=True, master=5, peer=10, addr_gen_mode=1
-)
+DEVICE = LinkInfo(index=10, kind="veth", mac="02:fd:01:00:00:64", mtu=1450, up=True, peer=11, arp_ignore=1)
+PORT = LinkInfo(index=11, kind="veth", mac="fe:fd:01:00:00:64", mtu=1450, up=True, master=5, peer=10)
 SERVING = FloatingState(BRIDGE, DEVICE, PORT, (IPv4Interface("10.200.0.1/24"),))
 
 
