@@ -38,7 +38,7 @@ def scratch() -> Iterator[str]:
                 ns.link("set", index=index, state="up", mtu=1500 if ifname != "lo" else 65536)
             (u0,) = ns.link_lookup(ifname="u0")
             ns.addr("add", index=u0, address=LOCAL, prefixlen=24)
-            ns.addr("add", index=u0, address=LOCAL6, prefixlen=64, flags=0x80)  # IFA_F_NODAD
+            ns.addr("add", index=u0, address=LOCAL6, prefixlen=64, flags=0x02)  # IFA_F_NODAD
         yield name
     finally:
         netns.remove(name)
