@@ -68,11 +68,16 @@ def plan_overlay(
     config: FabricConfig,
     snapshot: LXDSnapshot | None,
     underlay_mtu: int,
+    authority: tuple[str, str] | None = None,
 ) -> OverlayPlan:
+    """`authority`: (the DHCP/DNS server's fixed MAC, the peer that serves it now), so frames to
+    the server go straight to that host instead of being flooded, and follow it on failover."""
     refused: list[OverlayRefusal] = []
     mtu = _plan_mtu(config, underlay_mtu, refused)
     peers, flood, vteps = _plan_peers(config, snapshot, refused)
     macs = _plan_macs(config, snapshot, peers, vteps, refused)
+    if authority is not None:
+        macs += _authority_mac(authority, peers, vteps, {m.mac for m in macs}, refused)
     return OverlayPlan(
         mtu=mtu,
         flood=tuple(sorted(flood, key=lambda f: (_address_key(f.vtep), f.peer))),
@@ -199,6 +204,27 @@ def _address_from_url(url: str) -> IPAddress | None:
 
 
 # --- MAC entries ---------------------------------------------------------------------------------
+
+
+def _authority_mac(
+    authority: tuple[str, str],
+    peers: list[PeerView],
+    vteps: Mapping[str, IPAddress],
+    taken: set[str],
+    refused: list[OverlayRefusal],
+) -> list[MacEntry]:
+    mac, holder = authority
+    origin = f"dhcp-authority/{holder}"
+    if any(p.name == holder and p.state == "self" for p in peers):
+        return []  # served here: the bridge knows its own port
+    if mac in taken:
+        refused.append(OverlayRefusal(f"authority {holder}", f"MAC {mac} is also claimed by an instance"))
+        return []
+    vtep = vteps.get(holder)
+    if vtep is None:
+        refused.append(OverlayRefusal(f"authority {holder}", "the serving host is no up overlay peer"))
+        return []
+    return [MacEntry(mac, vtep, origin)]
 
 
 def _plan_macs(

@@ -10,6 +10,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fabricd.authority.macs import server_mac
 from fabricd.config.model import (
     LXD_CLUSTER_PEERS,
     FabricConfig,
@@ -333,3 +334,13 @@ def test_properties(
 
 def test_refusal_records_are_data() -> None:
     assert OverlayRefusal("mtu", "x") == OverlayRefusal("mtu", "x")
+
+
+def test_the_dhcp_servers_mac_follows_the_authority() -> None:
+    config = cfg()
+    mac = server_mac(config.overlay.vni)
+    elsewhere = plan_overlay(config, snap(), 1500, authority=(mac, "m2"))
+    assert [(m.mac, m.vtep, m.origin) for m in elsewhere.macs] == [(mac, M2, "dhcp-authority/m2")]
+    assert plan_overlay(config, snap(), 1500, authority=(mac, "m1")).macs == ()  # served here
+    unknown = plan_overlay(config, snap(), 1500, authority=(mac, "m9"))
+    assert unknown.macs == () and [r.subject for r in unknown.refused] == ["authority m9"]
