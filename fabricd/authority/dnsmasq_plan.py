@@ -74,6 +74,7 @@ from fabricd.lxd.records import STANDALONE, InstanceRecord, LXDSnapshot, NicReco
 
 DEFAULT_PROJECT = "default"
 CONF_FILE = "dnsmasq.conf"
+SERVING_HOST_OPTION = 224  # site-specific (RFC 2132 §2: 128-254 are site-specific)
 HOSTS_DHCP_FILE = "hosts.dhcp"
 HOSTS_DNS_FILE = "hosts.dns"
 LEASE_FILE = "leases"
@@ -433,6 +434,9 @@ class _Planner:
         if not self.pools:
             lines.append(f"dhcp-range={network.network_address},static,{netmask},{lease_time}")
         lines += [f"dhcp-option-force=option:mtu,{mtu}", "dhcp-option=option:router"]
+        # Which host serves, in a site-specific option: the probe of standalone hosts tells
+        # servers apart by it (the floating MAC and address are the same on every host).
+        lines.append(f'dhcp-option-force={SERVING_HOST_OPTION},"{self.host}"')
         if self.dhcp.ipv6_ra:
             lines += ["enable-ra", f"dhcp-range=::,constructor:{interface},ra-only"]
         return "\n".join(lines) + "\n"

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 from typing import Any
 
+from fabricd.authority.dnsmasq_plan import SERVING_HOST_OPTION
 from fabricd.authority.netns_io import ETH_P_IP, packet_socket, require_interface
 
 # Seconds to collect OFFERs after the DISCOVER. dnsmasq pings an address before it first offers it
@@ -47,10 +48,11 @@ class ServerSeen:
     offered: IPv4Address | None = None
     offers: int = 1
     after: float = 0.0  # seconds from the DISCOVER to the first such OFFER
+    host: str | None = None  # the serving host, from fabricd's option 224; None from others
 
     @property
-    def identity(self) -> tuple[str, str, str]:
-        return str(self.server_id), self.mac, str(self.ip)
+    def identity(self) -> tuple[str, str, str, str]:
+        return str(self.server_id), self.mac, str(self.ip), self.host or ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,12 +120,21 @@ def parse_offer(frame: bytes, mac: str, xid: int) -> ServerSeen | None:
         mac=str(packet[Ether].src).lower(),
         ip=IPv4Address(packet[IP].src),
         offered=IPv4Address(bootp.yiaddr) if bootp.yiaddr != "0.0.0.0" else None,  # noqa: S104
+        host=_serving_host(options.get(SERVING_HOST_OPTION)),
     )
+
+
+def _serving_host(value: object) -> str | None:
+    """Option 224 as fabricd's dnsmasq sends it: a short printable name, else nothing."""
+    if not isinstance(value, bytes) or not 0 < len(value) <= 63:
+        return None
+    text = value.decode("ascii", errors="replace")
+    return text if text.isprintable() and "\ufffd" not in text else None
 
 
 def merge_answers(answers: Iterable[ServerSeen]) -> tuple[ServerSeen, ...]:
     """One entry per identity (server id, MAC, address), counting its offers, keeping the first."""
-    merged: dict[tuple[str, str, str], ServerSeen] = {}
+    merged: dict[tuple[str, str, str, str], ServerSeen] = {}
     for seen in answers:
         first = merged.get(seen.identity)
         merged[seen.identity] = seen if first is None else replace(first, offers=first.offers + seen.offers)

@@ -33,6 +33,8 @@ from fabric_lab.lxd_builders import config, instance, snapshot
 from fabric_lab.netns import alive
 from fabricd.authority.dnsmasq import read_leases
 from fabricd.authority.dnsmasq_plan import DnsmasqPlan, plan_dnsmasq
+from fabricd.authority.macs import probe_mac
+from fabricd.authority.probe import probe
 from fabricd.frozen import FrozenMap
 from fabricd.lxd.records import InstanceRecord, NicRecord
 
@@ -260,6 +262,11 @@ def test_dnsmasq_serves_reloads_restarts_and_dies_with_its_parent(lab: Lab) -> N
         assert "Address: 10.200.0.6" in lab.nslookup(CLIENT, "c1.p2.m2.fabric.internal")
         assert "name = c1.fabric.internal" in lab.nslookup(CLIENT, "10.200.0.5")
         assert "name = c1.p2.m2.fabric.internal" in lab.nslookup(CLIENT, "10.200.0.6")
+
+        # The probe standalone hosts elect by: this server names its host in option 224.
+        seen = probe("eth0", probe_mac(CONFIG.overlay.vni), netns=DYNAMIC)
+        assert seen.error is None
+        assert [(s.host, str(s.server_id)) for s in seen.servers] == [("m1", SERVER_IP)]
         assert "Address: fd00:200::5" in lab.nslookup(CLIENT, "c1.fabric.internal", "AAAA")
         assert "NXDOMAIN" in lab.nslookup(CLIENT, "spoofed.fabric.internal")
         assert "Address: 10.200.0.7" in lab.nslookup(CLIENT, "web.fabric.internal")  # alone: bare name

@@ -120,3 +120,13 @@ def test_a_probe_that_cannot_run_reports_an_error() -> None:
     # A namespace that does not exist: nothing is sent anywhere, and nothing is created.
     result = probe("fl-absent0", PROBE, timeout=0.1, netns="fabricd-test-absent-namespace")
     assert result.servers == () and result.error is not None and "fl-absent0" in result.error
+
+
+def test_an_offer_from_fabricds_dnsmasq_names_the_serving_host() -> None:
+    frame = Ether(reply())
+    frame[DHCP].options = [("message-type", "offer"), ("server_id", "10.200.0.1"), (224, b"h2"), "end"]
+    seen = parse_offer(bytes(frame), PROBE, XID)
+    assert seen is not None and seen.host == "h2"
+    frame[DHCP].options = [("message-type", "offer"), (224, b"\xff\x00bad"), "end"]
+    hostile = parse_offer(bytes(frame), PROBE, XID)
+    assert hostile is not None and hostile.host is None
