@@ -14,8 +14,6 @@ h1 peers with r1 over IPv4 and IPv6, h2 over IPv6 only (its network is IPv6 only
 from __future__ import annotations
 
 import json
-import os
-import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,11 +24,11 @@ from typing import Any
 import pytest
 import yaml
 
-from fabric_lab import netns, ovn_node
+from fabric_lab import ovn_node
 from fabric_lab.fib import routes_to, wait_for
 from fabric_lab.node import NodeRuntime
 from fabric_lab.runner import Lab
-from tests.lab.conftest import REPO, agent_pid, fresh_lab
+from tests.lab.conftest import REPO, fresh_lab, stop_agent
 
 pytestmark = pytest.mark.lab
 
@@ -245,16 +243,12 @@ def restart_agent(lab: Lab, host: str, unusable_next_hop: str | None = None, tim
         settings["routes"] = {"ovn_uplinks": [{"uplink": "UPLINK", "unusable_next_hop": unusable_next_hop}]}
         config = lab.state_dir / f"{host}-fabricd-{unusable_next_hop}.yaml"
         config.write_text(yaml.safe_dump(settings, sort_keys=False))
-    pid = agent_pid(lab, host)
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while netns.alive(pid):
-        assert time.monotonic() < deadline, f"fabricd on {host} did not stop"
-        time.sleep(0.05)
+    stop_agent(lab, host, timeout)
     node, state = lab.node(host), lab.state()
     node.run(["fabricd", "check-config", str(config)])
     state.nodes[host].agent_pid = node.spawn(["fabricd", "run", "--config", str(config)], "fabricd")
     state.save()
+    deadline = time.monotonic() + timeout
     while node.run(["fabricctl", "status", "--json"], check=False).returncode != 0:
         assert time.monotonic() < deadline, f"fabricd on {host} did not come back"
         time.sleep(0.2)
