@@ -226,3 +226,19 @@ def test_a_hung_nft_never_stalls_the_bgp_session(lab: Lab, tmp_path: Path) -> No
         h1.run(["lxc", "delete", "--force", "nft1"], check=False)
         stop_agent(lab, "h1")
         start_agent(lab, "h1")
+
+
+def test_a_bridges_own_routes_are_allowed_space_for_routes_on_it(lab: Lab) -> None:
+    """10.230.0.0/24 is outside routes.allowed_ranges; LXD routing it to lxdbr0 makes it allowed."""
+    h1, r1 = lab.node("h1"), lab.node("r1")
+    h1.run(["lxc", "network", "set", "lxdbr0", "ipv4.routes=10.230.0.0/24"])
+    launch(h1, "brr1", **{"ipv4.routes.external": "10.230.0.0/25"})
+    try:
+        wait_for(r1.netns_name, "10.230.0.0/25", {H1_V4})
+        h1.run(["lxc", "network", "unset", "lxdbr0", "ipv4.routes"])
+        wait_for(r1.netns_name, "10.230.0.0/25", None)
+        row = next(r for r in routes_json(h1) if r["prefix"] == "10.230.0.0/25")
+        assert row["state"] == "refused" and "allowed" in str(row["reason"]), row
+    finally:
+        h1.run(["lxc", "delete", "--force", "brr1"], check=False)
+        h1.run(["lxc", "network", "unset", "lxdbr0", "ipv4.routes"], check=False)
