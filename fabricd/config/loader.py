@@ -63,8 +63,11 @@ def _parse_root(root: Value, source: Path) -> FabricConfig:
     host = m.require("host", parse_host)
     lxd = m.get("lxd", parse_lxd, LXDConfig())
     bgp = m.get("bgp", lambda v: parse_bgp(v, host), None)
-    overlay = m.get("overlay", lambda v: parse_overlay(v, host), OverlayConfig())
-    dhcp = m.get("dhcp", parse_dhcp, DHCPConfig())
+    parsed_overlay = m.get("overlay", lambda v: parse_overlay(v, host), None)
+    overlay = parsed_overlay or OverlayConfig()
+    # A broken overlay section is reported once: dhcp's checks against it are skipped (None).
+    overlay_known = parsed_overlay is not None or not m.has("overlay")
+    dhcp = m.get("dhcp", lambda v: parse_dhcp(v, host, overlay if overlay_known else None), DHCPConfig())
     services = m.get("services", parse_services, ())
     routes = m.get("routes", parse_routes, RoutesConfig())
     control = m.get("control", parse_control, ControlConfig())

@@ -7,7 +7,7 @@ objects directly (in tests, say) gives the same result as loading a file without
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network
 from pathlib import Path
 from typing import Literal
 
@@ -124,6 +124,13 @@ class DHCPConfig:
     lease_time: int = 3600
     # Router advertisements (SLAAC) for the IPv6 prefixes on the server's interface.
     ipv6_ra: bool = False
+    # Who serves: "lxd-cluster" (a lease in LXD's database) or "standalone" (priority list and
+    # probe). The loader's default follows overlay.peers.
+    election: str = "standalone"
+    priority: tuple[str, ...] = ()  # standalone: host names, best first
+    probe_interval: float = 5.0  # seconds between DHCP probes for other servers
+    silent_probes: int = 3  # standalone: unanswered probes before a standby takes over
+    server_address6: IPv6Interface | None = None
 
 
 @dataclass(frozen=True, slots=True)

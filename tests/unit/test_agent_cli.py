@@ -257,7 +257,8 @@ def test_check_config_warns_about_settings_that_have_no_effect_yet(tmp_path: Pat
     config = tmp_path / "fabricd.yaml"
     config.write_text(
         "host: {name: h1, underlay_address: 192.0.2.11}\n"
-        "dhcp: {enabled: true, server_address: 10.210.0.2/24}\n"
+        "overlay: {enabled: true}\n"
+        "dhcp: {enabled: true, server_address: 10.210.0.2/24, priority: [h1]}\n"
         "metrics: {listen: '127.0.0.1:9464'}\n"
     )
     out = subprocess.run(

@@ -111,7 +111,7 @@ def test_spec_from_config() -> None:
     config = load_config_text(
         "host: {name: a, underlay_address: 10.0.0.1}\n"
         "overlay: {enabled: true, bridge: ov0, vni: 4242, peers: []}\n"
-        "dhcp: {enabled: true, server_address: 10.200.0.1/24}\n",
+        "dhcp: {enabled: true, server_address: 10.200.0.1/24, priority: [a]}\n",
         "test.yaml",
     )
     spec = FloatingSpec.from_config(config)

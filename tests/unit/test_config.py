@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Network
+from ipaddress import IPv6Interface, IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
 from textwrap import dedent
 
@@ -262,15 +262,23 @@ def test_routes_and_dhcp_values() -> None:
             routes:
               allowed_ranges: [10.0.0.0/8, "2001:db8::/32"]
               min_prefix_length_v4: 32
+            overlay: {enabled: true, peers: [{name: node2, address: 192.0.2.12}]}
             dhcp:
               enabled: true
               server_address: 10.200.0.1/24
+              server_address6: fd00:200::1/64
               ranges: [10.200.0.10-10.200.0.20, " 10.200.0.30 - 10.200.0.30 "]
               ipv6_ra: true
+              priority: [node2, node1]
+              probe_interval: 4.5
+              silent_probes: 2
             """
         )
     )
     assert cfg.dhcp.ipv6_ra is True
+    assert (cfg.dhcp.election, cfg.dhcp.priority) == ("standalone", ("node2", "node1"))
+    assert (cfg.dhcp.probe_interval, cfg.dhcp.silent_probes) == (4.5, 2)
+    assert cfg.dhcp.server_address6 == IPv6Interface("fd00:200::1/64")
     assert cfg.routes.allowed_ranges == (IPv4Network("10.0.0.0/8"), IPv6Network("2001:db8::/32"))
     assert cfg.routes.min_prefix_length_v4 == 32
     assert cfg.dhcp.ranges == (
@@ -496,7 +504,12 @@ CASES = [
         "duplicate overlay peer address '192.0.2.12'; already used by overlay.peers[0]",
     ),
     # dhcp
-    (HOST + "dhcp:\n  enabled: true\n", "dhcp.server_address", 5, "(needed when DHCP is enabled)"),
+    (
+        HOST + "overlay: {enabled: true}\ndhcp:\n  enabled: true\n  priority: [node1]\n",
+        "dhcp.server_address",
+        6,
+        "(needed when DHCP is enabled)",
+    ),
     (HOST + "dhcp:\n  server_address: 10.200.0.1\n", "dhcp.server_address", 5, "with its prefix length"),
     (HOST + "dhcp:\n  server_address: 10.200.0.1/31\n", "dhcp.server_address", 5, "at most /30"),
     (HOST + "dhcp:\n  server_address: 10.200.0.0/24\n", "dhcp.server_address", 5, "network or broadcast"),
@@ -529,6 +542,48 @@ CASES = [
         "overlaps dhcp.ranges[0]",
     ),
     (HOST + "dhcp:\n  ipv6_ra: maybe\n", "dhcp.ipv6_ra", 5, "expected true or false"),
+    (HOST + "dhcp:\n  election: raft\n", "dhcp.election", 5, "one of: lxd-cluster, standalone"),
+    (HOST + "dhcp:\n  probe_interval: 2\n", "dhcp.probe_interval", 5, "seconds >= 4"),
+    (HOST + "dhcp:\n  silent_probes: 0\n", "dhcp.silent_probes", 5, "an integer 1..100"),
+    (HOST + "dhcp:\n  priority: [a, b, a]\n", "dhcp.priority[2]", 5, "duplicate host 'a'"),
+    (HOST + "dhcp:\n  server_address6: fe80::1/64\n", "dhcp.server_address6", 5, "no unicast address"),
+    (HOST + "dhcp:\n  server_address6: fd00::1\n", "dhcp.server_address6", 5, "with its prefix length"),
+    (
+        HOST + "dhcp:\n  enabled: true\n  server_address: 10.200.0.1/24\n  priority: [node1]\n",
+        "dhcp.enabled",
+        5,
+        "set overlay.enabled: true",
+    ),
+    (
+        HOST + "overlay: {enabled: true}\ndhcp:\n  enabled: true\n  server_address: 10.200.0.1/24\n",
+        "dhcp.priority",
+        6,
+        "election: standalone needs the hosts",
+    ),
+    (
+        HOST
+        + "overlay: {enabled: true, peers: [{name: node2, address: 192.0.2.12}]}\n"
+        + "dhcp:\n  enabled: true\n  server_address: 10.200.0.1/24\n  priority: [node2]\n",
+        "dhcp.priority",
+        8,
+        "this host (node1) is not in the list",
+    ),
+    (
+        HOST
+        + "overlay: {enabled: true, peers: [{name: n2, address: 192.0.2.2}]}\n"
+        + "dhcp:\n  enabled: true\n  server_address: 10.200.0.1/24\n  priority: [node1, n3]\n",
+        "dhcp.priority",
+        8,
+        "n3 is no overlay peer name",
+    ),
+    (
+        HOST
+        + "overlay: {enabled: true, peers: lxd-cluster}\n"
+        + "dhcp:\n  enabled: true\n  server_address: 10.200.0.1/24\n  priority: [node1]\n",
+        "dhcp.priority",
+        8,
+        "only used with election: standalone",
+    ),
     # services
     (HOST + "services: {name: a}\n", "services", 4, "expected a list, got a mapping"),
     (HOST + "services:\n  - address: 10.0.0.1\n", "services[0].name", 5, "missing required key 'name'"),

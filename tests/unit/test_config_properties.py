@@ -299,6 +299,12 @@ def configs(draw: st.DrawFn) -> Data:
     maybe(draw, data, "bgp", bgp_sections(host))
     maybe(draw, data, "overlay", overlay_sections(host))
     maybe(draw, data, "dhcp", dhcp_sections())
+    if data.get("dhcp", {}).get("enabled"):
+        # The authority serves the overlay; standalone election needs this host in its list.
+        overlay = data.setdefault("overlay", {})
+        overlay["enabled"] = True
+        if overlay.get("peers") != "lxd-cluster":
+            data["dhcp"]["priority"] = [host["name"]]
     maybe(draw, data, "services", service_lists())
     maybe(draw, data, "routes", routes_sections())
     data.update(draw(small_sections()))
@@ -338,6 +344,9 @@ def check_reflects(cfg: FabricConfig, data: Data) -> None:
         assert [f"{a}-{b}" for a, b in cfg.dhcp.ranges] == dhcp["ranges"]
         assert cfg.dhcp.domain == dhcp.get("domain", "fabric.internal")
         assert cfg.dhcp.lease_time == dhcp.get("lease_time", 3600)
+        cluster = data.get("overlay", {}).get("peers") == "lxd-cluster"
+        assert cfg.dhcp.election == ("lxd-cluster" if cluster else "standalone")
+        assert cfg.dhcp.priority == tuple(dhcp.get("priority", ()))
         assert cfg.dhcp.ipv6_ra == dhcp.get("ipv6_ra", False)
 
     services = data.get("services", [])
