@@ -3,7 +3,8 @@
 The agent, the benchmarks and the tests all build their stacks here, so there is one composition.
 Order matters: shared views first (their observers run first in a pass), then features in the
 order their appliers should run (routes before the overlay, as the route applier is the one that
-keeps the BGP session fed).
+keeps the BGP session fed; the overlay before the DHCP/DNS authority, whose server sits on the
+bridge).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from fabricd.agent.decisions import DecisionLog
 from fabricd.agent.feature import Feature
 from fabricd.agent.notices import UnbuiltSettings
+from fabricd.authority.feature import AuthorityFeature
 from fabricd.config.model import FabricConfig
 from fabricd.lxd.members import MemberObserver
 from fabricd.lxd.view import LXDView
@@ -39,9 +41,13 @@ def build_features(
         UnbuiltSettings(config),
         lxd if lxd is not None else LXDView(config.lxd, on_change),
     ]
-    if config.overlay.enabled and config.overlay.peers_from_lxd_cluster:
+    overlay_members = config.overlay.enabled and config.overlay.peers_from_lxd_cluster
+    authority = config.dhcp.enabled
+    if overlay_members or (authority and config.dhcp.election == "lxd-cluster"):
         features.append(MemberObserver(config.lxd, on_change))
     features.append(route_feature(config, decisions, on_change))
     if config.overlay.enabled:
         features.append(OverlayFeature(config, config.daemon.state_dir))
+    if authority:  # after the overlay: it plans the MTU, and the bridge must exist first
+        features.append(AuthorityFeature(config, on_change))
     return features

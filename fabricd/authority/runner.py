@@ -15,10 +15,10 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Protocol
 
 from fabricd.authority.election import Elector, Memory, StoreRead, Write
+from fabricd.authority.state import AuthorityState
 from fabricd.log import get_logger
 
 log = get_logger("fabricd.authority.election")
@@ -30,20 +30,9 @@ class Store(Protocol):
     def write(self, write: Write) -> bool: ...
 
 
-@dataclass(frozen=True, slots=True)
-class ElectionView:
-    """The election as status and the planners see it."""
-
-    me: str
-    serving: bool
-    holder: str  # as last read; "" free, "?" unreadable
-    epoch: int
-    reason: str
-    since: float | None  # unix time this host started serving (None when it does not)
-    fence_at: float | None  # unix time this host stops serving unless it renews
-
-
 class ElectionRunner:
+    mode = "lxd-cluster"
+
     def __init__(
         self,
         elector: Elector,
@@ -62,21 +51,25 @@ class ElectionRunner:
         self._renewed = asyncio.Event()
         self.fences = 0
 
-    def view(self) -> ElectionView:
+    def serving(self) -> bool:
+        return self._elector.serving(self.memory, self._clock())
+
+    def state(self) -> AuthorityState:
         now = self._clock()
         serving = self._elector.serving(self.memory, now)
-        fence_at = None
+        expires = None
         if serving and self.memory.renewed_at is not None:
             timers = self._elector.timers
-            fence_at = time.time() + (self.memory.renewed_at + timers.ttl - timers.margin - now)
-        return ElectionView(
+            expires = time.time() + (self.memory.renewed_at + timers.ttl - timers.margin - now)
+        return AuthorityState(
+            self.mode,
             self._elector.me,
             serving,
             self.memory.holder,
-            self.memory.epoch,
             self.memory.reason,
             self._serving_since if serving else None,
-            fence_at,
+            expires,
+            self.memory.epoch,
         )
 
     async def run(self, stop: asyncio.Event) -> None:

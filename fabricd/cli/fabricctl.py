@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fabricd.cli.render import render_events, render_routes, render_status
+from fabricd.cli.render_authority import render_leases
 from fabricd.control_protocol import MAX_MESSAGE_BYTES, ProtocolError, decode, encode
 
 DEFAULT_SOCKET = Path("/run/fabricd/fabricd.sock")
@@ -19,7 +20,7 @@ SOCKET_ENV = "FABRICD_SOCKET"
 
 DESCRIPTION = """\
 fabricctl shows what the local fabricd is doing: BGP peers, announced and refused routes with
-their next hops and reasons, overlay peers and the DHCP/DNS authority.
+their next hops and reasons, overlay peers, and the DHCP/DNS authority with its leases.
 
 The socket is found in this order: --socket, $FABRICD_SOCKET, control.socket from --config,
 then /run/fabricd/fabricd.sock.
@@ -29,6 +30,7 @@ examples:
   fabricctl status --json     # the same as JSON: host, bgp_peers, routes, overlay_peers, authority
   fabricctl routes --json     # the full route table
   fabricctl events            # the last decisions (announce, withdraw, refuse, peer) with reasons
+  fabricctl leases            # the DHCP lease table (on the host that serves DHCP/DNS)
 """
 
 
@@ -50,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("status", "summary of everything the agent does"),
         ("routes", "the full route table"),
         ("events", "the last decisions with their reasons, oldest first"),
+        ("leases", "the DHCP leases, when this host is the DHCP/DNS authority"),
     ):
         sub = commands.add_parser(name, help=text, description=text)
         sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -95,6 +98,8 @@ def request(path: Path, command: str, timeout: float) -> dict[str, Any]:
     except ProtocolError as exc:
         raise AgentUnreachable(f"unreadable reply from {path}: {exc}") from None
     if not message.get("ok"):
+        if command == "leases" and "unknown command" in str(message.get("error")):
+            raise AgentUnreachable("the DHCP/DNS authority is not enabled on this host (dhcp.enabled)")
         raise AgentUnreachable(f"fabricd refused {command!r}: {message.get('error')}")
     result = message.get("result")
     if not isinstance(result, dict):
@@ -133,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(render_routes(result.get("routes", [])))
     elif args.command == "events":
         print(render_events(result.get("events", [])))
+    elif args.command == "leases":
+        print(render_leases(result.get("leases", []), result.get("authority")))
     else:
         print(render_status(result))
     return 0

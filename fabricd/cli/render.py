@@ -6,27 +6,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    cells = [[str(h) for h in headers]] + [["-" if v is None else str(v) for v in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in cells
-    ]
-    return "\n".join(lines)
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    total = int(seconds)
-    days, rest = divmod(total, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = [(days, "d"), (hours, "h"), (minutes, "m"), (secs, "s")]
-    shown = [f"{value}{unit}" for value, unit in parts if value] or ["0s"]
-    return "".join(shown[:2])
+from fabricd.cli.render_authority import render_authority
+from fabricd.cli.text import duration, table
 
 
 def render_routes(routes: Sequence[dict[str, Any]]) -> str:
@@ -88,12 +69,7 @@ def render_status(status: dict[str, Any]) -> str:
     )
     lines += ["", render_routes(status.get("routes", [])), ""]
     lines += render_overlay(status.get("overlay"), status.get("overlay_peers", []))
-    authority = status.get("authority")
-    lines.append("")
-    if authority:
-        lines.append(f"DHCP/DNS authority: {authority.get('host')} ({authority.get('state', '?')})")
-    else:
-        lines.append("DHCP/DNS authority: not configured")
+    lines += ["", *render_authority(status.get("authority"))]
     problems = status.get("problems") or []
     if problems:
         lines += ["", "problems:"] + [f"  - {p}" for p in problems]

@@ -6,14 +6,12 @@ as problems in `fabricctl status`, until the feature behind each key is built.
 
 from __future__ import annotations
 
-from fabricd.config.model import DHCPConfig, FabricConfig
+from fabricd.config.model import FabricConfig
 
 
 def unbuilt_settings(config: FabricConfig) -> list[tuple[str, str]]:
     """(key path, why) for every setting in `config` that fabricd does not act on yet."""
     found = []
-    if config.dhcp != DHCPConfig():
-        found.append(("dhcp", "the DHCP/DNS authority is not built yet; this section has no effect"))
     if config.services:
         found.append(
             ("services", "anycast services are not built yet; nothing is health-checked or announced")

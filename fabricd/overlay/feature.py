@@ -13,6 +13,8 @@ from typing import Any, Literal
 from fabricd.agent.feature import Feature, FeatureStatus
 from fabricd.agent.loop import Key, Observations
 from fabricd.agent.status import Metric
+from fabricd.authority.macs import server_mac
+from fabricd.authority.state import AUTHORITY
 from fabricd.config.model import FabricConfig
 from fabricd.lxd.members import MEMBERS
 from fabricd.lxd.observer import LXD
@@ -81,10 +83,20 @@ class OverlayPlanning:
         members = observed.get(MEMBERS)
         if snapshot is not None and members is not None and members.members is not None:
             snapshot = dataclasses.replace(snapshot, members=members.members)
-        plan = plan_overlay(self._config, snapshot, mtu)
+        plan = plan_overlay(self._config, snapshot, mtu, self._authority(observed))
         if snapshot is not None:
             return OverlayIntent(plan, underlay)
         return OverlayIntent(plan, underlay, "all" if self._config.overlay.peers_from_lxd_cluster else "macs")
+
+
+    def _authority(self, observed: Observations) -> tuple[str, str] | None:
+        """(server MAC, serving peer) while another host serves DHCP/DNS, so frames to the server
+        go straight to it; none while this host serves (the bridge knows its own port)."""
+        state = observed.get(AUTHORITY)
+        holder = state.known_holder if state is not None else None
+        if holder is None or holder == self._config.host.name:
+            return None
+        return server_mac(self._config.overlay.vni), holder
 
 
 class OverlayApplying:

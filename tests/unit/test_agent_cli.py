@@ -257,15 +257,14 @@ def test_check_config_warns_about_settings_that_have_no_effect_yet(tmp_path: Pat
     config = tmp_path / "fabricd.yaml"
     config.write_text(
         "host: {name: h1, underlay_address: 192.0.2.11}\n"
-        "overlay: {enabled: true}\n"
-        "dhcp: {enabled: true, server_address: 10.210.0.2/24, priority: [h1]}\n"
+        "services: [{name: dns, address: 10.250.0.53, check: {type: tcp, port: 53}}]\n"
         "metrics: {listen: '127.0.0.1:9464'}\n"
     )
     out = subprocess.run(
         [PY, "-m", "fabricd.cli.agent_main", "check-config", str(config)], capture_output=True, text=True
     )
     assert out.returncode == 0, out.stderr
-    assert f"{config}: dhcp: warning: the DHCP/DNS authority is not built yet" in out.stderr
+    assert f"{config}: services: warning: anycast services are not built yet" in out.stderr
     assert f"{config}: metrics.listen: warning: the metrics endpoint is not built yet" in out.stderr
     plain = tmp_path / "plain.yaml"
     plain.write_text("host: {name: h1, underlay_address: 192.0.2.11}\n")

@@ -47,18 +47,18 @@ def test_the_holder_fences_on_time_while_the_store_hangs_and_serves_again_after(
         runner = ElectionRunner(Elector("h1", TIMERS), store, lambda: None, on_fence)
         stop = asyncio.Event()
         task = asyncio.create_task(runner.run(stop))
-        while not runner.view().serving:
+        while not runner.state().serving:
             await asyncio.sleep(0.01)
-        assert runner.view().holder == "h1" and runner.view().fence_at is not None
+        assert runner.state().holder == "h1" and runner.state().expires is not None
         store.flowing.clear()  # LXD hangs: no read or write returns
         hung_at = time.monotonic()
         while not fenced:
             await asyncio.sleep(0.005)
             assert time.monotonic() - hung_at < 2.0, "never fenced"
-        assert not runner.view().serving
+        assert not runner.state().serving
         assert fenced[0] - hung_at <= TIMERS.ttl - TIMERS.margin + 0.15  # from the last renewal
         store.flowing.set()
-        while not runner.view().serving:  # the record still names h1: it renews and serves again
+        while not runner.state().serving:  # the record still names h1: it renews and serves again
             await asyncio.sleep(0.01)
         stop.set()
         await asyncio.wait_for(task, 3)
@@ -80,15 +80,15 @@ def test_a_standby_takes_over_a_released_lease_at_its_next_poll() -> None:
         h2 = ElectionRunner(Elector("h2", TIMERS), store, lambda: None, nothing)
         stop1, stop2 = asyncio.Event(), asyncio.Event()
         t1 = asyncio.create_task(h1.run(stop1))
-        while not h1.view().serving:
+        while not h1.state().serving:
             await asyncio.sleep(0.01)
         t2 = asyncio.create_task(h2.run(stop2))
         await asyncio.sleep(0.3)
-        assert not h2.view().serving and h2.view().holder == "h1"
+        assert not h2.state().serving and h2.state().holder == "h1"
         stop1.set()
         await t1
         released = time.monotonic()
-        while not h2.view().serving:
+        while not h2.state().serving:
             await asyncio.sleep(0.005)
         took = time.monotonic() - released
         stop2.set()
