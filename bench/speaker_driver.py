@@ -199,6 +199,7 @@ class Driver:
         await self.speaker.set_routes(routes)
         emit(op=op, t_call=called, t_done=time.monotonic(), routes=len(routes))
 
+
 def _route(prefix: str, next_hop: str) -> Route:
     return Route(
         ip_network(prefix), ip_address(next_hop), Origin("user-route", "default", "bench", key=prefix)

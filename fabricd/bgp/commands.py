@@ -242,6 +242,7 @@ class DesiredState:
                 self.new_unreachable.append(chosen)
         return before is None or before is not chosen
 
+
 @dataclass(frozen=True, slots=True)
 class Command:
     """One API line and the routes it carries, so its ack can be applied to the right peer and prefixes."""

@@ -88,7 +88,6 @@ class OverlayPlanning:
             return OverlayIntent(plan, underlay)
         return OverlayIntent(plan, underlay, "all" if self._config.overlay.peers_from_lxd_cluster else "macs")
 
-
     def _authority(self, observed: Observations) -> tuple[str, str] | None:
         """(server MAC, serving peer) while another host serves DHCP/DNS, so frames to the server
         go straight to it; none while this host serves (the bridge knows its own port)."""

@@ -1,8 +1,8 @@
 """Frames for the overlay lab tests, run inside a lab node: sniff for a marker, send test frames.
 
-  python -m tests.lab.overlay_probe sniff IFACE MARKER SECONDS   # prints "ready", then JSON counts
-  python -m tests.lab.overlay_probe frames IFACE MARKER          # broadcast, IPv4 and IPv6 multicast
-  python -m tests.lab.overlay_probe vxlan DST VNI MARKER         # one VXLAN packet, broadcast inside
+python -m tests.lab.overlay_probe sniff IFACE MARKER SECONDS   # prints "ready", then JSON counts
+python -m tests.lab.overlay_probe frames IFACE MARKER          # broadcast, IPv4 and IPv6 multicast
+python -m tests.lab.overlay_probe vxlan DST VNI MARKER         # one VXLAN packet, broadcast inside
 """
 
 from __future__ import annotations

@@ -71,9 +71,7 @@ def test_ovn_subnets_are_announced_via_the_uplink_address(lab: Lab) -> None:
 
         # NIC external routes of an OVN instance take the same next hop, and follow its state.
         h1.run(["lxc", "stop", "--force", "ovnc1"])
-        h1.run(
-            ["lxc", "config", "device", "set", "ovnc1", "eth0", "ipv4.routes.external=10.211.64.0/26"]
-        )
+        h1.run(["lxc", "config", "device", "set", "ovnc1", "eth0", "ipv4.routes.external=10.211.64.0/26"])
         h1.run(["lxc", "start", "ovnc1"])
         wait_for(r1.netns_name, "10.211.64.0/26", {uplink4})
         h1.run(["lxc", "stop", "--force", "ovnc1"])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from ipaddress import IPv6Interface, IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network
 from pathlib import Path
 from textwrap import dedent
 

@@ -115,7 +115,8 @@ def test_one_instance_gives_exact_files() -> None:
 def test_ipv6_ra_no_pools_and_odd_prefixes_change_the_conf() -> None:
     cfg = config(
         "overlay: {enabled: true}\n"
-        "dhcp:\n  enabled: true\n  server_address: 10.200.0.129/25\n  ipv6_ra: true\n  election: lxd-cluster\n"
+        "dhcp:\n  enabled: true\n  server_address: 10.200.0.129/25\n  ipv6_ra: true\n"
+        "  election: lxd-cluster\n"
     )
     conf = plan(cfg=cfg).conf
     assert "enable-ra\ndhcp-range=::,constructor:fab-dhcp,ra-only\n" in conf

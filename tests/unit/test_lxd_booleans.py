@@ -58,7 +58,7 @@ def test_every_other_text_is_neither(text: str) -> None:
 
 @given(_spelled(FALSE_WORDS))
 def test_announce_addresses_off_is_read_as_false_not_refused(text: str) -> None:
-    """"off" in any case used to refuse the network's routes; LXD reads it as false."""
+    """ "off" in any case used to refuse the network's routes; LXD reads it as false."""
     read = network_attributes({ANNOUNCE_ADDRESSES: text}, RoutesConfig())
     assert read.announce_addresses is False and read.problem is None
 
