@@ -181,7 +181,7 @@ class DnsmasqServer:
                 await asyncio.to_thread(self._kill_leftovers)
             self._start(gid)
             self._conf, self._hosts = plan.conf, hosts
-            log.info("dnsmasq serving", action=action, pid=self.pid, directory=str(self.directory))
+            log.info("dnsmasq serving", action=action, directory=str(self.directory))
             return action
 
     async def stop(self) -> None:

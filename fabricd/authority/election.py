@@ -1,13 +1,14 @@
 """Who is the authority: a lease taken and renewed by compare-and-swap, and fencing without clocks.
 
-The store (LXD's replicated database, `fabricd.authority.lease_store`) holds one record: holder,
-epoch and ttl. Every write names the ETag it read (If-Match), so of two writers racing only one
-wins, and a side of a partition that cannot write (no quorum) cannot win.
+The store (LXD's replicated database, `fabricd.authority.lease_store`) holds the record: holder,
+epoch and ttl. Every write names the version it read and succeeds only if that is still the
+newest (compare-and-swap), so of two writers racing only one wins, and a side of a partition that
+cannot write (no quorum) cannot win.
 
 No clock is compared between hosts; each host measures durations on its own monotonic clock:
 - the holder counts from the moment it *sent* its last successful renewal and stops serving
   (fences itself) once `ttl - margin` has passed, even when it cannot reach the store;
-- a standby takes over only after it has seen the very same record (same ETag) for `ttl`. It
+- a standby takes over only after it has seen the very same record (same version) for `ttl`. It
   first saw that record after it was written, so the old holder fenced itself before.
 A clean stop writes the record free, so a handover waits for nobody's ttl.
 
@@ -28,8 +29,8 @@ class LeaseRecord:
     holder: str = ""  # "" when free
     epoch: int = 0  # +1 on every change of holder: a fencing token for logs and status
     ttl: float = 2.0
-    # +1 on every write. LXD's ETag is a hash of the object's content: a renewal that wrote the
-    # same text would leave the ETag as it was, and standbys would take it for silence.
+    # +1 on every write (the store's version), so every renewal is a visible change: standbys
+    # would take an unchanged record for silence.
     seq: int = 0
 
     def encode(self) -> str:
@@ -54,10 +55,10 @@ class LeaseRecord:
 
 @dataclass(frozen=True, slots=True)
 class StoreRead:
-    """One read of the store: the record and its ETag, or why there is none."""
+    """One read of the store: the record and its version, or why there is none."""
 
     record: LeaseRecord | None
-    etag: str | None
+    version: str | None
     error: str | None = None
 
 
@@ -74,7 +75,7 @@ class Memory:
 
     renewed_at: float | None = None  # when our last successful write was sent, while we hold it
     epoch: int = 0
-    seen_etag: str | None = None
+    seen_version: str | None = None
     seen_since: float = 0.0
     holder: str = ""  # who holds it, as last read
     reason: str = "not read yet"
@@ -103,32 +104,32 @@ class Elector:
 
     def step(self, memory: Memory, read: StoreRead, now: float) -> tuple[Memory, Write | None]:
         """What to write after reading the store at `now`, and what to remember."""
-        if read.error is not None or read.etag is None:
-            why = read.error or "no ETag"
+        if read.error is not None or read.version is None:
+            why = read.error or "no version"
             return replace(memory, reason=f"store unreadable: {why}"), None
-        if read.etag != memory.seen_etag:
-            memory = replace(memory, seen_etag=read.etag, seen_since=now)
+        if read.version != memory.seen_version:
+            memory = replace(memory, seen_version=read.version, seen_since=now)
         record = read.record
         if record is None:  # unreadable record: someone wrote it; wait it out like any holder
             memory = replace(memory, holder="?", renewed_at=None)
             if now - memory.seen_since >= self.timers.ttl:
-                return self._take(memory, LeaseRecord(), read.etag, "unreadable record unchanged for ttl")
+                return self._take(memory, LeaseRecord(), read.version, "unreadable record unchanged for ttl")
             return replace(memory, reason="unreadable record; waiting ttl before taking over"), None
         memory = replace(memory, holder=record.holder)
         if record.holder == self.me:
             renewed = LeaseRecord(self.me, record.epoch, self.timers.ttl, record.seq + 1)
-            return replace(memory, epoch=record.epoch, reason="holder"), Write(renewed, read.etag, "renew")
+            return replace(memory, epoch=record.epoch, reason="holder"), Write(renewed, read.version, "renew")
         memory = replace(memory, renewed_at=None)  # someone else's (or nobody's): not ours
         if not record.holder:
-            return self._take(memory, record, read.etag, "lease free")
+            return self._take(memory, record, read.version, "lease free")
         waited = now - memory.seen_since
         if waited >= self.timers.ttl:
-            return self._take(memory, record, read.etag, f"{record.holder} did not renew for {waited:.1f}s")
+            return self._take(memory, record, read.version, f"{record.holder} did not renew for {waited:.1f}s")
         return replace(memory, reason=f"standby: {record.holder} holds epoch {record.epoch}"), None
 
-    def _take(self, memory: Memory, record: LeaseRecord, etag: str, why: str) -> tuple[Memory, Write]:
+    def _take(self, memory: Memory, record: LeaseRecord, version: str, why: str) -> tuple[Memory, Write]:
         taken = LeaseRecord(self.me, record.epoch + 1, self.timers.ttl, record.seq + 1)
-        return replace(memory, reason=f"taking over: {why}"), Write(taken, etag, "take")
+        return replace(memory, reason=f"taking over: {why}"), Write(taken, version, "take")
 
     def written(self, memory: Memory, write: Write, sent_at: float, ok: bool) -> Memory:
         """After a write: a success holds the lease from the moment it was sent."""
@@ -140,7 +141,7 @@ class Elector:
 
     def release(self, memory: Memory, read: StoreRead) -> Write | None:
         """On a clean stop: free the record if it is ours, so a standby takes over at once."""
-        if read.record is None or read.etag is None or read.record.holder != self.me:
+        if read.record is None or read.version is None or read.record.holder != self.me:
             return None
         record = read.record
-        return Write(LeaseRecord("", record.epoch, self.timers.ttl, record.seq + 1), read.etag, "release")
+        return Write(LeaseRecord("", record.epoch, self.timers.ttl, record.seq + 1), read.version, "release")

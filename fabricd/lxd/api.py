@@ -89,6 +89,10 @@ class LXDApi:
             raise ValueError(f"conditional write needs PUT or PATCH, not {method}")
         self._request(method, path, params=params, json=dict(body), headers={"If-Match": if_match})
 
+    def delete(self, path: str, **params: str) -> None:
+        """DELETE /1.0<path>; synchronous endpoints only."""
+        self._request("DELETE", path, params=params)
+
     def post(self, path: str, body: Mapping[str, Any], **params: str) -> Any:
         """POST /1.0<path> (creating an object); synchronous endpoints only."""
         return self._request("POST", path, params=params, json=dict(body))[0]

@@ -37,9 +37,10 @@ class ResyncHint:
 
 Hint = InstanceHint | NetworkHint | ResyncHint
 
-# The DHCP/DNS authority's election record (fabricd.authority.lease_store): renewed every half
-# second, attached to nothing, so its events carry nothing to re-read.
-ELECTION_ACL = "fabricd-authority"
+# The DHCP/DNS authority's election records (fabricd.authority.lease_store): network ACLs named
+# ELECTION_ACL + a sequence number, one created every half second, attached to nothing, so their
+# events carry nothing to re-read.
+ELECTION_ACL = "fabricd-authority-"
 
 # Changes that reach instances or networks indirectly: read everything again.
 _RESYNC_PREFIXES = (
@@ -67,7 +68,7 @@ def classify(event: Mapping[str, Any]) -> Hint | None:
         return None
     parts = [unquote(p) for p in source.path.split("/") if p]
     project = str(event.get("project") or parse_qs(source.query).get("project", ["default"])[0])
-    if action.startswith("network-acl-") and parts[2:3] == [ELECTION_ACL]:
+    if action.startswith("network-acl-") and len(parts) > 2 and parts[2].startswith(ELECTION_ACL):
         return None
     if action == "instance-renamed" or action.startswith(_RESYNC_PREFIXES):
         return ResyncHint(action)

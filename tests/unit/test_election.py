@@ -29,7 +29,7 @@ TIMERS = ElectionTimers(ttl=2.0, renew_interval=0.5, margin=0.5)
 
 @dataclass
 class Store:
-    """LXD's record with ETags: a write must name the ETag it read, and, as in LXD, the ETag is a
+    """A record with versions: a write must name the version it read, and the version is a
     hash of the content (writing the same text again leaves it unchanged)."""
 
     text: str = ""

@@ -139,7 +139,10 @@ def test_indirect_changes_resync(action: str, source: str) -> None:
 
 
 def test_the_election_records_renewals_cause_no_resync() -> None:
-    assert classify(lifecycle("network-acl-updated", f"/1.0/network-acls/{ELECTION_ACL}", "default")) is None
+    for action in ("network-acl-created", "network-acl-deleted"):
+        assert classify(lifecycle(action, f"/1.0/network-acls/{ELECTION_ACL}17", "default")) is None
+    other = classify(lifecycle("network-acl-updated", "/1.0/network-acls/fabricd-authorityx", "default"))
+    assert isinstance(other, ResyncHint)
     assert classify(lifecycle("network-acl-updated", "/1.0/network-acls/other", "default")) == ResyncHint(
         "network-acl-updated"
     )
