@@ -115,6 +115,14 @@ class SupervisedChild:
     def start(self) -> None:
         self._runner = asyncio.create_task(self._run(), name=f"{self.name}-supervisor")
 
+    def dead(self) -> str | None:
+        """Why this child will never be restarted although nobody stopped it, or None."""
+        runner = self._runner
+        if runner is None or not runner.done() or self._stopping.is_set():
+            return None
+        failure = None if runner.cancelled() else runner.exception()
+        return f"the {self.name} supervisor ended" + (f": {failure!r}" if failure is not None else "")
+
     async def stop(self) -> None:
         """Stop the child (SIGTERM, then SIGKILL) and reap it; no restart afterwards."""
         self._stopping.set()

@@ -23,6 +23,7 @@ from fabricd.agent.loop import ReconcileLoop
 from fabricd.agent.publisher import StatusPublisher
 from fabricd.agent.sd_notify import notify
 from fabricd.agent.status import HostStatus
+from fabricd.agent.watchdog import STUCK_AFTER, Watchdog, watchdog_period
 from fabricd.config import FabricConfig
 from fabricd.log import get_logger
 
@@ -40,8 +41,11 @@ class Agent:
         config: FabricConfig,
         features: Sequence[Feature] | None = None,
         decisions: DecisionLog | None = None,
+        *,
+        stuck_after: float = STUCK_AFTER,
     ) -> None:
-        """`features` and the `decisions` they record to replace the composed ones (benchmarks)."""
+        """`features` and the `decisions` they record to replace the composed ones (benchmarks);
+        `stuck_after`: how long a pass may run before the watchdog stops pinging systemd."""
         self.config = config
         self.host = HostStatus(
             name=config.host.name,
@@ -80,6 +84,7 @@ class Agent:
             self.commands,
         )
         self.stopping = asyncio.Event()
+        self._stuck_after = stuck_after
 
     def trigger(self) -> None:
         if self._loop is not None:
@@ -91,6 +96,14 @@ class Agent:
             # Ready once the first pass ran: what features build on it (devices that services
             # ordered after fabricd attach to) exists by then.
             notify("READY=1")
+
+    def health_line(self) -> str:
+        """One line for systemd's STATUS=: the last status snapshot's verdict."""
+        snapshot = self.publisher.current
+        problems = snapshot.problems
+        if problems:
+            return f"degraded: {len(problems)} problem(s); {problems[0]}"[:200]
+        return f"healthy: {snapshot.reconcile.passes} reconcile passes"
 
     def handle_request(self, command: str, args: dict[str, Any]) -> Mapping[str, Any]:
         """Answered from the last snapshot: no I/O, nothing that can block the event loop."""
@@ -112,6 +125,11 @@ class Agent:
             for feature in self.features
             for work in feature.background(self.stopping)
         ]
+        period = watchdog_period()
+        if period is not None:
+            features, line = self.features, self.health_line
+            watchdog = Watchdog(self.loop, features, line, period, stuck_after=self._stuck_after)
+            background.append(asyncio.ensure_future(watchdog.run(self.stopping)))
         try:
             for feature in self.features:
                 await feature.start()

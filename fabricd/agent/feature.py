@@ -48,6 +48,10 @@ class Feature:
         """Long-running tasks (event streams, pollers) that end when `stop` is set."""
         return ()
 
+    def dead(self) -> str | None:
+        """Why the agent must be restarted (the watchdog stops pinging systemd), or None."""
+        return None
+
     async def status(self) -> FeatureStatus:
         """Built after a pass, off the control path; any I/O must run in a worker thread."""
         return FeatureStatus()

@@ -137,6 +137,10 @@ class ReconcileLoop:
         self._wakeup = asyncio.Event()
         self._steps: dict[int, _StepState] = {}
         self.stats = ReconcileStats()
+        # Monotonic times for the watchdog: when the running pass began (None between passes), and
+        # when the loop last began or ended one.
+        self.pass_started_at: float | None = None
+        self.progress_at = time.monotonic()
 
     def _check_wiring(self) -> None:
         produced = {o.key for o in self._observers} | {p.key for p in self._planners}
@@ -217,6 +221,10 @@ class ReconcileLoop:
             await self._run_step("applier", applier, applier.name, apply)
         return seen
 
+    @property
+    def interval(self) -> float:
+        return self._interval
+
     def _next_wait(self) -> float:
         retries = [s.retry_at for s in self._steps.values() if s.failures]
         if not retries:
@@ -226,9 +234,13 @@ class ReconcileLoop:
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             self._wakeup.clear()
-            started = time.monotonic()
-            await self.run_pass()
+            started = self.pass_started_at = self.progress_at = time.monotonic()
+            try:
+                await self.run_pass()
+            finally:
+                self.pass_started_at = None
             took = time.monotonic() - started
+            self.progress_at = time.monotonic()
             failing = self.health()
             self.stats = ReconcileStats(
                 passes=self.stats.passes + 1,

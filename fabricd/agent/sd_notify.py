@@ -1,4 +1,7 @@
-"""systemd readiness (Type=notify): one datagram to $NOTIFY_SOCKET; a no-op outside systemd."""
+"""systemd readiness (Type=notify): one datagram to $NOTIFY_SOCKET; a no-op outside systemd.
+
+Never blocks: it is called on the event loop, and a full socket queue (a slow reader, at most ten
+datagrams by default on a Unix socket) drops the message instead of stalling the agent."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ def notify(state: str) -> bool:
         address = "\0" + address[1:]
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-            sock.sendto(state.encode(), address)
+            sock.sendto(state.encode(), socket.MSG_DONTWAIT, address)
     except OSError:
         return False
     return True

@@ -158,6 +158,10 @@ class DnsmasqServer:
         """How many times a dnsmasq process was started, over every restart."""
         return self._starts_before + (self._child.starts if self._child is not None else 0)
 
+    def dead(self) -> str | None:
+        """Why dnsmasq will not be restarted although it should run, or None."""
+        return self._child.dead() if self._child is not None else None
+
     @property
     def last_exit(self) -> str | None:
         return self._child.last_exit if self._child is not None else None

@@ -184,6 +184,9 @@ class AuthorityFeature(Feature):
     def commands(self) -> Mapping[str, CommandHandler]:
         return {"leases": lambda status, args: {"leases": status["leases"], "authority": status["authority"]}}
 
+    def dead(self) -> str | None:
+        return self.dnsmasq.dead()
+
     async def stop(self) -> None:
         # Cluster mode: the election task then frees the record, so a standby takes over at once.
         await self.serving.withdraw("fabricd is stopping")

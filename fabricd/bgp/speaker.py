@@ -172,6 +172,9 @@ class ExaBGPSpeaker:
     async def stop(self) -> None:
         await self.supervisor.stop()
 
+    def dead(self) -> str | None:
+        return self.supervisor.child.dead()
+
     async def set_routes(self, routes: Collection[Route]) -> None:
         if routes is self._input and not self._dirty:
             return  # the very same (immutable) set: nothing can have changed

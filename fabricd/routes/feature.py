@@ -122,6 +122,9 @@ class RouteFeature(Feature):
         if self.speaker is not None:
             await self.speaker.start()
 
+    def dead(self) -> str | None:
+        return self.speaker.dead() if self.speaker is not None else None
+
     async def stop(self) -> None:
         if self.speaker is not None:
             await self.speaker.stop()  # ExaBGP goes: its sessions close and peers withdraw
