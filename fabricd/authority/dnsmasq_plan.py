@@ -62,8 +62,12 @@ dnsmasq.conf
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from functools import lru_cache
+from hashlib import sha256
 from ipaddress import IPv4Address, IPv4Interface, ip_interface
 from pathlib import Path
 from typing import TypeGuard
@@ -155,10 +159,7 @@ class _Member:
     label: str  # the instance name, lower case
     location: str  # the location label used in names, lower case (host name when standalone)
     nics: tuple[NicRecord, ...]  # its overlay NICs, by device
-
-    @property
-    def ident(self) -> str:
-        return _ident(self.record)
+    ident: str  # project/name@location
 
     def nic_ident(self, nic: NicRecord) -> str:
         return f"{self.ident}/{nic.device}"
@@ -173,6 +174,91 @@ def is_label(text: str) -> bool:
     return bool(_LABEL.fullmatch(text)) and not text.isdigit()
 
 
+class InstanceSpace:
+    """The addresses a NIC's slot is taken from: the server subnet's host addresses minus the
+    server address and every dynamic pool, numbered 0.. upwards. It depends on the config only,
+    so a MAC's home slot never changes while the config does not."""
+
+    def __init__(self, server: IPv4Interface, pools: Iterable[tuple[IPv4Address, IPv4Address]]) -> None:
+        network = server.network
+        first, last = int(network.network_address) + 1, int(network.broadcast_address) - 1
+        holes = sorted([(int(server.ip), int(server.ip))] + [(int(lo), int(hi)) for lo, hi in pools])
+        runs, cursor = [], first
+        for lo, hi in holes:
+            if cursor < lo:
+                runs.append((cursor, min(lo - 1, last)))
+            cursor = max(cursor, hi + 1)
+        if cursor <= last:
+            runs.append((cursor, last))
+        runs = [(lo, hi) for lo, hi in runs if lo <= hi]
+        self._starts = [lo for lo, _ in runs]
+        self._ends = [hi for _, hi in runs]
+        self._offsets = []
+        self.size = 0
+        for lo, hi in runs:
+            self._offsets.append(self.size)
+            self.size += hi - lo + 1
+
+    def address(self, index: int) -> IPv4Address:
+        run = bisect_right(self._offsets, index) - 1
+        return IPv4Address(self._starts[run] + index - self._offsets[run])
+
+    def index(self, address: IPv4Address) -> int | None:
+        value = int(address)
+        run = bisect_right(self._starts, value) - 1
+        if run < 0 or value > self._ends[run]:
+            return None
+        return self._offsets[run] + value - self._starts[run]
+
+    def home(self, mac: str) -> int:
+        """The MAC's home slot: the first 8 bytes of sha256(MAC text, lower-case colon form) as a
+        big-endian number, modulo the size. The same on every host and Python."""
+        return int.from_bytes(sha256(mac.encode("ascii")).digest()[:8], "big") % self.size
+
+    def place(self, macs: Iterable[str], in_use: Iterable[IPv4Address]) -> dict[str, IPv4Address]:
+        """A slot for each MAC, none twice and none on an address `in_use`; a MAC left out when
+        the space is full. First every free home slot goes to the lowest MAC that has it as home;
+        then the other MACs, lowest first, take the next free slot upwards (wrapping round)."""
+        after: dict[int, int] = {}  # an occupied slot -> where to look next (the next-free chain)
+        for address in in_use:
+            index = self.index(address)
+            if index is not None:
+                after[index] = (index + 1) % self.size
+
+        def occupy(index: int, mac: str) -> None:
+            after[index] = (index + 1) % self.size
+            placed[mac] = self.address(index)
+
+        def next_free(index: int) -> int:
+            path = []
+            while index in after:
+                path.append(index)
+                index = after[index]
+            for seen in path:  # path compression: a full stretch is walked once
+                after[seen] = index
+            return index
+
+        placed: dict[str, IPv4Address] = {}
+        if self.size == 0:
+            return placed
+        homes: dict[int, list[str]] = defaultdict(list)
+        for mac in macs:
+            homes[self.home(mac)].append(mac)
+        displaced = []
+        for home, claimants in homes.items():
+            claimants.sort()
+            if home in after:
+                displaced += claimants
+            else:
+                occupy(home, claimants[0])
+                displaced += claimants[1:]
+        for mac in sorted(displaced):
+            if len(after) >= self.size:
+                break
+            occupy(next_free(self.home(mac)), mac)
+        return placed
+
+
 class _Planner:
     def __init__(self, snapshot: LXDSnapshot, config: FabricConfig) -> None:
         server = config.dhcp.server_address
@@ -182,6 +268,7 @@ class _Planner:
         self.dhcp = config.dhcp
         self.domain = config.dhcp.domain.lower()
         self.pools = config.dhcp.ranges
+        self.space = InstanceSpace(server, self.pools)
         self.directory = dnsmasq_directory(config)
         self.bridge = config.overlay.bridge
         self.host = config.host.name.lower()
@@ -218,7 +305,7 @@ class _Planner:
                 self.refuse(subject, "two NICs on the overlay have one device name")
                 continue
             location = self.host if instance.location == STANDALONE else instance.location.lower()
-            members.append(_Member(instance, label, location, tuple(nics)))
+            members.append(_Member(instance, label, location, tuple(nics), _ident(instance)))
         return members
 
     def qualified(self, member: _Member) -> str | None:
@@ -297,12 +384,10 @@ class _Planner:
         return result
 
     def address(self, text: str, subject: str) -> IPAddress | None:
-        try:
-            interface = ip_interface(text.strip())
-        except ValueError:
+        address = _parse_ip(text)
+        if address is None:
             self.refuse(subject, f"address {text!r} does not parse")
             return None
-        address = interface.ip
         network = self.server.network
         if isinstance(address, IPv4Address):
             if address not in network:
@@ -354,9 +439,8 @@ class _Planner:
                 self.refuse(
                     f"nic {member.nic_ident(nic)}", f"MAC {mac} is also on {others}: no DHCP reservation"
                 )
-        result = []
+        sticky: dict[str, IPv4Address] = {}  # mac -> the address it keeps
         for member in members:
-            holder_name = member.label if member.label in names.get(member.ident, ()) else None
             taken: set[IPv4Address] = set()  # one address on two of its NICs: the first keeps it
             for nic in member.nics:
                 mac = granted.get((member.ident, nic.device))
@@ -366,6 +450,23 @@ class _Planner:
                 address = next((a for a in stable if a not in taken), None)
                 if address is not None:
                     taken.add(address)
+                    sticky[mac] = address
+        unplaced = sorted(mac for mac in granted.values() if mac not in sticky)
+        slots = self.space.place(unplaced, self.in_use())
+        result = []
+        for member in members:
+            holder_name = member.label if member.label in names.get(member.ident, ()) else None
+            for nic in member.nics:
+                mac = granted.get((member.ident, nic.device))
+                if mac is None:
+                    continue
+                address = sticky[mac] if mac in sticky else slots.get(mac)
+                if address is None:
+                    self.refuse(
+                        f"nic {member.nic_ident(nic)}",
+                        f"the instance space ({self.space.size} addresses) is full: no fixed address,"
+                        " a dynamic lease",
+                    )
                 result.append(Reservation(mac, address, holder_name, member.nic_ident(nic)))
                 holder_name = None  # the hostname goes to the first NIC only
         return result
@@ -374,6 +475,22 @@ class _Planner:
         """In the server subnet (checked before) and outside every dynamic pool."""
         return isinstance(address, IPv4Address) and not any(lo <= address <= hi for lo, hi in self.pools)
 
+    def in_use(self) -> set[IPv4Address]:
+        """Every IPv4 address in the subnet some overlay NIC reports, refused instances and NICs
+        included: a slot never goes to an address a machine on the overlay has (dnsmasq does not
+        ping before it offers a reserved address)."""
+        network = self.server.network
+        found = set()
+        for instance in self.snapshot.instances:
+            for nic in instance.nics:
+                if not on_bridge(nic, self.bridge):
+                    continue
+                for text in nic.addresses:
+                    address = _parse_ip(text)
+                    if isinstance(address, IPv4Address) and address in network:
+                        found.add(address)
+        return found
+
     # --- the plan -------------------------------------------------------------------------------------
 
     def plan(self, interface: str, mtu: int) -> DnsmasqPlan:
@@ -381,12 +498,20 @@ class _Planner:
         names = self.names(members)
         addresses = self.nic_addresses(members)
         reservations = sorted(self.reservations(members, addresses, names), key=lambda r: r.mac)
+        reserved = {r.nic: r.address for r in reservations if r.address is not None}
         records = []
         for member in members:
             published = names[member.ident]
             if not published:
                 continue
-            mine = {a for nic in member.nics for a in addresses.get((member.ident, nic.device), ())}
+            mine: set[IPAddress] = set()
+            for nic in member.nics:
+                reported = addresses.get((member.ident, nic.device), ())
+                mine.update(reported)
+                # What it will get, until LXD reports an IPv4 address (any, even a refused one) on it.
+                planned = reserved.get(member.nic_ident(nic))
+                if planned is not None and not _reports_ipv4(nic):
+                    mine.add(planned)
             records += [HostRecord(a, published, member.ident) for a in mine]
         records.sort(key=lambda r: _address_key(r.address))
         return DnsmasqPlan(
@@ -444,6 +569,19 @@ class _Planner:
 
 def _nic_key(nic: NicRecord) -> tuple[str, str]:
     return nic.device, repr(nic)
+
+
+def _reports_ipv4(nic: NicRecord) -> bool:
+    return any(isinstance(_parse_ip(text), IPv4Address) for text in nic.addresses)
+
+
+@lru_cache(maxsize=1 << 16)  # the same addresses come back in every snapshot
+def _parse_ip(text: str) -> IPAddress | None:
+    """The address of an "address/prefixlen" LXD reports; None when it does not parse."""
+    try:
+        return ip_interface(text.strip()).ip
+    except ValueError:
+        return None
 
 
 def _address_key(address: IPAddress) -> tuple[int, int]:
