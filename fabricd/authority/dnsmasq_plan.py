@@ -4,9 +4,9 @@ Pure: no I/O. Same input in any order gives the same plan, byte for byte. The ru
 
 Which instances
   An instance is on the overlay when one of its NICs is on `overlay.bridge` (by managed network
-  or bridged parent), whatever its status: a stopped instance keeps its reservation and its
-  names, so they are ready when it starts and do not move while it is stopped. LXD listing one
-  instance (project, name, location) twice with different data refuses it.
+  or bridged parent), whatever its status: a created or stopped instance has its reservation,
+  address and names, so they are ready when it starts. LXD listing one instance (project,
+  name, location) twice with different data refuses it.
 
 Names
   An instance name must be a DNS label (letters, digits, '-', at most 63, not all digits); else
@@ -29,16 +29,36 @@ Addresses (A, AAAA and PTR through `addn-hosts`)
   Every global address LXD reports on an overlay NIC. IPv4 must lie in the server's subnet
   (`dhcp.server_address`) and be neither its network, broadcast nor the server's own address;
   IPv6 must be a global unicast address. An address claimed by two instances is published for
-  neither (refused on each). The first name on a hosts line is the one PTR answers with: the
-  bare `name.<domain>` for the bare name's holder, else the qualified name.
+  neither (refused on each). A NIC that reports no IPv4 address at all (created, stopped, or
+  not through DHCP yet) has its reservation's address published instead, so its names resolve
+  before it starts; once it reports one, what it reports is published. The first name on a
+  hosts line is the one PTR answers with: the bare `name.<domain>` for the bare name's
+  holder, else the qualified name.
 
 Reservations (`dhcp-hostsfile`, one line per known instance MAC)
-  `MAC[,address][,hostname]` for every overlay NIC with a valid unicast MAC.
-  - The stable address is the NIC's current IPv4 (as LXD reports it) that lies in the server
-    subnet and outside every dynamic pool (`dhcp.ranges`); the lowest such address when there
-    are several (one the instance's earlier NIC, by device name, already reserved is skipped);
-    none when there is none (the client then gets a dynamic lease, and keeps it through
-    dnsmasq's lease file and its own renewals).
+  `MAC,address[,hostname]` for every overlay NIC with a valid unicast MAC, as soon as LXD lists
+  the instance. dnsmasq offers a reserved address at once (it pings only before a pool address),
+  so a new instance is not kept waiting 3 s, and every authority plans the same addresses.
+  - Sticky: a NIC keeps the IPv4 address LXD reports for it when that lies in the server subnet
+    and outside every dynamic pool (`dhcp.ranges`); the lowest such address when there are
+    several (one the instance's earlier NIC, by device name, already keeps is skipped). Nothing
+    else can take it: it never moves while LXD reports it.
+  - Otherwise a slot in the instance space: the subnet's host addresses minus the server's and
+    every pool, numbered upwards. It depends on the config only. A MAC's home slot is the first
+    8 bytes of sha256 over the MAC text (lower case, colons) as a big-endian number, modulo the
+    space's size. Taken are: every IPv4 address any overlay NIC reports (refused instances and
+    NICs included; dnsmasq does not ping before it offers a reserved address). First each free
+    home slot goes to the lowest MAC that has it as home; then every other MAC, lowest first,
+    takes the next free slot upwards from its home, wrapping round. So the plan is a function
+    of the set of NICs: the same in any order, on any host.
+  - What can move: only a NIC LXD reports no address for (new, stopped, or with a pool lease
+    from before it had a reservation) and that collides. It loses its home slot only to a
+    lower MAC with the same home (or to an address someone reports); a NIC that already lost
+    its home (probed on) may shift as NICs come and go. A stopped instance gets its home slot
+    back unless such a collider appeared meanwhile. A NIC reporting a pool address is given
+    its slot and moves there at its next renewal (dnsmasq answers the renewal with a NAK).
+  - When the instance space is full the remaining NICs (probing order) get no address (a
+    dynamic lease, as before) and are refused with a reason; nothing else changes.
   - The hostname (option 12, and the name dnsmasq publishes for the lease) is the bare name,
     given only to its holder's first overlay NIC with a reservation. Other instances get no
     hostname: a lease must never publish a name that belongs to someone else, and client-sent
