@@ -41,8 +41,9 @@ Reservations (`dhcp-hostsfile`, one line per known instance MAC)
   so a new instance is not kept waiting 3 s, and every authority plans the same addresses.
   - Sticky: a NIC keeps the IPv4 address LXD reports for it when that lies in the server subnet
     and outside every dynamic pool (`dhcp.ranges`); the lowest such address when there are
-    several (one the instance's earlier NIC, by device name, already keeps is skipped). Nothing
-    else can take it: it never moves while LXD reports it.
+    several (one the instance's earlier NIC, by device name, already keeps is skipped). No slot
+    is ever given on it, so it never moves while LXD reports it (unless another instance
+    reports it too: then it is published for neither, and each gets a slot).
   - Otherwise a slot in the instance space: the subnet's host addresses minus the server's and
     every pool, numbered upwards. It depends on the config only. A MAC's home slot is the first
     8 bytes of sha256 over the MAC text (lower case, colons) as a big-endian number, modulo the
@@ -239,6 +240,9 @@ class InstanceSpace:
         """A slot for each MAC, none twice and none on an address `in_use`; a MAC left out when
         the space is full. First every free home slot goes to the lowest MAC that has it as home;
         then the other MACs, lowest first, take the next free slot upwards (wrapping round)."""
+        placed: dict[str, IPv4Address] = {}
+        if self.size == 0:
+            return placed
         after: dict[int, int] = {}  # an occupied slot -> where to look next (the next-free chain)
         for address in in_use:
             index = self.index(address)
@@ -258,9 +262,6 @@ class InstanceSpace:
                 after[seen] = index
             return index
 
-        placed: dict[str, IPv4Address] = {}
-        if self.size == 0:
-            return placed
         homes: dict[int, list[str]] = defaultdict(list)
         for mac in macs:
             homes[self.home(mac)].append(mac)
