@@ -132,3 +132,33 @@ def large_snapshot(instances: int = 10_000, routes_each: int = 5, networks: int 
 
 def large_config() -> FabricConfig:
     return config("routes:\n  allowed_ranges: [100.64.0.0/10]\n")
+
+
+OVERLAY_BRIDGE = "fabric0"
+
+
+def large_overlay_config() -> FabricConfig:
+    """DHCP on a /16 overlay subnet, one pool of 14,335 addresses: 51,200 left for instances."""
+    return config(
+        "overlay:\n  enabled: true\n"
+        "dhcp:\n  enabled: true\n  server_address: 10.200.0.1/16\n"
+        "  ranges: [10.200.200.0-10.200.255.254]\n  election: lxd-cluster\n"
+    )
+
+
+def large_overlay_snapshot(instances: int = 10_000) -> LXDSnapshot:
+    """Instances on the overlay bridge over three members, one NIC each, every third stopped: a
+    quarter report a stable IPv4 (and an IPv6) address, a quarter a pool address, half none."""
+    base, pool = int(IPv4Address("10.200.0.2")), int(IPv4Address("10.200.200.0"))
+    records = []
+    for i in range(instances):
+        mac = "02:10:" + ":".join(f"{(i >> shift) & 255:02x}" for shift in (24, 16, 8, 0))
+        addresses: tuple[str, ...] = ()
+        if i % 4 == 0:
+            addresses = (f"{IPv4Address(base + i)}/16", f"fd00:200::{i:x}/64")
+        elif i % 4 == 1:
+            addresses = (f"{IPv4Address(pool + i % 14_000)}/16",)
+        nic = NicRecord("eth0", FrozenMap({"network": OVERLAY_BRIDGE}), mac, addresses=addresses)
+        status = "Stopped" if i % 3 == 0 else "Running"
+        records.append(InstanceRecord("default", f"c{i}", "container", status, f"m{1 + i % 3}", (nic,)))
+    return LXDSnapshot(ME, True, ("default",), (), tuple(records))

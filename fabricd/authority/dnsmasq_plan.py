@@ -4,9 +4,9 @@ Pure: no I/O. Same input in any order gives the same plan, byte for byte. The ru
 
 Which instances
   An instance is on the overlay when one of its NICs is on `overlay.bridge` (by managed network
-  or bridged parent), whatever its status: a stopped instance keeps its reservation and its
-  names, so they are ready when it starts and do not move while it is stopped. LXD listing one
-  instance (project, name, location) twice with different data refuses it.
+  or bridged parent), whatever its status: a created or stopped instance has its reservation,
+  address and names, so they are ready when it starts. LXD listing one instance (project,
+  name, location) twice with different data refuses it.
 
 Names
   An instance name must be a DNS label (letters, digits, '-', at most 63, not all digits); else
@@ -29,16 +29,37 @@ Addresses (A, AAAA and PTR through `addn-hosts`)
   Every global address LXD reports on an overlay NIC. IPv4 must lie in the server's subnet
   (`dhcp.server_address`) and be neither its network, broadcast nor the server's own address;
   IPv6 must be a global unicast address. An address claimed by two instances is published for
-  neither (refused on each). The first name on a hosts line is the one PTR answers with: the
-  bare `name.<domain>` for the bare name's holder, else the qualified name.
+  neither (refused on each). A NIC that reports no IPv4 address at all (created, stopped, or
+  not through DHCP yet) has its reservation's address published instead, so its names resolve
+  before it starts; once it reports one, what it reports is published. The first name on a
+  hosts line is the one PTR answers with: the bare `name.<domain>` for the bare name's
+  holder, else the qualified name.
 
 Reservations (`dhcp-hostsfile`, one line per known instance MAC)
-  `MAC[,address][,hostname]` for every overlay NIC with a valid unicast MAC.
-  - The stable address is the NIC's current IPv4 (as LXD reports it) that lies in the server
-    subnet and outside every dynamic pool (`dhcp.ranges`); the lowest such address when there
-    are several (one the instance's earlier NIC, by device name, already reserved is skipped);
-    none when there is none (the client then gets a dynamic lease, and keeps it through
-    dnsmasq's lease file and its own renewals).
+  `MAC,address[,hostname]` for every overlay NIC with a valid unicast MAC, as soon as LXD lists
+  the instance. dnsmasq offers a reserved address at once (it pings only before a pool address),
+  so a new instance is not kept waiting 3 s, and every authority plans the same addresses.
+  - Sticky: a NIC keeps the IPv4 address LXD reports for it when that lies in the server subnet
+    and outside every dynamic pool (`dhcp.ranges`); the lowest such address when there are
+    several (one the instance's earlier NIC, by device name, already keeps is skipped). No slot
+    is ever given on it, so it never moves while LXD reports it (unless another instance
+    reports it too: then it is published for neither, and each gets a slot).
+  - Otherwise a slot in the instance space: the subnet's host addresses minus the server's and
+    every pool, numbered upwards. It depends on the config only. A MAC's home slot is the first
+    8 bytes of sha256 over the MAC text (lower case, colons) as a big-endian number, modulo the
+    space's size. Taken are: every IPv4 address any overlay NIC reports (refused instances and
+    NICs included; dnsmasq does not ping before it offers a reserved address). First each free
+    home slot goes to the lowest MAC that has it as home; then every other MAC, lowest first,
+    takes the next free slot upwards from its home, wrapping round. So the plan is a function
+    of the set of NICs: the same in any order, on any host.
+  - What can move: only a NIC LXD reports no address for (new, stopped, or with a pool lease
+    from before it had a reservation) and that collides. It loses its home slot only to a
+    lower MAC with the same home (or to an address someone reports); a NIC that already lost
+    its home (probed on) may shift as NICs come and go. A stopped instance gets its home slot
+    back unless such a collider appeared meanwhile. A NIC reporting a pool address is given
+    its slot and moves there at its next renewal (dnsmasq answers the renewal with a NAK).
+  - When the instance space is full the remaining NICs (probing order) get no address (a
+    dynamic lease, as before) and are refused with a reason; nothing else changes.
   - The hostname (option 12, and the name dnsmasq publishes for the lease) is the bare name,
     given only to its holder's first overlay NIC with a reservation. Other instances get no
     hostname: a lease must never publish a name that belongs to someone else, and client-sent
@@ -62,8 +83,12 @@ dnsmasq.conf
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from functools import lru_cache
+from hashlib import sha256
 from ipaddress import IPv4Address, IPv4Interface, ip_interface
 from pathlib import Path
 from typing import TypeGuard
@@ -155,10 +180,7 @@ class _Member:
     label: str  # the instance name, lower case
     location: str  # the location label used in names, lower case (host name when standalone)
     nics: tuple[NicRecord, ...]  # its overlay NICs, by device
-
-    @property
-    def ident(self) -> str:
-        return _ident(self.record)
+    ident: str  # project/name@location
 
     def nic_ident(self, nic: NicRecord) -> str:
         return f"{self.ident}/{nic.device}"
@@ -173,6 +195,91 @@ def is_label(text: str) -> bool:
     return bool(_LABEL.fullmatch(text)) and not text.isdigit()
 
 
+class InstanceSpace:
+    """The addresses a NIC's slot is taken from: the server subnet's host addresses minus the
+    server address and every dynamic pool, numbered 0.. upwards. It depends on the config only,
+    so a MAC's home slot never changes while the config does not."""
+
+    def __init__(self, server: IPv4Interface, pools: Iterable[tuple[IPv4Address, IPv4Address]]) -> None:
+        network = server.network
+        first, last = int(network.network_address) + 1, int(network.broadcast_address) - 1
+        holes = sorted([(int(server.ip), int(server.ip))] + [(int(lo), int(hi)) for lo, hi in pools])
+        runs, cursor = [], first
+        for lo, hi in holes:
+            if cursor < lo:
+                runs.append((cursor, min(lo - 1, last)))
+            cursor = max(cursor, hi + 1)
+        if cursor <= last:
+            runs.append((cursor, last))
+        runs = [(lo, hi) for lo, hi in runs if lo <= hi]
+        self._starts = [lo for lo, _ in runs]
+        self._ends = [hi for _, hi in runs]
+        self._offsets = []
+        self.size = 0
+        for lo, hi in runs:
+            self._offsets.append(self.size)
+            self.size += hi - lo + 1
+
+    def address(self, index: int) -> IPv4Address:
+        run = bisect_right(self._offsets, index) - 1
+        return IPv4Address(self._starts[run] + index - self._offsets[run])
+
+    def index(self, address: IPv4Address) -> int | None:
+        value = int(address)
+        run = bisect_right(self._starts, value) - 1
+        if run < 0 or value > self._ends[run]:
+            return None
+        return self._offsets[run] + value - self._starts[run]
+
+    def home(self, mac: str) -> int:
+        """The MAC's home slot: the first 8 bytes of sha256(MAC text, lower-case colon form) as a
+        big-endian number, modulo the size. The same on every host and Python."""
+        return int.from_bytes(sha256(mac.encode("ascii")).digest()[:8], "big") % self.size
+
+    def place(self, macs: Iterable[str], in_use: Iterable[IPv4Address]) -> dict[str, IPv4Address]:
+        """A slot for each MAC, none twice and none on an address `in_use`; a MAC left out when
+        the space is full. First every free home slot goes to the lowest MAC that has it as home;
+        then the other MACs, lowest first, take the next free slot upwards (wrapping round)."""
+        placed: dict[str, IPv4Address] = {}
+        if self.size == 0:
+            return placed
+        after: dict[int, int] = {}  # an occupied slot -> where to look next (the next-free chain)
+        for address in in_use:
+            index = self.index(address)
+            if index is not None:
+                after[index] = (index + 1) % self.size
+
+        def occupy(index: int, mac: str) -> None:
+            after[index] = (index + 1) % self.size
+            placed[mac] = self.address(index)
+
+        def next_free(index: int) -> int:
+            path = []
+            while index in after:
+                path.append(index)
+                index = after[index]
+            for seen in path:  # path compression: a full stretch is walked once
+                after[seen] = index
+            return index
+
+        homes: dict[int, list[str]] = defaultdict(list)
+        for mac in macs:
+            homes[self.home(mac)].append(mac)
+        displaced = []
+        for home, claimants in homes.items():
+            claimants.sort()
+            if home in after:
+                displaced += claimants
+            else:
+                occupy(home, claimants[0])
+                displaced += claimants[1:]
+        for mac in sorted(displaced):
+            if len(after) >= self.size:
+                break
+            occupy(next_free(self.home(mac)), mac)
+        return placed
+
+
 class _Planner:
     def __init__(self, snapshot: LXDSnapshot, config: FabricConfig) -> None:
         server = config.dhcp.server_address
@@ -182,6 +289,7 @@ class _Planner:
         self.dhcp = config.dhcp
         self.domain = config.dhcp.domain.lower()
         self.pools = config.dhcp.ranges
+        self.space = InstanceSpace(server, self.pools)
         self.directory = dnsmasq_directory(config)
         self.bridge = config.overlay.bridge
         self.host = config.host.name.lower()
@@ -218,7 +326,7 @@ class _Planner:
                 self.refuse(subject, "two NICs on the overlay have one device name")
                 continue
             location = self.host if instance.location == STANDALONE else instance.location.lower()
-            members.append(_Member(instance, label, location, tuple(nics)))
+            members.append(_Member(instance, label, location, tuple(nics), _ident(instance)))
         return members
 
     def qualified(self, member: _Member) -> str | None:
@@ -297,12 +405,10 @@ class _Planner:
         return result
 
     def address(self, text: str, subject: str) -> IPAddress | None:
-        try:
-            interface = ip_interface(text.strip())
-        except ValueError:
+        address = _parse_ip(text)
+        if address is None:
             self.refuse(subject, f"address {text!r} does not parse")
             return None
-        address = interface.ip
         network = self.server.network
         if isinstance(address, IPv4Address):
             if address not in network:
@@ -354,9 +460,8 @@ class _Planner:
                 self.refuse(
                     f"nic {member.nic_ident(nic)}", f"MAC {mac} is also on {others}: no DHCP reservation"
                 )
-        result = []
+        sticky: dict[str, IPv4Address] = {}  # mac -> the address it keeps
         for member in members:
-            holder_name = member.label if member.label in names.get(member.ident, ()) else None
             taken: set[IPv4Address] = set()  # one address on two of its NICs: the first keeps it
             for nic in member.nics:
                 mac = granted.get((member.ident, nic.device))
@@ -366,6 +471,23 @@ class _Planner:
                 address = next((a for a in stable if a not in taken), None)
                 if address is not None:
                     taken.add(address)
+                    sticky[mac] = address
+        unplaced = sorted(mac for mac in granted.values() if mac not in sticky)
+        slots = self.space.place(unplaced, self.in_use())
+        result = []
+        for member in members:
+            holder_name = member.label if member.label in names.get(member.ident, ()) else None
+            for nic in member.nics:
+                mac = granted.get((member.ident, nic.device))
+                if mac is None:
+                    continue
+                address = sticky[mac] if mac in sticky else slots.get(mac)
+                if address is None:
+                    self.refuse(
+                        f"nic {member.nic_ident(nic)}",
+                        f"the instance space ({self.space.size} addresses) is full: no fixed address,"
+                        " a dynamic lease",
+                    )
                 result.append(Reservation(mac, address, holder_name, member.nic_ident(nic)))
                 holder_name = None  # the hostname goes to the first NIC only
         return result
@@ -374,6 +496,22 @@ class _Planner:
         """In the server subnet (checked before) and outside every dynamic pool."""
         return isinstance(address, IPv4Address) and not any(lo <= address <= hi for lo, hi in self.pools)
 
+    def in_use(self) -> set[IPv4Address]:
+        """Every IPv4 address in the subnet some overlay NIC reports, refused instances and NICs
+        included: a slot never goes to an address a machine on the overlay has (dnsmasq does not
+        ping before it offers a reserved address)."""
+        network = self.server.network
+        found = set()
+        for instance in self.snapshot.instances:
+            for nic in instance.nics:
+                if not on_bridge(nic, self.bridge):
+                    continue
+                for text in nic.addresses:
+                    address = _parse_ip(text)
+                    if isinstance(address, IPv4Address) and address in network:
+                        found.add(address)
+        return found
+
     # --- the plan -------------------------------------------------------------------------------------
 
     def plan(self, interface: str, mtu: int) -> DnsmasqPlan:
@@ -381,12 +519,20 @@ class _Planner:
         names = self.names(members)
         addresses = self.nic_addresses(members)
         reservations = sorted(self.reservations(members, addresses, names), key=lambda r: r.mac)
+        reserved = {r.nic: r.address for r in reservations if r.address is not None}
         records = []
         for member in members:
             published = names[member.ident]
             if not published:
                 continue
-            mine = {a for nic in member.nics for a in addresses.get((member.ident, nic.device), ())}
+            mine: set[IPAddress] = set()
+            for nic in member.nics:
+                reported = addresses.get((member.ident, nic.device), ())
+                mine.update(reported)
+                # What it will get, until LXD reports an IPv4 address (any, even a refused one) on it.
+                planned = reserved.get(member.nic_ident(nic))
+                if planned is not None and not _reports_ipv4(nic):
+                    mine.add(planned)
             records += [HostRecord(a, published, member.ident) for a in mine]
         records.sort(key=lambda r: _address_key(r.address))
         return DnsmasqPlan(
@@ -444,6 +590,19 @@ class _Planner:
 
 def _nic_key(nic: NicRecord) -> tuple[str, str]:
     return nic.device, repr(nic)
+
+
+def _reports_ipv4(nic: NicRecord) -> bool:
+    return any(isinstance(_parse_ip(text), IPv4Address) for text in nic.addresses)
+
+
+@lru_cache(maxsize=1 << 16)  # the same addresses come back in every snapshot
+def _parse_ip(text: str) -> IPAddress | None:
+    """The address of an "address/prefixlen" LXD reports; None when it does not parse."""
+    try:
+        return ip_interface(text.strip()).ip
+    except ValueError:
+        return None
 
 
 def _address_key(address: IPAddress) -> tuple[int, int]:

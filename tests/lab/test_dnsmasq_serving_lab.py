@@ -163,6 +163,7 @@ dhcp:
   ranges: [10.200.0.100-10.200.0.199]
   lease_time: 600
   ipv6_ra: true
+  election: lxd-cluster
 daemon:
   state_dir: {STATE}
 """

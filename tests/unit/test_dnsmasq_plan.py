@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import random
 import shutil
@@ -70,6 +71,16 @@ def names_of(p: DnsmasqPlan) -> dict[str, set[str]]:
 
 def hosts(p: DnsmasqPlan) -> list[list[str]]:
     return [line.split(",") for line in p.hosts_dhcp.splitlines()]
+
+
+# The instance space of CONFIG, by its definition: the subnet's host addresses minus the server
+# (.1) and the pool (.100-.199), upwards.
+SPACE = tuple(a for a in SUBNET.hosts() if a != IPv4Address("10.200.0.1") and not POOL[0] <= a <= POOL[1])
+
+
+def home(mac: str, space: tuple[IPv4Address, ...] = SPACE) -> IPv4Address:
+    """A MAC's home slot: sha256 of its lower-case colon text, first 8 bytes big-endian, mod size."""
+    return space[int.from_bytes(hashlib.sha256(mac.encode()).digest()[:8], "big") % len(space)]
 
 
 # --- the files --------------------------------------------------------------------------------------
@@ -159,18 +170,23 @@ def test_bad_interface_or_mtu_is_a_programming_error() -> None:
 # --- reservations -------------------------------------------------------------------------------------
 
 
-def test_stable_address_is_the_current_one_outside_the_pools() -> None:
+def test_stable_address_is_the_current_one_outside_the_pools_else_the_home_slot() -> None:
     p = plan(
         instance("in-pool", on("02:00:00:00:00:01", "10.200.0.150/24")),
         instance("outside", on("02:00:00:00:00:02", "10.9.0.1/24")),
         instance("two", on("02:00:00:00:00:03", "10.200.0.9/24", "10.200.0.8/24", "fd00::3/64")),
         instance("none-yet", on("02:00:00:00:00:04"), status="Stopped"),
     )
+    assert (home("02:00:00:00:00:01"), home("02:00:00:00:00:02")) == (
+        ip_address("10.200.0.45"),
+        ip_address("10.200.0.8"),
+    )
+    assert home("02:00:00:00:00:04") == ip_address("10.200.0.32")
     assert hosts(p) == [
-        ["02:00:00:00:00:01", "in-pool"],  # a dynamic lease: dnsmasq's lease file keeps it
-        ["02:00:00:00:00:02", "outside"],
+        ["02:00:00:00:00:01", "10.200.0.45", "in-pool"],  # a pool address is no stable one: its home slot
+        ["02:00:00:00:00:02", "10.200.0.10", "outside"],  # home .8 is two's, .9 is in use: the next free
         ["02:00:00:00:00:03", "10.200.0.8", "two"],  # the lowest of several
-        ["02:00:00:00:00:04", "none-yet"],  # stopped: ready for when it starts
+        ["02:00:00:00:00:04", "10.200.0.32", "none-yet"],  # stopped: ready for when it starts
     ]
     assert (
         Refusal("nic default/outside@m1/eth0", "address 10.9.0.1 is outside the overlay subnet 10.200.0.0/24")
@@ -192,8 +208,8 @@ def test_only_nics_on_the_overlay_bridge_count() -> None:
 
 def test_two_overlay_nics_share_the_names_and_only_the_first_gets_the_hostname() -> None:
     p = plan(instance("c1", on("02:00:00:00:00:02", "10.200.0.6/24", device="eth1"), on("02:00:00:00:00:01")))
-    assert hosts(p) == [["02:00:00:00:00:01", "c1"], ["02:00:00:00:00:02", "10.200.0.6"]]
-    assert names_of(p)["c1"] == {"10.200.0.6"}
+    assert hosts(p) == [["02:00:00:00:00:01", "10.200.0.45", "c1"], ["02:00:00:00:00:02", "10.200.0.6"]]
+    assert names_of(p)["c1"] == {"10.200.0.6", "10.200.0.45"}  # eth0 has no address yet: its slot
 
 
 def test_a_mac_on_two_nics_goes_to_the_one_running_else_to_none() -> None:
@@ -203,7 +219,7 @@ def test_a_mac_on_two_nics_goes_to_the_one_running_else_to_none() -> None:
         instance("a", on("02:00:00:00:00:02")),
         instance("b", on("02:00:00:00:00:02")),
     )
-    assert hosts(p) == [["02:00:00:00:00:01", "run"]]
+    assert hosts(p) == [["02:00:00:00:00:01", "10.200.0.45", "run"]]
     refused = {r.subject: r.reason for r in p.refused}
     assert (
         refused["nic default/copy@m1/eth0"]
