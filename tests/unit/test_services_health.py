@@ -232,3 +232,36 @@ def test_without_flap_control_health_is_the_streak_of_results(rules: Rules, resu
         elif n >= plain.fall and not any(results[n - plain.fall : n]):
             healthy = False
         assert health.healthy == healthy, (n, results[:n])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.builds(
+        FlapConfig,
+        hold_down=st.just(0.0),
+        damping=st.just(True),
+        half_life=st.floats(50.0, 300.0),  # at least 4 flap periods: the penalty builds up
+        suppress=st.floats(1.5, 6.0),
+        reuse=st.floats(0.2, 1.0),
+        max_suppress=st.just(3600.0),
+    ),
+    st.integers(1, 3),
+    st.integers(1, 3),
+    st.floats(0.1, 2.0),
+    st.integers(20, 300),
+)
+def test_a_flapping_backend_comes_up_a_bounded_number_of_times(
+    flap: FlapConfig, rise: int, fall: int, interval: float, cycles: int
+) -> None:
+    """A backend that passes `rise` and fails `fall` checks over and over, forever: each cycle
+    of suppression lets it up at most about `suppress` times, and a cycle lasts at least the time
+    the penalty needs to decay from `suppress` to `reuse`."""
+    rules = Rules(rise, fall, flap)
+    health, ups, t = start(0.0), 0, 0.0
+    for _ in range(cycles):
+        health, changes, t = run(health, "+" * rise + "-" * fall, rules, t, interval)
+        ups += sum(c.serving for c in changes)
+    cycle = flap.half_life * math.log2(flap.suppress / flap.reuse)
+    per_cycle = math.ceil(flap.suppress) + 1
+    assert ups <= per_cycle * (1 + t / cycle)
+    assert ups < cycles  # damping did hold it out
