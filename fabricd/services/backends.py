@@ -71,7 +71,7 @@ def local_backends(
             found.append(Backend(backend_id, problem=target))
         else:
             found.append(Backend(backend_id, target[0], target[1]))
-    return sorted(set(found))
+    return sorted(set(found), key=lambda b: b.id)
 
 
 def route_target(

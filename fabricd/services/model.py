@@ -15,6 +15,15 @@ ServiceSource = Literal["config", "instances"]
 AddressStateName = Literal["announced", "degraded", "draining", "withdrawn", "refused"]
 
 
+def address_key(address: IPAddress) -> tuple[int, int]:
+    """IPv4 first, then by value: one order across families (ipaddress refuses to compare them)."""
+    return address.version, int(address)
+
+
+def prefix_order(prefix: IPNetwork) -> tuple[int, int, int]:
+    return prefix.version, int(prefix.network_address), prefix.prefixlen
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class BackendId:
     """One instance backing one service; the key of the per-backend health state."""
@@ -53,24 +62,30 @@ class ServiceProblem:
     reason: str
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(frozen=True, slots=True)
 class NextHop:
     """A backend's address on the bridge the host route leaves by."""
 
     address: IPAddress
     device: str
 
+    def key(self) -> tuple[int, int, str]:
+        return (*address_key(self.address), self.device)
 
-@dataclass(frozen=True, slots=True, order=True)
+
+@dataclass(frozen=True, slots=True)
 class HostRoute:
     """The kernel route that carries an anycast address to this host's backends (ECMP when
     several next hops). The applier reports the ones it installed back to the planner."""
 
     prefix: IPNetwork
-    next_hops: tuple[NextHop, ...]
+    next_hops: tuple[NextHop, ...]  # sorted by NextHop.key
+
+    def key(self) -> tuple[int, int, int]:
+        return prefix_order(self.prefix)
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(frozen=True, slots=True)
 class Backend:
     """A backend on this host: where to check it and where to route to it.
 
@@ -86,7 +101,7 @@ class Backend:
         return next((a for a in self.addresses if a.version == version), None)
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(frozen=True, slots=True)
 class BackendCheck:
     """What the health checker runs for one local backend (`target` None: exec, in the instance)."""
 
@@ -94,7 +109,7 @@ class BackendCheck:
     target: IPAddress | None
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(frozen=True, slots=True)
 class AddressState:
     """One anycast address on this host, for `fabricctl services`."""
 
@@ -102,6 +117,9 @@ class AddressState:
     address: IPAddress
     state: AddressStateName
     reason: str
+
+    def key(self) -> tuple[str, int, int]:
+        return (self.service, *address_key(self.address))
 
 
 @dataclass(frozen=True, slots=True)

@@ -83,15 +83,15 @@ def plan_services(inputs: ServiceInputs) -> ServicePlan:
             _plan_address(out, service, address, backends, inputs, ctx, installed)
     return ServicePlan(
         services=definitions.services,
-        backends=tuple(sorted(out.backends)),
-        checks=tuple(sorted(out.checks)),
-        host_routes=tuple(sorted(out.host_routes)),
+        backends=tuple(sorted(out.backends, key=lambda b: b.id)),
+        checks=tuple(sorted(out.checks, key=lambda c: c.id)),
+        host_routes=tuple(sorted(out.host_routes, key=HostRoute.key)),
         routes=RoutePlan(
             tuple(sorted(out.routes, key=route_key)),
             tuple(sorted(out.refused, key=refusal_key)),
             tuple(sorted(out.withheld, key=refusal_key)),
         ),
-        addresses=tuple(sorted(out.addresses)),
+        addresses=tuple(sorted(out.addresses, key=AddressState.key)),
         problems=definitions.problems,
         wake_at=min(out.wake, default=None),
     )
@@ -178,7 +178,8 @@ def _plan_address(
     if not healthy:
         out.hold(service, address, "withdrawn", _why_no_backend(service, version, backends, inputs.health))
         return
-    hops = tuple(sorted(NextHop(a, b.device) for b in healthy if (a := b.address(version)) is not None))
+    hops = tuple(sorted((NextHop(a, b.device) for b in healthy if (a := b.address(version)) is not None),
+                        key=NextHop.key))  # fmt: skip
     out.host_routes.append(HostRoute(prefix, hops))
     next_hop = ctx.host_next_hop(version)
     if isinstance(next_hop, str):
