@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
 from fabricd.config.model import ServiceConfig
+from fabricd.frozen import FrozenMap
 from fabricd.routes.model import IPAddress, IPNetwork, RoutePlan
 
 GRACEFUL_SHUTDOWN = "65535:0"  # RFC 8326: receivers lower the route's preference
@@ -127,7 +127,7 @@ class DrainState:
     """What the operator drained, and since when (wall-clock seconds, kept across restarts)."""
 
     host: float | None = None  # the whole host
-    services: Mapping[str, float] = field(default_factory=dict)
+    services: FrozenMap[float] = field(default_factory=FrozenMap)
 
     def since(self, service: str) -> float | None:
         """When `service` began draining here: the earlier of the host's and its own drain."""

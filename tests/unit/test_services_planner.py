@@ -171,7 +171,7 @@ def test_degrade_keeps_a_worse_announcement_through_checked_backends() -> None:
 
 
 def test_drain_announces_graceful_shutdown_then_withdraws_and_keeps_the_route() -> None:
-    drains = DrainState(services={"dns": 1000.0})
+    drains = DrainState(services=FrozenMap({"dns": 1000.0}))
     result = plan(fabric(DNS), snap(DNS1), up("dns-1"), drains=drains, now=1004.0)
     route = result.routes.routes[0]
     assert route.attributes == RouteAttributes(("65000:53", GRACEFUL_SHUTDOWN), (), 4294967294, None)
@@ -307,7 +307,9 @@ def scenarios(
     on_failure = draw(st.sampled_from(["withdraw", "degrade"]))
     service = replace(DNS, on_failure=on_failure, degraded_med=99 if on_failure == "degrade" else None)
     drains = draw(
-        st.sampled_from([DrainState(), DrainState(services={"dns": 995.0}), DrainState(host=900.0)])
+        st.sampled_from(
+            [DrainState(), DrainState(services=FrozenMap({"dns": 995.0})), DrainState(host=900.0)]
+        )
     )
     return fabric(service), snap(*instances), healths, drains
 
