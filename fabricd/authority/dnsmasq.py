@@ -70,16 +70,21 @@ def find_program(name: str) -> str:
 
 
 def processes_with(argument: str) -> list[int]:
-    """Processes with `argument` as one of their command-line arguments."""
+    """Processes in this mount namespace with `argument` as one of their command-line arguments.
+
+    A path names a file only in its own mount namespace: a process elsewhere with the same argument
+    (another host's dnsmasq, when several hosts share one machine's PIDs, as lab nodes do) is not ours.
+    """
     found = []
+    ours = os.readlink("/proc/self/ns/mnt")
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 arguments = (entry / "cmdline").read_bytes().split(b"\0")
+                if argument.encode() in arguments and os.readlink(entry / "ns" / "mnt") == ours:
+                    found.append(int(entry.name))
             except OSError:
                 continue
-            if argument.encode() in arguments:
-                found.append(int(entry.name))
     return found
 
 
