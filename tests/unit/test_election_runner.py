@@ -96,3 +96,41 @@ def test_a_standby_takes_over_a_released_lease_at_its_next_poll() -> None:
         return took
 
     assert asyncio.run(main()) <= TIMERS.renew_interval + 0.1
+
+
+def test_a_standby_asks_for_a_pass_when_another_host_takes_over() -> None:
+    """The overlay's FDB entry for the server MAC follows the holder: a standby re-plans at once."""
+
+    async def main() -> list[str]:
+        store = HangingStore()
+        record = LeaseRecord("h1", 1, TIMERS.ttl, 1)
+        store.text = record.encode()
+
+        async def renew_as_holder() -> None:  # the holder, whoever it is now, keeps renewing
+            while True:
+                current = LeaseRecord.decode(store.text)
+                assert current is not None
+                store.text = LeaseRecord(current.holder, current.epoch, TIMERS.ttl, current.seq + 1).encode()
+                await asyncio.sleep(TIMERS.renew_interval / 2)
+
+        async def nothing() -> None:
+            return None
+
+        passes: list[str] = []
+        h3 = ElectionRunner(Elector("h3", TIMERS), store, lambda: passes.append(h3.memory.holder), nothing)
+        stop = asyncio.Event()
+        renewing = asyncio.create_task(renew_as_holder())
+        task = asyncio.create_task(h3.run(stop))
+        while h3.state().holder != "h1":
+            await asyncio.sleep(0.01)
+        store.text = LeaseRecord("h2", 2, TIMERS.ttl, 100).encode()  # h2 took over
+        deadline = time.monotonic() + 2
+        while "h2" not in passes and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        stop.set()
+        await task
+        renewing.cancel()
+        assert not h3.state().serving
+        return passes
+
+    assert asyncio.run(main()) == ["h1", "h2"]  # a pass when it first saw a holder, and at the change
