@@ -132,6 +132,18 @@ def lxc_exec(
     return node.run(argv, input_text=input_text, timeout=timeout, check=check)
 
 
+def add_macvlan(
+    node: NodeRuntime, instance: str, name: str, mac: str, *, parent: str = "eth0", project: str = "default"
+) -> None:
+    """A macvlan on the instance's NIC with a MAC LXD does not know: a dynamic DHCP client's interface.
+
+    Frames leave through the instance's own NIC, so the client sits where the instance does.
+    """
+    link = ["ip", "link", "add", "link", parent, "name", name, "address", mac, "type", "macvlan", "mode"]
+    lxc_exec(node, instance, [*link, "bridge"], project=project)
+    lxc_exec(node, instance, ["ip", "link", "set", name, "up"], project=project)
+
+
 def instance_pid(node: NodeRuntime, instance: str, project: str = "default") -> int:
     """The instance's init PID on the machine (lab nodes share the machine's PID namespace)."""
     path = f"/1.0/instances/{instance}/state?project={project}"
@@ -195,11 +207,17 @@ class DhcpClient:
         return int(out) if out.isdigit() else None
 
     def kill_others(self) -> list[int]:
-        """Stop every udhcpc in the instance (by PID); they would answer for the same interface."""
+        """Stop every udhcpc in the instance that serves this interface (by PID): two would fight."""
         pids = [int(p) for p in self.exec("pidof", "udhcpc", check=False).stdout.split() if p.isdigit()]
-        if pids:
-            self.exec("kill", *map(str, pids), check=False)
-        return pids
+        mine = []
+        for pid in pids:
+            argv = self.exec("cat", f"/proc/{pid}/cmdline", check=False).stdout.split("\0")
+            interface = argv[argv.index("-i") + 1] if "-i" in argv[:-1] else "eth0"
+            if interface == self.interface:
+                mine.append(pid)
+        if mine:
+            self.exec("kill", *map(str, mine), check=False)
+        return mine
 
     def events(self) -> list[LeaseEvent]:
         result = self.exec("cat", self.events_file, check=False)
@@ -367,6 +385,8 @@ def parse_dns_answer(message: bytes, ident: int) -> DnsAnswer | None:
             rtype, _, _, length = struct.unpack("!HHIH", message[offset : offset + 10])
             offset += 10
             data = message[offset : offset + length]
+            if len(data) != length:
+                return None
             if rtype == QTYPES["A"] and length == 4:
                 answers.append(str(ipaddress.IPv4Address(data)))
             elif rtype == QTYPES["AAAA"] and length == 16:
@@ -595,13 +615,16 @@ class DnsWatch(_LineProcess):
 
 
 def longest_silence(samples: Sequence[DnsSample], since: float = 0.0) -> tuple[float, float] | None:
-    """(first unanswered, next answered) around the longest run of unanswered queries after `since`."""
+    """(first unanswered, next answered) around the longest run of queries with no reply after `since`.
+
+    Any reply ends a silence, NXDOMAIN or an empty answer included: the server answers again.
+    """
     best: tuple[float, float] | None = None
     start = None
     for sample in samples:
         if sample.at < since:
             continue
-        if sample.answers is None or sample.rcode != 0:
+        if sample.answers is None:
             start = sample.at if start is None else start
         elif start is not None:
             if best is None or sample.at - start > best[1] - best[0]:
