@@ -190,8 +190,8 @@ class DhcpClient:
         The event file starts empty.
         """
         self.kill_others()
-        lxc_exec(self.node, self.instance, ["tee", SCRIPT], project=self.project, input_text=UDHCPC_SCRIPT)
-        self.exec("chmod", "755", SCRIPT)
+        # The text goes as an argument: `lxc exec` with data on stdin sometimes never sees its end.
+        self.exec("sh", "-c", 'printf "%s" "$1" > "$0" && chmod 755 "$0"', SCRIPT, UDHCPC_SCRIPT)
         self.exec("rm", "-f", self.events_file, self.pid_file)
         udhcpc = ["-f", "-i", self.interface, "-s", SCRIPT, "-t", "5", "-T", "1", "-A", "1", "-O", "mtu"]
         if requested is not None:

@@ -240,11 +240,16 @@ def cut(lab: Lab, host: str, side: str, up: bool) -> None:
     """The underlay link of `host` down or up, at r1's port or the host's own."""
     node, port = (lab.node("r1"), R1_PORT[host]) if side == "r1" else (lab.node(host), HOST_PORT)
     node.run(["ip", "link", "set", port, "up" if up else "down"])
-    if up and side == "host":  # the kernel dropped the host's routes through the link with it
+    if up and side == "host":  # the kernel dropped the routes (and IPv6 addresses) on the link with it
         (spec,) = (n for n in lab.topology.nodes if n.name == host)
-        for line in spec.exec:
-            if line.startswith("ip route add"):
-                node.run(shlex.split(line))
+
+        def configured() -> bool:
+            for line in spec.exec:  # the node's own set-up lines; "exists" is fine
+                node.run(shlex.split(line), check=False)
+            routes = [shlex.split(line)[3] for line in spec.exec if line.startswith("ip route add")]
+            return all(node.run(["ip", "route", "show", dst], check=False).stdout.strip() for dst in routes)
+
+        wait_until(configured, 10, f"{host}'s underlay addresses and routes back")
 
 
 def fdb_follows(lab: Lab, hosts: list[str], successor: str) -> bool:
@@ -403,8 +408,12 @@ def test_a_dynamic_client_keeps_its_address_and_a_newcomer_never_gets_it(
         dynamic.start()
         held = dynamic.wait_bound(timeout=30).ip
         assert in_pool(held)
-        rows = {(row["mac"], row["address"]) for row in leases(lab.node(holder))["leases"]}
-        assert ("02:ac:0d:00:00:01", held) in rows
+
+        def listed() -> bool:
+            rows = {(row["mac"], row["address"]) for row in leases(lab.node(holder))["leases"]}
+            return ("02:ac:0d:00:00:01", held) in rows
+
+        wait_until(listed, 10, "the dynamic lease in the holder's table")
 
         pid = agent_pid(lab, holder)
         killed = time.time()
@@ -421,8 +430,12 @@ def test_a_dynamic_client_keeps_its_address_and_a_newcomer_never_gets_it(
         events = dynamic.renew(timeout=30)
         assert not renewal_failures(events) and (events[-1].event, events[-1].ip) == ("renew", held), events
         assert dynamic.address() == held
-        table = {row["mac"]: row["address"] for row in leases(lab.node(successor))["leases"]}
-        assert table["02:ac:0d:00:00:01"] == held and table["02:ac:0d:00:00:02"] == given.ip
+
+        def both_listed() -> bool:
+            table = {row["mac"]: row["address"] for row in leases(lab.node(successor))["leases"]}
+            return table.get("02:ac:0d:00:00:01") == held and table.get("02:ac:0d:00:00:02") == given.ip
+
+        wait_until(both_listed, 10, "both leases, apart, in the successor's table")
         print(f"\ndynamic client {held} kept across {holder} -> {successor}; "
               f"newcomer asking for it got {given.ip}, {arrived:.2f}s after the kill")  # fmt: skip
     finally:
@@ -474,9 +487,12 @@ def test_a_partitioned_holder_never_serves_beside_its_successor(lab: Lab) -> Non
     assert not on_cut_side or max(o.at for o in on_cut_side) < first_new
     # Healed: one authority, and every bridge gets answers from it alone.
     assert after_heal == successor
-    for host, log in logs.items():
-        answered = [hosts for hosts in log.answered_probes(healed + 3.0).values() if hosts]
-        assert answered and all(hosts == {successor} for hosts in answered), (host, answered)
+    since_heal = {host: list(log.answered_probes(healed + 3.0).values()) for host, log in logs.items()}
+    seen = {host: [sorted(hosts) for hosts in probes] for host, probes in since_heal.items()}
+    context = (holder, successor, round(healed - cut_at, 2), seen)
+    for probes in since_heal.values():
+        answered = [hosts for hosts in probes if hosts]
+        assert answered and all(hosts == {successor} for hosts in answered), context
     for host in HOSTS:
         section = authority(lab.node(host))
         assert section is not None and section["holder"] == successor
