@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import threading
 import time
+from collections.abc import Callable
 
 from fabricd.authority.election import ElectionTimers, Elector, LeaseRecord, StoreRead, Write
 from fabricd.authority.runner import ElectionRunner
@@ -99,38 +100,40 @@ def test_a_standby_takes_over_a_released_lease_at_its_next_poll() -> None:
 
 
 def test_a_standby_asks_for_a_pass_when_another_host_takes_over() -> None:
-    """The overlay's FDB entry for the server MAC follows the holder: a standby re-plans at once."""
-
-    async def main() -> list[str]:
+    async def main() -> None:
         store = HangingStore()
-        record = LeaseRecord("h1", 1, TIMERS.ttl, 1)
-        store.text = record.encode()
-
-        async def renew_as_holder() -> None:  # the holder, whoever it is now, keeps renewing
-            while True:
-                current = LeaseRecord.decode(store.text)
-                assert current is not None
-                store.text = LeaseRecord(current.holder, current.epoch, TIMERS.ttl, current.seq + 1).encode()
-                await asyncio.sleep(TIMERS.renew_interval / 2)
 
         async def nothing() -> None:
             return None
 
-        passes: list[str] = []
-        h3 = ElectionRunner(Elector("h3", TIMERS), store, lambda: passes.append(h3.memory.holder), nothing)
-        stop = asyncio.Event()
-        renewing = asyncio.create_task(renew_as_holder())
-        task = asyncio.create_task(h3.run(stop))
-        while h3.state().holder != "h1":
-            await asyncio.sleep(0.01)
-        store.text = LeaseRecord("h2", 2, TIMERS.ttl, 100).encode()  # h2 took over
-        deadline = time.monotonic() + 2
-        while "h2" not in passes and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        stop.set()
-        await task
-        renewing.cancel()
-        assert not h3.state().serving
-        return passes
+        passes: dict[str, list[str]] = {"h2": [], "h3": []}
+        runners = {"h1": ElectionRunner(Elector("h1", TIMERS), store, lambda: None, nothing)}
 
-    assert asyncio.run(main()) == ["h1", "h2"]  # a pass when it first saw a holder, and at the change
+        def recorder(name: str) -> Callable[[], None]:
+            return lambda: passes[name].append(runners[name].state().holder)
+
+        for name in passes:
+            runners[name] = ElectionRunner(Elector(name, TIMERS), store, recorder(name), nothing)
+        stops = {name: asyncio.Event() for name in runners}
+        tasks = {"h1": asyncio.create_task(runners["h1"].run(stops["h1"]))}
+        while not runners["h1"].state().serving:
+            await asyncio.sleep(0.01)
+        for name in passes:
+            tasks[name] = asyncio.create_task(runners[name].run(stops[name]))
+        while any(runners[n].state().holder != "h1" for n in passes):
+            await asyncio.sleep(0.01)
+        assert passes == {"h2": ["h1"], "h3": ["h1"]}  # first read: the overlay learns where it serves
+        stops["h1"].set()
+        await tasks["h1"]  # released: one of h2 and h3 takes over
+        while not any(runners[n].state().serving for n in passes):
+            await asyncio.sleep(0.01)
+        new = next(n for n in passes if runners[n].state().serving)
+        other = "h3" if new == "h2" else "h2"
+        while runners[other].state().holder != new:
+            await asyncio.sleep(0.01)
+        assert passes[other][-1] == new  # the other standby asked for a pass on the change
+        for name in passes:
+            stops[name].set()
+            await tasks[name]
+
+    asyncio.run(main())
