@@ -173,6 +173,7 @@ def keepalived_section(bench: AuthorityBench, kill: Json) -> Json:
     if baseline is None or not baseline.rounds:
         return {"skipped": "not run (see lab.keepalived)"}
     rounds = baseline.rounds
+    version = _version(["dpkg-query", "-W", "-f=${Version}", "keepalived"]) or "?"
     dhcp = figure([r.dhcp_all for r in rounds], None)
     dns = figure([r.dns_all for r in rounds], None)
     return {
@@ -192,8 +193,7 @@ def keepalived_section(bench: AuthorityBench, kill: Json) -> Json:
             for r in rounds
         ],
         "what": "the same lab and client loops after fabricd's rounds, every fabricd stopped: keepalived "
-        f"{_version([baseline.binary, '--version']) or ''} (VRRP, advert_int 1, priority 100, nopreempt) "
-        "moves "
+        f"{version} (VRRP, advert_int 1, priority 100, nopreempt) moves "
         "192.168.100.1 between veths on each host's fabric0 and its notify scripts start and stop dnsmasq "
         "(same range, lease time, names, ping check). A round deletes the master's veth and SIGKILLs its "
         "keepalived and dnsmasq at once (what fabricd's SIGKILL does to its server), then measures as for "
