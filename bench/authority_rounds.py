@@ -14,7 +14,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -40,8 +40,10 @@ from fabric_lab.dhcp_clients import (
     LeaseEvent,
     OfferCounter,
     OfferLog,
+    boot_offset,
     dns_query,
     parse_dns_answer,
+    parse_events,
 )
 from fabric_lab.node import LabError
 from fabric_lab.runner import Lab, namespace_prefix
@@ -65,6 +67,7 @@ COUNTER_HOST = "h1"
 COUNTER_INTERVAL = 0.5
 ROUND_TIMEOUT = 15.0  # seconds after the signal before a client still unanswered counts as timed out
 CREATE_TIMEOUT = 20.0
+RENEW_TIMEOUT = 20.0
 SETTLE_TIMEOUT = 40.0
 FRESH = 1.0  # a loop counts as working when it had an answer this recently
 DNSMASQ_DIR = "run/fabricd/dnsmasq"  # below a node's root (its holder's /proc/PID/root)
@@ -249,6 +252,7 @@ class AuthorityBench:
         self.offset = clock_offset()
         self.clients: list[GapClient] = []
         self.instances: dict[str, DhcpClient] = {}
+        self.leases: dict[str, str] = {}  # each instance's first lease
         self.created: list[str] = []
         self.counter: OfferCounter | None = None
         self.counter_log: OfferLog | None = None
@@ -329,6 +333,7 @@ class AuthorityBench:
             udhcpc.start()
             self.instances[name] = udhcpc
         leases = {name: client.wait_bound(30).ip for name, client in self.instances.items()}
+        self.leases = leases
         self.progress(f"instances bound: {leases}; client namespaces on each host's {BRIDGE}")
         prefix = namespace_prefix(self.lab.topology.name)
         for index, host in enumerate(HOSTS, 1):
@@ -479,23 +484,27 @@ class AuthorityBench:
         return steps
 
     def _renewals(self, round_: FailoverRound, t0: float) -> None:
-        """Every instance's udhcpc renews (SIGUSR1) with the new authority; its address must not change."""
+        """Every instance's udhcpc renews (SIGUSR1) with the new authority; its address must stay the one
+        it was first given (read from udhcpc's own events, never from a command that may fail)."""
 
         def renew(item: tuple[str, DhcpClient]) -> tuple[str, Json]:
             name, client = item
-            before = client.address()
             began = time.monotonic()
             try:
-                events = client.renew(timeout=20)
+                events = read_events(client)
+                before = next((e.ip for e in reversed(events) if e.got_address), None)
+                if client.pid is None:
+                    raise LabError(f"udhcpc in {name} was not started by the benchmark")
+                client.exec("kill", "-USR1", str(client.pid))
+                new = wait_new_address(client, len(events), RENEW_TIMEOUT)
             except (TimeoutError, LabError) as failure:
-                return name, {"before": before, "after": None, "error": str(failure)}
-            after = events[-1].ip if events else None
+                return name, {"first_lease": self.leases[name], "after": None, "error": str(failure)}
             return name, {
+                "first_lease": self.leases[name],
                 "before": before,
-                "after": after,
+                "after": new[-1].ip,
                 "renew_s": round(time.monotonic() - began, 3),
-                "events": [e.event for e in events],
-                "server_host": _event_host(events),
+                "events": [e.event for e in new],
             }
 
         with ThreadPoolExecutor(len(self.instances)) as pool:
@@ -503,8 +512,8 @@ class AuthorityBench:
                 round_.renewals[name] = result
                 if result.get("after") is None:
                     round_.notes.append(f"{name}: renewal failed: {result.get('error')}")
-                elif result["after"] != result["before"]:
-                    round_.readdressed.append(f"{name}: {result['before']} -> {result['after']}")
+                elif result["after"] != result["first_lease"]:
+                    round_.readdressed.append(f"{name}: {result['first_lease']} -> {result['after']}")
 
     def create(self, index: int, events: LifecycleEvents) -> CreateRound:
         holder, _ = self.settle()
@@ -592,14 +601,34 @@ class AuthorityBench:
         return found
 
 
+def read_events(client: DhcpClient, attempts: int = 3) -> list[LeaseEvent]:
+    """udhcpc's event file in the instance; an `lxc exec` that fails is retried, never read as empty."""
+    for attempt in range(attempts):
+        result = client.exec("cat", client.events_file, check=False)
+        if result.returncode == 0:
+            return parse_events(result.stdout, boot_offset())
+        if attempt + 1 < attempts:
+            time.sleep(0.2)
+    raise LabError(f"cannot read udhcpc's events in {client.instance}: {result.stderr.strip()[-200:]}")
+
+
+def wait_new_address(client: DhcpClient, seen: int, timeout: float) -> list[LeaseEvent]:
+    """The events after the first `seen`, up to the first that gives an address."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(LabError):
+            events = read_events(client)[seen:]
+            index = next((i for i, e in enumerate(events) if e.got_address), None)
+            if index is not None:
+                return events[: index + 1]
+        time.sleep(0.1)
+    raise TimeoutError(f"{client.instance}: no address from udhcpc within {timeout:g}s of SIGUSR1")
+
+
 def _describe_ack(ack: DhcpReply | None, now: float) -> str:
     if ack is None:
         return "none"
     return f"{now - ack.at:.2f}s ago from {ack.host}"
-
-
-def _event_host(events: Sequence[LeaseEvent]) -> str | None:
-    return events[-1].serverid if events else None
 
 
 def _fmt(value: float) -> str:
