@@ -70,28 +70,22 @@ def find_program(name: str) -> str:
 
 
 def processes_with(argument: str) -> list[int]:
-    """Processes in this network namespace with `argument` as one of their command-line arguments.
+    """Processes in this mount namespace with `argument` as one of their command-line arguments.
 
-    Only this namespace: the same path names another dnsmasq in another namespace (a container,
-    a lab node), which is not ours to kill."""
+    A path names a file only in its own mount namespace: a process elsewhere with the same argument
+    (another host's dnsmasq, when several hosts share one machine's PIDs, as lab nodes do) is not ours.
+    """
     found = []
-    here = _netns_of("self")
+    ours = os.readlink("/proc/self/ns/mnt")
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 arguments = (entry / "cmdline").read_bytes().split(b"\0")
+                if argument.encode() in arguments and os.readlink(entry / "ns" / "mnt") == ours:
+                    found.append(int(entry.name))
             except OSError:
                 continue
-            if argument.encode() in arguments and _netns_of(entry.name) == here:
-                found.append(int(entry.name))
     return found
-
-
-def _netns_of(pid: str) -> str | None:
-    try:
-        return os.readlink(f"/proc/{pid}/ns/net")
-    except OSError:
-        return None
 
 
 def catches(pid: int, signum: int) -> bool:

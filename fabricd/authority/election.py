@@ -115,7 +115,7 @@ class Elector:
             if now - memory.seen_since >= self.timers.ttl:
                 return self._take(memory, LeaseRecord(), read.version, "unreadable record unchanged for ttl")
             return replace(memory, reason="unreadable record; waiting ttl before taking over"), None
-        memory = replace(memory, holder=record.holder)
+        memory = replace(memory, holder=record.holder, epoch=record.epoch)  # standbys show it too
         if record.holder == self.me:
             renewed = LeaseRecord(self.me, record.epoch, self.timers.ttl, record.seq + 1)
             return replace(memory, epoch=record.epoch, reason="holder"), Write(renewed, read.version, "renew")
@@ -138,7 +138,10 @@ class Elector:
             return replace(memory, renewed_at=None, holder="", reason="released")
         if ok:
             return replace(memory, renewed_at=sent_at, epoch=write.record.epoch, holder=self.me)
-        return replace(memory, renewed_at=None, reason=f"{write.why} lost: another host wrote first")
+        # The store says no for both: another host wrote first, or LXD did not answer in time.
+        return replace(
+            memory, renewed_at=None, reason=f"{write.why} failed: lost to another host or unanswered"
+        )
 
     def release(self, memory: Memory, read: StoreRead) -> Write | None:
         """On a clean stop: free the record if it is ours, so a standby takes over at once."""

@@ -94,6 +94,7 @@ def test_a_standby_waits_a_full_ttl_of_silence_and_the_holder_fenced_before() ->
     h1.tick(store, 0.0)
     h2.tick(store, 0.1)
     assert not h2.serving(0.1) and "standby: h1 holds epoch 1" in h2.memory.reason
+    assert h2.memory.epoch == 1  # a standby's status shows the holder's epoch, not its own last one
     h1.up = False  # crashed right after its write at 0.0
     for now in (0.6, 1.1, 1.6, 2.05):
         h2.tick(store, now)
