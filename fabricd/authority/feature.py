@@ -49,6 +49,7 @@ log = get_logger("fabricd.authority")
 
 # The lease store's LXD calls: short, so a hung LXD makes a renewal late, never the fence.
 STORE_TIMEOUT = (1.0, 1.0)
+STOP_GRACE = 0.5
 
 
 class Election(Protocol):
@@ -152,7 +153,10 @@ class AuthorityFeature(Feature):
         dhcp = config.dhcp
         self.config = config
         self.spec = FloatingSpec.from_config(config, dhcp.server_address6)
-        self.dnsmasq = DnsmasqServer(dnsmasq_directory(config))
+        # A short grace: dnsmasq busy in a ping check ignores SIGTERM for up to 3 s, which held a
+        # clean handover back to the standby's 2 s expiry (bench.authority); its lease file is
+        # written on every change, so SIGKILL loses nothing.
+        self.dnsmasq = DnsmasqServer(dnsmasq_directory(config), stop_grace=STOP_GRACE)
         self.election: ElectionRunner | StandaloneRunner
         on_probe = None
         if dhcp.election == "lxd-cluster":
