@@ -290,9 +290,10 @@ def failover(lab: Lab, clients: dict[str, DhcpClient], how: str, case: int) -> N
     reachable = survivors if how == "link" else list(HOSTS)
     kept = {name: latest_address(c).ip for name, c in clients.items() if INSTANCES[name] in reachable}
     watch = DnsWatch(watcher_node, watcher, SERVER, f"{watcher}.{DOMAIN}")
-    counters = [OfferCounter(lab.node(h), counter_mac(case, i)) for i, h in enumerate(survivors)]
     newcomer: DhcpClient | None = None
-    time.sleep(4.0)  # the counters' MACs are past the server's first-offer ping check
+    # No offer counter here (the partition test has them): each MAC new to the successor costs
+    # a 3 s ping check in dnsmasq, during which it answered no renewal (seen in this lab).
+    time.sleep(1.0)
     started = time.time()
     try:
         if how == "sigkill":
@@ -347,14 +348,11 @@ def failover(lab: Lab, clients: dict[str, DhcpClient], how: str, case: int) -> N
             assert dns_ok(watcher_node, watcher, address, {f"{name}.{DOMAIN}"}), name
         silence = longest_silence(watch.samples(), started - 1.0)
     finally:
-        offers = OfferLog.merged(counter.finish() for counter in counters)
         watch.stop()
         if newcomer is not None:
             newcomer.stop()
         lxc_exec(watcher_node, watcher, ["ip", "link", "del", f"new{case}"], check=False)
         restore(lab, holder, how)
-    assert offers.doubled() == {}, offers.doubled()
-    assert set(offers.per_host()) <= {holder, successor}, offers.per_host()
     dns_gap = f"{silence[1] - silence[0]:.2f}" if silence is not None else "none"
     print(
         f"\nfailover by {how}: {holder} -> {successor} (epoch {epoch} -> {after['epoch']}); "
