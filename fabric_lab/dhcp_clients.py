@@ -142,6 +142,10 @@ def add_macvlan(
 
     Frames leave through the instance's own NIC, so the client sits where the instance does.
     """
+    # Two interfaces in one subnet: each must answer ARP only for its own addresses, or the server's
+    # reply to this client's address may go to the parent's MAC, where udhcpc never sees it.
+    for key, value in (("arp_ignore", "1"), ("arp_announce", "2")):
+        lxc_exec(node, instance, ["sysctl", "-qw", f"net.ipv4.conf.all.{key}={value}"], project=project)
     link = ["ip", "link", "add", "link", parent, "name", name, "address", mac, "type", "macvlan", "mode"]
     lxc_exec(node, instance, [*link, "bridge"], project=project)
     lxc_exec(node, instance, ["ip", "link", "set", name, "up"], project=project)
