@@ -194,6 +194,8 @@ class DhcpClient:
         """udhcpc in the background (-f under start-stop-daemon, so `lxc exec` returns at once).
 
         `extra` goes to udhcpc as is (e.g. "-x", "hostname:x"); `requested` asks for an address.
+        DISCOVERs go out every second for 10 s: a new address costs the server a 3 s ping check,
+        two when the first is taken (a round shorter than that never sees the OFFER).
         `retry_wait` is udhcpc's -A: the pause after a round of DISCOVERs that got no lease, and
         also how long a SIGUSR1 renewal keeps asking before it gives the address up (see `renew`).
         The event file starts empty.
@@ -202,7 +204,7 @@ class DhcpClient:
         # The text goes as an argument: `lxc exec` with data on stdin sometimes never sees its end.
         self.exec("sh", "-c", 'printf "%s" "$1" > "$0" && chmod 755 "$0"', SCRIPT, UDHCPC_SCRIPT)
         self.exec("rm", "-f", self.events_file, self.pid_file)
-        udhcpc = ["-f", "-i", self.interface, "-s", SCRIPT, "-t", "5", "-T", "1", "-A", str(retry_wait)]
+        udhcpc = ["-f", "-i", self.interface, "-s", SCRIPT, "-t", "10", "-T", "1", "-A", str(retry_wait)]
         udhcpc += ["-O", "mtu"]
         if requested is not None:
             udhcpc += ["-r", requested]
