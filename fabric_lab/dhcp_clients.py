@@ -44,6 +44,9 @@ _T = TypeVar("_T")
 
 STATE_DIR = "/run"  # inside the instance; the busybox image has it (and the script names it)
 SCRIPT = f"{STATE_DIR}/fabric-lab-udhcpc.script"
+# udhcpc's -A (busybox default 20 s): short enough to retry DISCOVERs soon, long enough for a
+# SIGUSR1 renewal, which busybox caps at -A (with -A 1 it gave up before any answer came).
+RETRY_WAIT = 10
 # Applies the lease like the image's own script and records the event; values with spaces (several
 # DNS servers or routers) are joined with commas so every field stays one word.
 UDHCPC_SCRIPT = """#!/bin/sh
@@ -139,6 +142,10 @@ def add_macvlan(
 
     Frames leave through the instance's own NIC, so the client sits where the instance does.
     """
+    # Two interfaces in one subnet: each must answer ARP only for its own addresses, or the server's
+    # reply to this client's address may go to the parent's MAC, where udhcpc never sees it.
+    for key, value in (("arp_ignore", "1"), ("arp_announce", "2")):
+        lxc_exec(node, instance, ["sysctl", "-qw", f"net.ipv4.conf.all.{key}={value}"], project=project)
     link = ["ip", "link", "add", "link", parent, "name", name, "address", mac, "type", "macvlan", "mode"]
     lxc_exec(node, instance, [*link, "bridge"], project=project)
     lxc_exec(node, instance, ["ip", "link", "set", name, "up"], project=project)
@@ -183,17 +190,22 @@ class DhcpClient:
     ) -> subprocess.CompletedProcess[str]:
         return lxc_exec(self.node, self.instance, command, project=self.project, check=check, timeout=timeout)
 
-    def start(self, *extra: str, requested: str | None = None) -> None:
+    def start(self, *extra: str, requested: str | None = None, retry_wait: int = RETRY_WAIT) -> None:
         """udhcpc in the background (-f under start-stop-daemon, so `lxc exec` returns at once).
 
         `extra` goes to udhcpc as is (e.g. "-x", "hostname:x"); `requested` asks for an address.
+        DISCOVERs go out every second for 10 s: a new address costs the server a 3 s ping check,
+        two when the first is taken (a round shorter than that never sees the OFFER).
+        `retry_wait` is udhcpc's -A: the pause after a round of DISCOVERs that got no lease, and
+        also how long a SIGUSR1 renewal keeps asking before it gives the address up (see `renew`).
         The event file starts empty.
         """
         self.kill_others()
         # The text goes as an argument: `lxc exec` with data on stdin sometimes never sees its end.
         self.exec("sh", "-c", 'printf "%s" "$1" > "$0" && chmod 755 "$0"', SCRIPT, UDHCPC_SCRIPT)
         self.exec("rm", "-f", self.events_file, self.pid_file)
-        udhcpc = ["-f", "-i", self.interface, "-s", SCRIPT, "-t", "5", "-T", "1", "-A", "1", "-O", "mtu"]
+        udhcpc = ["-f", "-i", self.interface, "-s", SCRIPT, "-t", "10", "-T", "1", "-A", str(retry_wait)]
+        udhcpc += ["-O", "mtu"]
         if requested is not None:
             udhcpc += ["-r", requested]
         self.exec(
@@ -238,10 +250,12 @@ class DhcpClient:
         return self.wait_event(lambda e: e.got_address, timeout=timeout)[1]
 
     def renew(self, timeout: float = 20) -> list[LeaseEvent]:
-        """SIGUSR1 (a unicast REQUEST to the server it has); every event up to the next address.
+        """SIGUSR1, and every event up to the next address.
 
-        Returns the events since the signal, ending with the first bound/renew (deconfig or
-        leasefail on the way mean the renewal failed and the client started over).
+        busybox 1.35 caps a SIGUSR1 renewal at its -A time: it broadcasts REQUESTs for its
+        address (RFC 2131 REBINDING) at halving intervals over that time, then gives the address
+        up (deconfig) and starts over with DISCOVER. Returns the events since the signal, ending
+        with the first bound/renew: a deconfig or leasefail on the way means the renewal failed.
         """
         if self.pid is None:
             raise LabError(f"udhcpc in {self.instance} was not started by this client")
