@@ -124,7 +124,8 @@ class Elector:
             return self._take(memory, record, read.version, "lease free")
         waited = now - memory.seen_since
         if waited >= self.timers.ttl:
-            return self._take(memory, record, read.version, f"{record.holder} did not renew for {waited:.1f}s")
+            why = f"{record.holder} did not renew for {waited:.1f}s"
+            return self._take(memory, record, read.version, why)
         return replace(memory, reason=f"standby: {record.holder} holds epoch {record.epoch}"), None
 
     def _take(self, memory: Memory, record: LeaseRecord, version: str, why: str) -> tuple[Memory, Write]:

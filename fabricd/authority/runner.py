@@ -88,7 +88,7 @@ class ElectionRunner:
             await self._release()
 
     async def _poll(self) -> None:
-        was = self._elector.serving(self.memory, self._clock())
+        was, holder_before = self._elector.serving(self.memory, self._clock()), self.memory.holder
         read = await asyncio.to_thread(self._store.read)
         memory, write = self._elector.step(self.memory, read, self._clock())
         if write is not None:
@@ -105,6 +105,8 @@ class ElectionRunner:
             self._on_change()
         elif was and not now_serving:
             await self._fence(memory.reason)
+        elif memory.holder != holder_before:
+            self._on_change()  # another host took over: the overlay's entry for the server MAC follows
 
     async def _fence_on_time(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import threading
 import time
+from collections.abc import Callable
 
 from fabricd.authority.election import ElectionTimers, Elector, LeaseRecord, StoreRead, Write
 from fabricd.authority.runner import ElectionRunner
@@ -96,3 +97,43 @@ def test_a_standby_takes_over_a_released_lease_at_its_next_poll() -> None:
         return took
 
     assert asyncio.run(main()) <= TIMERS.renew_interval + 0.1
+
+
+def test_a_standby_asks_for_a_pass_when_another_host_takes_over() -> None:
+    async def main() -> None:
+        store = HangingStore()
+
+        async def nothing() -> None:
+            return None
+
+        passes: dict[str, list[str]] = {"h2": [], "h3": []}
+        runners = {"h1": ElectionRunner(Elector("h1", TIMERS), store, lambda: None, nothing)}
+
+        def recorder(name: str) -> Callable[[], None]:
+            return lambda: passes[name].append(runners[name].state().holder)
+
+        for name in passes:
+            runners[name] = ElectionRunner(Elector(name, TIMERS), store, recorder(name), nothing)
+        stops = {name: asyncio.Event() for name in runners}
+        tasks = {"h1": asyncio.create_task(runners["h1"].run(stops["h1"]))}
+        while not runners["h1"].state().serving:
+            await asyncio.sleep(0.01)
+        for name in passes:
+            tasks[name] = asyncio.create_task(runners[name].run(stops[name]))
+        while any(runners[n].state().holder != "h1" for n in passes):
+            await asyncio.sleep(0.01)
+        assert passes == {"h2": ["h1"], "h3": ["h1"]}  # first read: the overlay learns where it serves
+        stops["h1"].set()
+        await tasks["h1"]  # released: one of h2 and h3 takes over
+        while not any(runners[n].state().serving for n in passes):
+            await asyncio.sleep(0.01)
+        new = next(n for n in passes if runners[n].state().serving)
+        other = "h3" if new == "h2" else "h2"
+        while runners[other].state().holder != new:
+            await asyncio.sleep(0.01)
+        assert passes[other][-1] == new  # the other standby asked for a pass on the change
+        for name in passes:
+            stops[name].set()
+            await tasks[name]
+
+    asyncio.run(main())
