@@ -34,7 +34,7 @@ from bench import overlay_floor
 from bench.labs import REPO, named_lab, progress, run_reporting
 from bench.overlay_sampler import CLK_TCK, TrafficSampler, busy_jiffies, parse_ping
 from bench.stats import Json, check_at_least, distribution
-from fabric_lab import netns
+from fabric_lab import netns, static_address
 from fabric_lab.node import LabError, NodeRuntime
 from fabric_lab.runner import Lab, namespace_prefix
 from fabricd import __version__
@@ -64,8 +64,8 @@ class Instance:
     address: str
 
 
-CLIENT = Instance("bench-1", "h1", "192.168.100.201")
-SERVER = Instance("bench-2", "h2", "192.168.100.202")
+CLIENT = Instance("bench-1", "h1", "192.168.200.201")
+SERVER = Instance("bench-2", "h2", "192.168.200.202")
 
 FIGURES = """\
 figures (all from the same run; medians over the rounds; Gbit/s = 1e9 bit/s, GB = 1e9 bytes):
@@ -80,8 +80,8 @@ figures (all from the same run; medians over the rounds; Gbit/s = 1e9 bit/s, GB 
                             h1 192.168.201.1 -> h2 192.168.201.2 over the floor the benchmark
                             builds without fabricd (veth -> bridge bfl0 -> VXLAN bvx0, VNI 4242,
                             UDP 4790, the overlay's MTU, the same underlay path; see
-                            bench/overlay_floor.py); overlay = bench-1 on h1 (192.168.100.201) ->
-                            bench-2 on h2 (192.168.100.202) over fabric0/vx-fabric0 (VNI 100).
+                            bench/overlay_floor.py); overlay = bench-1 on h1 (192.168.200.201) ->
+                            bench-2 on h2 (192.168.200.202) over fabric0/vx-fabric0 (VNI 100).
                             Each round runs every path, the first path rotating between rounds;
                             ratio_per_round pairs them.
   throughput.*.retransmits  iperf3 end.sum_sent.retransmits per run
@@ -194,28 +194,17 @@ class Bench:
         self.stop_dhcp_client(inst)
         self.set_address(inst)
 
-    def set_address(self, inst: Instance, attempts: int = 5) -> None:
-        """Static address; checked again a moment later, as a deconfig run of the killed udhcpc that was
-        already under way could still flush it."""
-        for _ in range(attempts):
-            self.in_instance(inst, ["ip", "addr", "replace", f"{inst.address}/24", "dev", "eth0"])
-            time.sleep(0.5)
-            shown = self.in_instance(inst, ["ip", "-4", "addr", "show", "dev", "eth0"]).stdout
-            if f"inet {inst.address}/24" in shown:
-                return
-        raise RuntimeError(f"{inst.name}: {inst.address} does not stay on eth0")
+    def runner_in(self, inst: Instance) -> static_address.InInstance:
+        return lambda argv: self.in_instance(inst, argv, check=False)
+
+    def set_address(self, inst: Instance) -> None:
+        static_address.set_static(self.runner_in(inst), f"{inst.address}/24")
 
     def stop_dhcp_client(self, inst: Instance, timeout: float = 10) -> None:
-        """The image's udhcpc finds no server on the overlay; its deconfig would flush the static
-        address and its DISCOVERs would be flooded to every member during the runs."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            pids = self.in_instance(inst, ["pidof", "udhcpc"], check=False).stdout.split()
-            if pids:
-                self.in_instance(inst, ["kill", *pids], check=False)
-                return
-            time.sleep(0.2)
-        self.problems.append(f"{inst.name}: no udhcpc seen within {timeout:g}s")
+        """The image's udhcpc: its deconfig would flush the static address, and its DISCOVERs would be
+        flooded to every member during the runs."""
+        if not static_address.stop_dhcp_client(self.runner_in(inst), timeout):
+            self.problems.append(f"{inst.name}: no udhcpc seen within {timeout:g}s")
 
     def build_floor(self, mtu: int, timeout: float = 10) -> None:
         """The raw-VXLAN floor in h1 and h2, then wait until h1 reaches h2 over it."""

@@ -70,17 +70,28 @@ def find_program(name: str) -> str:
 
 
 def processes_with(argument: str) -> list[int]:
-    """Processes with `argument` as one of their command-line arguments."""
+    """Processes in this network namespace with `argument` as one of their command-line arguments.
+
+    Only this namespace: the same path names another dnsmasq in another namespace (a container,
+    a lab node), which is not ours to kill."""
     found = []
+    here = _netns_of("self")
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 arguments = (entry / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if argument.encode() in arguments:
+            if argument.encode() in arguments and _netns_of(entry.name) == here:
                 found.append(int(entry.name))
     return found
+
+
+def _netns_of(pid: str) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/net")
+    except OSError:
+        return None
 
 
 def catches(pid: int, signum: int) -> bool:

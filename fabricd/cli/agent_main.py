@@ -16,8 +16,8 @@ EXIT_OK, EXIT_RUNTIME, EXIT_BAD_CONFIG = 0, 1, 2
 
 DESCRIPTION = """\
 fabricd is the per-host network fabric agent for multi-host LXD. It watches LXD through its API,
-builds the VXLAN overlay and announces routes through ExaBGP. (The DHCP/DNS authority and anycast
-services are not built yet: check-config warns when their sections are set.)
+builds the VXLAN overlay, keeps exactly one DHCP/DNS authority (dnsmasq) on it, and announces routes
+through ExaBGP. (Anycast services are not built yet: check-config warns when that section is set.)
 
 examples:
   fabricd check-config /etc/fabricd/fabricd.yaml   # validate; exit 2 names file, key and line

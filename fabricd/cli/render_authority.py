@@ -9,10 +9,9 @@ from typing import Any
 from fabricd.cli.text import duration, table
 
 
-def render_authority(authority: dict[str, Any] | None, now: float | None = None) -> list[str]:
+def render_authority(authority: dict[str, Any] | None) -> list[str]:
     if not authority:
         return ["DHCP/DNS authority: not enabled on this host (dhcp.enabled)"]
-    now = time.time() if now is None else now
     server = authority.get("server") or {}
     address = server.get("address") or "?"
     if server.get("address6"):
@@ -22,8 +21,8 @@ def render_authority(authority: dict[str, Any] | None, now: float | None = None)
     if authority.get("role") == "authority":
         head += f" (this host, since {_clock(authority.get('since'))}"
         expires = authority.get("lease_expires")
-        if expires is not None:
-            head += f", lease {max(0.0, expires - now):.1f}s left"
+        if expires is not None:  # as of the last status snapshot; renewals push it on every 0.5 s
+            head += f", lease held until {_clock(expires, tenths=True)}"
         head += ")"
     if authority.get("epoch") is not None:
         head += f", epoch {authority['epoch']}"
@@ -78,5 +77,8 @@ def render_leases(leases: Sequence[dict[str, Any]], authority: dict[str, Any] | 
     return table(("ADDRESS", "MAC", "HOSTNAME", "EXPIRES IN"), rows)
 
 
-def _clock(at: float | None) -> str:
-    return "-" if at is None else time.strftime("%H:%M:%S", time.localtime(at))
+def _clock(at: float | None, tenths: bool = False) -> str:
+    if at is None:
+        return "-"
+    text = time.strftime("%H:%M:%S", time.localtime(at))
+    return f"{text}.{int(at * 10) % 10}" if tenths else text

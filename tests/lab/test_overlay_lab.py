@@ -12,13 +12,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
-from fabric_lab import netns
+from fabric_lab import netns, static_address
 from fabric_lab.lxd_node import respawn_lxd
 from fabric_lab.node import NodeRuntime
 from fabric_lab.runner import Lab
@@ -64,7 +64,7 @@ def wait_until(check: Callable[[], _T], timeout: float = 20.0, what: str = "cond
 
 def address(name: str, version: int) -> str:
     octet = INSTANCES[name][1] if name in INSTANCES else 99
-    return f"192.168.100.{octet}" if version == 4 else f"fd00:100::{octet}"
+    return f"192.168.200.{octet}" if version == 4 else f"fd00:100::{octet}"
 
 
 def launch(h1: NodeRuntime, name: str, host: str, octet: int) -> None:
@@ -75,7 +75,14 @@ def launch(h1: NodeRuntime, name: str, host: str, octet: int) -> None:
 
 
 def configure(h1: NodeRuntime, name: str, octet: int) -> None:
-    h1.run(["lxc", "exec", name, "--", "ip", "addr", "add", f"192.168.100.{octet}/24", "dev", "eth0"])
+    """Static addresses outside the overlay's DHCP subnet, with the image's DHCP client stopped:
+    these tests are about forwarding, not about leases."""
+
+    def in_instance(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+        return h1.run(["lxc", "exec", name, "--", *argv], check=False)
+
+    assert static_address.stop_dhcp_client(in_instance), f"{name}: no DHCP client to stop"
+    static_address.set_static(in_instance, f"{address(name, 4)}/24")
     h1.run(["lxc", "exec", name, "--", "ip", "addr", "add", f"fd00:100::{octet}/64", "dev", "eth0"])
 
 
