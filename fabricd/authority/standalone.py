@@ -15,7 +15,20 @@ who answers.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
+
+from fabricd.authority.probe import PROBE_TIMEOUT
+
+# Seconds from deciding to take over until dnsmasq answers (claiming the address with its
+# announcements, starting dnsmasq): about 0.3 s in the lab; allowed generously.
+TAKEOVER_ALLOWANCE = 1.0
+
+
+def rank_probes(probe_interval: float) -> int:
+    """Probes a standby waits per host ranked above it: (n - 1) intervals cover the window and the
+    takeover, whatever the phase of either host's probes."""
+    return 1 + math.ceil((PROBE_TIMEOUT + TAKEOVER_ALLOWANCE) / probe_interval)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +43,7 @@ class StandaloneElector:
     me: str
     priority: tuple[str, ...]  # best first; this host must be in it
     silent_probes: int = 3
+    rank_probes: int = 2  # probes per host ranked above this one; see rank_probes()
 
     def __post_init__(self) -> None:
         if self.me not in self.priority:
@@ -50,7 +64,7 @@ class StandaloneElector:
         if others:
             return StandaloneMemory(False, 0, f"standby: {others[0]} answers")
         silent = memory.silent + 1
-        needed = self.silent_probes + mine
+        needed = self.silent_probes + mine * self.rank_probes
         if silent >= needed:
             return StandaloneMemory(True, 0, f"taking over: no authority answered {silent} probes")
         return StandaloneMemory(False, silent, f"no authority answered {silent} of {needed} probes")

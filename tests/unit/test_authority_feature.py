@@ -60,7 +60,8 @@ def runner(me: str = "m2", priority: tuple[str, ...] = ("m1", "m2")) -> tuple[St
     async def on_yield(why: str) -> None:
         calls.append(f"yield: {why}")
 
-    return StandaloneRunner(StandaloneElector(me, priority, 2), lambda: calls.append("pass"), on_yield), calls
+    elector = StandaloneElector(me, priority, 2, rank_probes=1)  # one probe per host ranked above
+    return StandaloneRunner(elector, lambda: calls.append("pass"), on_yield), calls
 
 
 def test_standalone_runner_takes_over_after_silence_and_yields_to_a_better_host() -> None:

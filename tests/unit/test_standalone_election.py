@@ -6,13 +6,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fabricd.authority.standalone import StandaloneElector, StandaloneMemory
+from fabricd.authority.standalone import StandaloneElector, StandaloneMemory, rank_probes
 
 HOSTS = ("h1", "h2", "h3")
 
 
 def electors() -> dict[str, StandaloneElector]:
-    return {h: StandaloneElector(h, HOSTS, silent_probes=3) for h in HOSTS}
+    return {h: StandaloneElector(h, HOSTS, silent_probes=3, rank_probes=2) for h in HOSTS}
 
 
 def run_round(
@@ -37,7 +37,7 @@ def test_the_best_ranked_standby_takes_over_first_and_alone() -> None:
     while not any(mem[h].serving for h in up):
         run_round(els, mem, up, [up])
         rounds += 1
-    assert [h for h in sorted(up) if mem[h].serving] == ["h2"] and rounds == 4  # 3 silent + rank 1
+    assert [h for h in sorted(up) if mem[h].serving] == ["h2"] and rounds == 5  # 3 silent + 2 per host above
     for _ in range(5):
         run_round(els, mem, up, [up])
         assert [h for h in sorted(up) if mem[h].serving] == ["h2"]
@@ -78,3 +78,99 @@ def test_without_partitions_there_is_one_server_after_every_settled_round(
         for _ in range(8):  # enough probes to settle: silent_probes + ranks
             run_round(els, mem, up, [up])
         assert len([h for h in up if mem[h].serving]) == 1, (up, mem)
+
+
+# ---- probes out of phase -----------------------------------------------------------------------
+# Every host probes on its own clock, so the probes of two hosts are up to one interval apart. A
+# probe's DISCOVER is answered by the servers listening when it is sent; the host decides one window
+# (PROBE_TIMEOUT) later and, taking over, listens `claim` seconds after that (address, dnsmasq).
+
+WINDOW = 3.5
+
+
+def simulate(
+    els: dict[str, StandaloneElector],
+    phases: dict[str, float],
+    interval: float,
+    claim: float,
+    deaths: dict[str, float],
+    until: float,
+) -> dict[str, list[tuple[float, float]]]:
+    """Each host's serving intervals [start, end) from a cold start, hosts dying at `deaths`."""
+    mem = {h: StandaloneMemory() for h in els}
+    listening: dict[str, list[tuple[float, float]]] = {h: [] for h in els}
+    events: list[tuple[float, int, str, tuple[str, ...]]] = []  # (time, 0 probe | 1 decide, host, heard)
+    for host, phase in phases.items():
+        events.append((phase, 0, host, ()))
+
+    def listens(host: str, at: float) -> bool:
+        return any(start <= at < end for start, end in listening[host])
+
+    while events:
+        events.sort()
+        at, kind, host, heard = events.pop(0)
+        if at >= until or at >= deaths.get(host, float("inf")):
+            continue
+        if kind == 0:
+            answering = tuple(h for h in els if h != host and listens(h, at))
+            events.append((at + WINDOW, 1, host, answering))
+            events.append((at + interval, 0, host, ()))
+            continue
+        was = mem[host].serving
+        mem[host] = els[host].step(mem[host], heard)
+        if mem[host].serving and not was:
+            listening[host].append((at + claim, deaths.get(host, float("inf"))))
+        elif was and not mem[host].serving:
+            start, _ = listening[host].pop()
+            listening[host].append((start, at))
+    return {h: [(s, min(e, until)) for s, e in spans if s < until] for h, spans in listening.items()}
+
+
+def overlaps(spans: dict[str, list[tuple[float, float]]]) -> list[tuple[str, str, float, float]]:
+    found = []
+    hosts = sorted(spans)
+    for i, a in enumerate(hosts):
+        for b in hosts[i + 1 :]:
+            for s1, e1 in spans[a]:
+                for s2, e2 in spans[b]:
+                    if max(s1, s2) < min(e1, e2):
+                        found.append((a, b, max(s1, s2), min(e1, e2)))
+    return found
+
+
+def timed_electors(interval: float) -> dict[str, StandaloneElector]:
+    return {h: StandaloneElector(h, HOSTS, 2, rank_probes(interval)) for h in HOSTS}
+
+
+def test_out_of_phase_the_next_ranked_host_does_not_take_over_beside_the_new_server() -> None:
+    # h2 probes 2 s after h1's phase, h3 1 s before h2: h3's deciding probe used to go out just before
+    # h2 answered (one probe per rank is less than one interval plus the window), and both served.
+    els = timed_electors(4.0)
+    spans = simulate(els, {"h1": 0.0, "h2": 3.0, "h3": 1.0}, 4.0, 0.3, {"h1": 40.0}, 200.0)
+    assert overlaps(spans) == []
+    assert [h for h in HOSTS if any(e >= 200.0 for _, e in spans[h])] == ["h2"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    phases=st.tuples(*(st.floats(0, 3.999) for _ in HOSTS)),
+    interval=st.sampled_from([4.0, 5.0, 7.5, 10.0, 30.0]),
+    claim=st.floats(0.0, 0.99),
+    first=st.sampled_from(HOSTS),
+    second=st.sampled_from(HOSTS),
+)
+def test_out_of_phase_probes_never_make_two_servers_at_start_or_after_deaths(
+    phases: tuple[float, ...], interval: float, claim: float, first: str, second: str
+) -> None:
+    scaled = {h: p * interval / 4.0 for h, p in zip(HOSTS, phases, strict=True)}
+    deaths = {first: 30 * interval}
+    if second != first:
+        deaths[second] = 60 * interval
+    spans = simulate(timed_electors(interval), scaled, interval, claim, deaths, 100 * interval)
+    assert overlaps(spans) == [], spans
+    survivors = [h for h in HOSTS if h not in deaths]
+    assert [h for h in survivors if any(e >= 100 * interval for _, e in spans[h])] == survivors[:1]
+
+
+def test_rank_probes_cover_one_interval_plus_the_window_and_the_takeover() -> None:
+    assert [rank_probes(i) for i in (4.0, 5.0, 10.0, 60.0)] == [3, 2, 2, 2]
