@@ -60,7 +60,7 @@ def runner(me: str = "m2", priority: tuple[str, ...] = ("m1", "m2")) -> tuple[St
     async def on_yield(why: str) -> None:
         calls.append(f"yield: {why}")
 
-    elector = StandaloneElector(me, priority, 2, rank_probes=1)  # one probe per host ranked above
+    elector = StandaloneElector(me, priority, 2, rank_probes=1, busy_probes=0)  # 2 silent, +1 per rank
     return StandaloneRunner(elector, lambda: calls.append("pass"), on_yield), calls
 
 

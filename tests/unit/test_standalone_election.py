@@ -6,13 +6,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fabricd.authority.standalone import StandaloneElector, StandaloneMemory, rank_probes
+from fabricd.authority.standalone import (
+    DNSMASQ_BUSY,
+    StandaloneElector,
+    StandaloneMemory,
+    busy_probes,
+    rank_probes,
+)
 
 HOSTS = ("h1", "h2", "h3")
 
 
 def electors() -> dict[str, StandaloneElector]:
-    return {h: StandaloneElector(h, HOSTS, silent_probes=3, rank_probes=2) for h in HOSTS}
+    # Lockstep rounds: no busy floor, so silent_probes alone counts.
+    return {h: StandaloneElector(h, HOSTS, silent_probes=3, rank_probes=2, busy_probes=0) for h in HOSTS}
 
 
 def run_round(
@@ -82,10 +89,14 @@ def test_without_partitions_there_is_one_server_after_every_settled_round(
 
 # ---- probes out of phase -----------------------------------------------------------------------
 # Every host probes on its own clock, so the probes of two hosts are up to one interval apart. A
-# probe's DISCOVER is answered by the servers listening when it is sent; the host decides one window
-# (PROBE_TIMEOUT) later and, taking over, listens `claim` seconds after that (address, dnsmasq).
+# probe's DISCOVER is answered by the servers listening when it is sent, unless that server's dnsmasq
+# is busy (ping checks) past the probe's window; the host decides one window (PROBE_TIMEOUT) later
+# and, taking over, listens `claim` seconds after that (address, dnsmasq).
 
 WINDOW = 3.5
+
+
+INF = float("inf")
 
 
 def simulate(
@@ -93,33 +104,46 @@ def simulate(
     phases: dict[str, float],
     interval: float,
     claim: float,
-    deaths: dict[str, float],
+    down: dict[str, tuple[float, float]],
     until: float,
+    busy: dict[str, list[tuple[float, float]]] | None = None,
 ) -> dict[str, list[tuple[float, float]]]:
-    """Each host's serving intervals [start, end) from a cold start, hosts dying at `deaths`."""
+    """Each host's serving intervals [start, end) from a cold start; a host is down (fabricd dead)
+    during its `down` span and comes back with a fresh memory, probing in its old phase."""
     mem = {h: StandaloneMemory() for h in els}
     listening: dict[str, list[tuple[float, float]]] = {h: [] for h in els}
     events: list[tuple[float, int, str, tuple[str, ...]]] = []  # (time, 0 probe | 1 decide, host, heard)
     for host, phase in phases.items():
         events.append((phase, 0, host, ()))
 
-    def listens(host: str, at: float) -> bool:
-        return any(start <= at < end for start, end in listening[host])
+    def alive(host: str, at: float) -> bool:
+        dies, returns = down.get(host, (INF, INF))
+        return not dies <= at < returns
+
+    def answers(host: str, at: float) -> bool:
+        late = any(start <= at < end and end > at + WINDOW for start, end in (busy or {}).get(host, []))
+        return not late and any(start <= at < end for start, end in listening[host])
 
     while events:
         events.sort()
         at, kind, host, heard = events.pop(0)
-        if at >= until or at >= deaths.get(host, float("inf")):
+        if at >= until:
+            continue
+        if not alive(host, at):
+            mem[host] = StandaloneMemory()
+            if kind == 0:
+                events.append((at + interval, 0, host, ()))
             continue
         if kind == 0:
-            answering = tuple(h for h in els if h != host and listens(h, at))
+            answering = tuple(h for h in els if h != host and answers(h, at))
             events.append((at + WINDOW, 1, host, answering))
             events.append((at + interval, 0, host, ()))
             continue
         was = mem[host].serving
         mem[host] = els[host].step(mem[host], heard)
         if mem[host].serving and not was:
-            listening[host].append((at + claim, deaths.get(host, float("inf"))))
+            dies = down.get(host, (INF, INF))[0]
+            listening[host].append((at + claim, dies if dies > at else INF))
         elif was and not mem[host].serving:
             start, _ = listening[host].pop()
             listening[host].append((start, at))
@@ -138,15 +162,16 @@ def overlaps(spans: dict[str, list[tuple[float, float]]]) -> list[tuple[str, str
     return found
 
 
-def timed_electors(interval: float) -> dict[str, StandaloneElector]:
-    return {h: StandaloneElector(h, HOSTS, 2, rank_probes(interval)) for h in HOSTS}
+def timed_electors(interval: float, busy_floor: bool = True) -> dict[str, StandaloneElector]:
+    floor = busy_probes(interval) if busy_floor else 0
+    return {h: StandaloneElector(h, HOSTS, 2, rank_probes(interval), floor) for h in HOSTS}
 
 
 def test_out_of_phase_the_next_ranked_host_does_not_take_over_beside_the_new_server() -> None:
     # h2 probes 2 s after h1's phase, h3 1 s before h2: h3's deciding probe used to go out just before
     # h2 answered (one probe per rank is less than one interval plus the window), and both served.
     els = timed_electors(4.0)
-    spans = simulate(els, {"h1": 0.0, "h2": 3.0, "h3": 1.0}, 4.0, 0.3, {"h1": 40.0}, 200.0)
+    spans = simulate(els, {"h1": 0.0, "h2": 3.0, "h3": 1.0}, 4.0, 0.3, {"h1": (40.0, INF)}, 200.0)
     assert overlaps(spans) == []
     assert [h for h in HOSTS if any(e >= 200.0 for _, e in spans[h])] == ["h2"]
 
@@ -163,9 +188,9 @@ def test_out_of_phase_probes_never_make_two_servers_at_start_or_after_deaths(
     phases: tuple[float, ...], interval: float, claim: float, first: str, second: str
 ) -> None:
     scaled = {h: p * interval / 4.0 for h, p in zip(HOSTS, phases, strict=True)}
-    deaths = {first: 30 * interval}
+    deaths = {first: (30 * interval, INF)}
     if second != first:
-        deaths[second] = 60 * interval
+        deaths[second] = (60 * interval, INF)
     spans = simulate(timed_electors(interval), scaled, interval, claim, deaths, 100 * interval)
     assert overlaps(spans) == [], spans
     survivors = [h for h in HOSTS if h not in deaths]
@@ -174,3 +199,49 @@ def test_out_of_phase_probes_never_make_two_servers_at_start_or_after_deaths(
 
 def test_rank_probes_cover_one_interval_plus_the_window_and_the_takeover() -> None:
     assert [rank_probes(i) for i in (4.0, 5.0, 10.0, 60.0)] == [3, 2, 2, 2]
+
+
+def test_busy_probes_outlast_a_busy_dnsmasq() -> None:
+    assert [busy_probes(i) for i in (4.0, 5.0, 10.0, 60.0)] == [5, 4, 3, 2]
+    for interval in (4.0, 4.5, 5.0, 7.5, 10.0, 60.0):
+        # the most probes a busy spell leaves unanswered: those sent before its end minus the window
+        assert (busy_probes(interval) - 1) * interval >= DNSMASQ_BUSY - WINDOW
+
+
+def storms(start: float, count: int) -> list[tuple[float, float]]:
+    """dnsmasq busy with ping checks as new clients keep coming: 18 s in every 30 s."""
+    return [(start + 30 * i, start + 30 * i + DNSMASQ_BUSY) for i in range(count)]
+
+
+def test_a_busy_authority_keeps_the_authority_and_no_standby_takes_over() -> None:
+    # h1 was down a while, h2 serves, h1 is back as a standby; then h2's dnsmasq is busy. Without
+    # the floor h1, ranked first, took over beside h2 after 2 silent probes (seen in the lab).
+    phases = {"h1": 0.0, "h2": 1.0, "h3": 2.0}
+    down = {"h1": (60.0, 120.0)}
+    busy = {"h2": storms(160.0, 3)}
+    before = simulate(timed_electors(4.0, busy_floor=False), phases, 4.0, 0.3, down, 300.0, busy)
+    assert ("h1", "h2") in [(a, b) for a, b, *_ in overlaps(before)]
+    after = simulate(timed_electors(4.0), phases, 4.0, 0.3, down, 300.0, busy)
+    assert overlaps(after) == [] and after["h2"][-1][1] == 300.0 and after["h1"][-1][1] == 60.0
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    phases=st.tuples(*(st.floats(0, 3.999) for _ in HOSTS)),
+    interval=st.sampled_from([4.0, 5.0, 7.5, 10.0]),
+    storm=st.floats(0, 60),
+    holder=st.sampled_from(HOSTS),
+)
+def test_a_busy_authority_is_never_taken_over_whoever_holds_it(
+    phases: tuple[float, ...], interval: float, storm: float, holder: str
+) -> None:
+    """The holder is whoever survives earlier deaths; then its dnsmasq is busy in storms."""
+    scaled = {h: p * interval / 4.0 for h, p in zip(HOSTS, phases, strict=True)}
+    deaths = {h: (20 * interval, 40 * interval) for h in HOSTS[: HOSTS.index(holder)]}  # back, standby
+    start = 60 * interval + storm
+    spans = simulate(
+        timed_electors(interval), scaled, interval, 0.3, deaths, 120 * interval, {holder: storms(start, 3)}
+    )
+    assert overlaps(spans) == [], spans
+    assert [h for h in HOSTS if any(s <= start <= e for s, e in spans[h])] == [holder]
+    assert [h for h in HOSTS if any(e >= 120 * interval for _, e in spans[h])] == [holder]
