@@ -170,7 +170,7 @@ class AuthorityFeature(Feature):
             self.election = StandaloneRunner(elector, on_change, self._withdraw)
             on_probe = self.election.on_probe
         self.serving = Serving(FloatingAddress(self.spec), self.dnsmasq, self.election.serving)
-        self.prober = Prober(self.spec, dhcp.probe_interval, on_probe)
+        self.prober = Prober(self.spec, dhcp.probe_interval, on_probe, on_news=on_change)
         self.applying = AuthorityApplying(self.serving)
         self.observers = (AuthorityObserver(self.election),)
         self.planners = (AuthorityPlanning(config, self.spec),)

@@ -119,6 +119,34 @@ def test_prober_logs_a_second_server_once_and_when_it_goes() -> None:
     assert prober.probes == 3 and prober.second_servers_seen == 2
 
 
+def test_prober_asks_for_a_pass_when_what_the_status_shows_changes() -> None:
+    views = [answered("m1"), answered("m1"), answered("m1", others=(ROGUE,)), answered("m1", others=(ROGUE,))]
+    views += [answered("m1"), answered(), answered(error="no bridge"), answered(error="no bridge")]
+    results = iter(views)
+    news: list[int] = []
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        prober: Prober
+
+        async def on_probe(view: ProbeView) -> None:
+            if prober.probes == len(views):
+                stop.set()
+
+        prober = Prober(
+            SPEC,
+            0.0,
+            on_probe,
+            run_probe=lambda interface, mac: next(results).result,
+            on_news=lambda: news.append(prober.probes),
+        )
+        await prober.run(stop)
+
+    asyncio.run(main())
+    # The first probe, the rogue's coming and going, the authority falling silent, the error.
+    assert news == [0, 2, 4, 5, 6]
+
+
 class FakeFloating:
     def __init__(self) -> None:
         self.spec = dataclasses.replace(SPEC, bridge="fl-test-none")
