@@ -13,7 +13,10 @@ who answers.
 - Silence must outlast a busy authority: dnsmasq answers no DHCP while it ping-checks an address
   for a new client, so a healthy authority leaves probes unanswered when clients appear in numbers
   (lab: 12 new clients, 4 silent probes in a row at 4 s, and the standby ranked first took over
-  beside the serving host). `silent_probes` is raised to `busy_probes()` when lower.
+  beside the serving host). `silent_probes` is raised to `busy_probes()` when lower. A server that
+  just took over is as likely to be busy (every client is new to it: the lab's 3 DISCOVER
+  counters kept it from answering the next host in line, which took over too), so the spacing
+  per rank covers a busy spell as well.
 - A serving host yields as soon as it sees a better-ranked host answering.
 - Partition: each side sees silence and one host per side serves; when the partition heals, the
   worse-ranked server yields within one probe interval. Two servers answer during the partition
@@ -44,9 +47,9 @@ def busy_probes(probe_interval: float) -> int:
 
 
 def rank_probes(probe_interval: float) -> int:
-    """Probes a standby waits per host ranked above it: (n - 1) intervals cover the window and the
-    takeover, whatever the phase of either host's probes."""
-    return 1 + math.ceil((PROBE_TIMEOUT + TAKEOVER_ALLOWANCE) / probe_interval)
+    """Probes a standby waits per host ranked above it: (n - 1) intervals cover the window or a busy
+    spell of the new server, whichever is longer, and the takeover, whatever the probes' phases."""
+    return 1 + math.ceil((max(PROBE_TIMEOUT, DNSMASQ_BUSY) + TAKEOVER_ALLOWANCE) / probe_interval)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +64,7 @@ class StandaloneElector:
     me: str
     priority: tuple[str, ...]  # best first; this host must be in it
     silent_probes: int = 3
-    rank_probes: int = 2  # probes per host ranked above this one; see rank_probes()
+    rank_probes: int = 5  # probes per host ranked above this one; see rank_probes()
     busy_probes: int = 4  # the least silence that is no busy authority; see busy_probes()
 
     def __post_init__(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -107,9 +109,11 @@ def simulate(
     down: dict[str, tuple[float, float]],
     until: float,
     busy: dict[str, list[tuple[float, float]]] | None = None,
+    takeover_busy: float = 0.0,
 ) -> dict[str, list[tuple[float, float]]]:
     """Each host's serving intervals [start, end) from a cold start; a host is down (fabricd dead)
-    during its `down` span and comes back with a fresh memory, probing in its old phase."""
+    during its `down` span and comes back with a fresh memory, probing in its old phase. A host that
+    takes over is busy for `takeover_busy` seconds once it listens (every client is new to it)."""
     mem = {h: StandaloneMemory() for h in els}
     listening: dict[str, list[tuple[float, float]]] = {h: [] for h in els}
     events: list[tuple[float, int, str, tuple[str, ...]]] = []  # (time, 0 probe | 1 decide, host, heard)
@@ -120,8 +124,10 @@ def simulate(
         dies, returns = down.get(host, (INF, INF))
         return not dies <= at < returns
 
+    spells = {h: list(v) for h, v in (busy or {}).items()}
+
     def answers(host: str, at: float) -> bool:
-        late = any(start <= at < end and end > at + WINDOW for start, end in (busy or {}).get(host, []))
+        late = any(start <= at < end and end > at + WINDOW for start, end in spells.get(host, []))
         return not late and any(start <= at < end for start, end in listening[host])
 
     while events:
@@ -144,6 +150,7 @@ def simulate(
         if mem[host].serving and not was:
             dies = down.get(host, (INF, INF))[0]
             listening[host].append((at + claim, dies if dies > at else INF))
+            spells.setdefault(host, []).append((at + claim, at + claim + takeover_busy))
         elif was and not mem[host].serving:
             start, _ = listening[host].pop()
             listening[host].append((start, at))
@@ -197,8 +204,8 @@ def test_out_of_phase_probes_never_make_two_servers_at_start_or_after_deaths(
     assert [h for h in survivors if any(e >= 100 * interval for _, e in spans[h])] == survivors[:1]
 
 
-def test_rank_probes_cover_one_interval_plus_the_window_and_the_takeover() -> None:
-    assert [rank_probes(i) for i in (4.0, 5.0, 10.0, 60.0)] == [3, 2, 2, 2]
+def test_rank_probes_cover_the_window_or_a_busy_spell_and_the_takeover() -> None:
+    assert [rank_probes(i) for i in (4.0, 5.0, 10.0, 60.0)] == [6, 5, 3, 2]
 
 
 def test_busy_probes_outlast_a_busy_dnsmasq() -> None:
@@ -245,3 +252,34 @@ def test_a_busy_authority_is_never_taken_over_whoever_holds_it(
     assert overlaps(spans) == [], spans
     assert [h for h in HOSTS if any(s <= start <= e for s, e in spans[h])] == [holder]
     assert [h for h in HOSTS if any(e >= 120 * interval for _, e in spans[h])] == [holder]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    phases=st.tuples(*(st.floats(0, 3.999) for _ in HOSTS)),
+    interval=st.sampled_from([4.0, 5.0, 7.5, 10.0]),
+    claim=st.floats(0.0, 0.99),
+    busy=st.floats(0.0, DNSMASQ_BUSY),
+)
+def test_a_new_server_busy_with_new_clients_is_not_taken_over_by_the_next_in_line(
+    phases: tuple[float, ...], interval: float, claim: float, busy: float
+) -> None:
+    # The lab: h2 took over, its fresh dnsmasq ping-checked new clients (the test's counters) and h3,
+    # one rank below, took over too when ranks were spaced by the window only.
+    scaled = {h: p * interval / 4.0 for h, p in zip(HOSTS, phases, strict=True)}
+    down = {"h1": (30 * interval, INF)}
+    spans = simulate(
+        timed_electors(interval), scaled, interval, claim, down, 100 * interval, takeover_busy=busy
+    )
+    assert overlaps(spans) == [], spans
+    assert not spans["h3"]
+
+
+def test_spacing_ranks_by_the_window_only_let_the_next_in_line_take_over_beside_a_busy_new_server() -> None:
+    els = {
+        h: StandaloneElector(h, HOSTS, 2, 1 + math.ceil((WINDOW + 1.0) / 4.0), busy_probes(4.0))
+        for h in HOSTS
+    }
+    phases = {"h1": 0.0, "h2": 2.0, "h3": 1.0}
+    spans = simulate(els, phases, 4.0, 0.3, {"h1": (120.0, INF)}, 400.0, takeover_busy=12.0)
+    assert [(a, b) for a, b, *_ in overlaps(spans)] == [("h2", "h3")]
