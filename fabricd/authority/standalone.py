@@ -19,8 +19,9 @@ who answers.
   per rank covers a busy spell as well.
 - A serving host yields as soon as it sees a better-ranked host answering.
 - Partition: each side sees silence and one host per side serves; when the partition heals, the
-  worse-ranked server yields within one probe interval. Two servers answer during the partition
-  and for at most one probe interval after it.
+  worse-ranked server yields within one probe interval of hearing the better-ranked one (whose
+  dnsmasq may first be busy with clients new to it, up to 18 s). Two servers answer during the
+  partition and for that long after it.
 """
 
 from __future__ import annotations
