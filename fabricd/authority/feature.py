@@ -28,7 +28,7 @@ from fabricd.authority.lease_store import LeaseStore
 from fabricd.authority.prober import Prober
 from fabricd.authority.runner import ElectionRunner
 from fabricd.authority.serving import Serving
-from fabricd.authority.standalone import StandaloneElector
+from fabricd.authority.standalone import StandaloneElector, busy_probes, rank_probes
 from fabricd.authority.standalone_runner import StandaloneRunner
 from fabricd.authority.state import AUTHORITY, AuthorityState
 from fabricd.authority.status import (
@@ -163,11 +163,18 @@ class AuthorityFeature(Feature):
             store = LeaseStore(LXDApi(config.lxd, timeout=STORE_TIMEOUT))
             self.election = ElectionRunner(Elector(config.host.name), store, on_change, self._fence)
         else:
-            elector = StandaloneElector(config.host.name, dhcp.priority, dhcp.silent_probes)
+            interval = dhcp.probe_interval
+            elector = StandaloneElector(
+                config.host.name,
+                dhcp.priority,
+                dhcp.silent_probes,
+                rank_probes(interval),
+                busy_probes(interval),
+            )
             self.election = StandaloneRunner(elector, on_change, self._withdraw)
             on_probe = self.election.on_probe
         self.serving = Serving(FloatingAddress(self.spec), self.dnsmasq, self.election.serving)
-        self.prober = Prober(self.spec, dhcp.probe_interval, on_probe)
+        self.prober = Prober(self.spec, dhcp.probe_interval, on_probe, on_news=on_change)
         self.applying = AuthorityApplying(self.serving)
         self.observers = (AuthorityObserver(self.election),)
         self.planners = (AuthorityPlanning(config, self.spec),)

@@ -3,7 +3,9 @@
 Every host probes, authority or not, so each one's status shows every server on the overlay. A
 server that is not the floating one (another MAC or server identifier) is a second server: a loud
 log line when the set of them changes, and a standing status problem while it answers. Two answers
-with the floating identity mean two hosts serve as the authority at once.
+with the floating identity mean two hosts serve as the authority at once. Whenever what the status
+shows changes, `on_news` asks for a pass, so the status is rebuilt then, not at the next interval
+(the lab saw a holder report a removed second server 10 s after its probe knew).
 """
 
 from __future__ import annotations
@@ -60,10 +62,12 @@ class Prober:
         interval: float,
         on_probe: Callable[[ProbeView], Awaitable[None]] | None = None,
         run_probe: Callable[[str, str], ProbeResult] | None = None,
+        on_news: Callable[[], None] | None = None,
     ) -> None:
         self.spec = spec
         self.interval = interval
         self._on_probe = on_probe
+        self._on_news = on_news
         self._run_probe = run_probe or (lambda interface, mac: probe(interface, mac))
         self.last: ProbeView | None = None
         self.probes = 0
@@ -75,7 +79,10 @@ class Prober:
             result = await asyncio.to_thread(self._run_probe, self.spec.bridge, probe_mac(self.spec.vni))
             view = split_answers(result, self.spec)
             self._report(view)
+            news = self.last is None or _shown(view) != _shown(self.last)
             self.last = view
+            if news and self._on_news is not None:
+                self._on_news()
             self.probes += 1
             if self._on_probe is not None:
                 await self._on_probe(view)
@@ -108,3 +115,8 @@ class Prober:
                 event_kind="authority.doubled",
                 hosts=list(view.answering_hosts),
             )
+
+
+def _shown(view: ProbeView) -> tuple[object, ...]:
+    """What the status shows of a probe: its error, who answered, every second server."""
+    return view.result.error, view.answering_hosts, view.doubled, frozenset(s.identity for s in view.others)

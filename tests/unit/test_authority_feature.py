@@ -60,7 +60,8 @@ def runner(me: str = "m2", priority: tuple[str, ...] = ("m1", "m2")) -> tuple[St
     async def on_yield(why: str) -> None:
         calls.append(f"yield: {why}")
 
-    return StandaloneRunner(StandaloneElector(me, priority, 2), lambda: calls.append("pass"), on_yield), calls
+    elector = StandaloneElector(me, priority, 2, rank_probes=1, busy_probes=0)  # 2 silent, +1 per rank
+    return StandaloneRunner(elector, lambda: calls.append("pass"), on_yield), calls
 
 
 def test_standalone_runner_takes_over_after_silence_and_yields_to_a_better_host() -> None:
@@ -116,6 +117,34 @@ def test_prober_logs_a_second_server_once_and_when_it_goes() -> None:
     kinds = [e.get("event_kind") for e in logs]
     assert kinds == ["authority.second_server", "authority.second_server_gone"]
     assert prober.probes == 3 and prober.second_servers_seen == 2
+
+
+def test_prober_asks_for_a_pass_when_what_the_status_shows_changes() -> None:
+    views = [answered("m1"), answered("m1"), answered("m1", others=(ROGUE,)), answered("m1", others=(ROGUE,))]
+    views += [answered("m1"), answered(), answered(error="no bridge"), answered(error="no bridge")]
+    results = iter(views)
+    news: list[int] = []
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        prober: Prober
+
+        async def on_probe(view: ProbeView) -> None:
+            if prober.probes == len(views):
+                stop.set()
+
+        prober = Prober(
+            SPEC,
+            0.0,
+            on_probe,
+            run_probe=lambda interface, mac: next(results).result,
+            on_news=lambda: news.append(prober.probes),
+        )
+        await prober.run(stop)
+
+    asyncio.run(main())
+    # The first probe, the rogue's coming and going, the authority falling silent, the error.
+    assert news == [0, 2, 4, 5, 6]
 
 
 class FakeFloating:
