@@ -80,13 +80,6 @@ def positive_number(value: Value) -> float:
     return number
 
 
-def non_negative_number(value: Value) -> float:
-    number = _float_of(value.node)
-    if number is None or number < 0:
-        raise value.expected("a number >= 0")
-    return number
-
-
 def boolean(value: Value) -> bool:
     node = value.node
     if isinstance(node, ScalarNode) and node.tag == _BOOL:

@@ -1,1 +1,0 @@
-"""Anycast services: the pure core (definitions, per-backend health, the plan); no I/O here."""
