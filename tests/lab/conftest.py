@@ -59,7 +59,9 @@ def processes_mentioning(text: str) -> list[int]:
     return found
 
 
-def assert_nothing_left(lab: Lab, recorded_pids: list[int], *, ran_lxd: bool = False) -> None:
+def assert_nothing_left(
+    lab: Lab, recorded_pids: list[int], *, ran_lxd: bool = False, instances: tuple[str, ...] = ()
+) -> None:
     assert netns.list_with_prefix(namespace_prefix(lab.topology.name)) == []
     assert [p for p in recorded_pids if netns.alive(p)] == []
     assert processes_mentioning(str(lab.state_dir)) == []
@@ -67,6 +69,10 @@ def assert_nothing_left(lab: Lab, recorded_pids: list[int], *, ran_lxd: bool = F
     if not ran_lxd:
         return
     cgroups = Path("/sys/fs/cgroup")
+    own = [f"lxc.{kind}.{name}" for name in instances for kind in ("payload", "monitor")]
+    assert [p for pattern in own for p in (*cgroups.glob(f"*/{pattern}"), *cgroups.glob(pattern))] == []
+    if netns.list_with_prefix("fl-"):
+        return  # another lab's LXD runs on this machine: the shared cgroups below are its own
     assert list(cgroups.glob("*/lxc.payload*")) + list(cgroups.glob("*/lxc.monitor*")) == []
     assert list(cgroups.glob("*/lxc.pivot")) == []
 
