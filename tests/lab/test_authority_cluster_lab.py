@@ -41,7 +41,7 @@ from fabric_lab.dhcp_clients import (
 from fabric_lab.node import LabError, NodeRuntime
 from fabric_lab.runner import Lab, namespace_prefix
 from fabricd.authority.macs import server_mac
-from tests.lab.conftest import REPO, agent_pid, fresh_lab, start_agent, stop_agent
+from tests.lab.conftest import REPO, agent_pid, fresh_lab, start_agent
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("lab_host")]
 _T = TypeVar("_T")
@@ -207,7 +207,7 @@ def dns_ok(node: NodeRuntime, instance: str, query: str, expected: set[str], kin
 def what_dns_says(node: NodeRuntime, instance: str, query: str) -> str:
     """For a failure message: what the server answers now, and what the holder's files hold."""
     again = nslookup(node, instance, query, SERVER)
-    return f"{again.text!r}; {[authority(node) or {}][0].get('dnsmasq')}"
+    return f"{again.text!r}; {(authority(node) or {}).get('dnsmasq')}"
 
 
 def global_ipv6(node: NodeRuntime, instance: str) -> set[str]:
@@ -352,15 +352,15 @@ def test_one_authority_serves_every_host_and_names_resolve(lab: Lab, clients: di
     for source, host in INSTANCES.items():
         node = lab.node(host)
         for target, address in got.items():
-            for query, want, kind in (
+            for query, expected, kind in (
                 (f"{target}.{DOMAIN}", {address}, "a"),
                 (address, {f"{target}.{DOMAIN}"}, "a"),
                 (f"{target}.{DOMAIN}", six[target], "aaaa"),
             ):
-                assert dns_ok(node, source, query, want, kind), (
+                assert dns_ok(node, source, query, expected, kind), (
                     source,
                     query,
-                    want,
+                    expected,
                     what_dns_says(node, source, query),
                 )
     assert nslookup(lab.node("h1"), "tac1", f"tacnobody.{DOMAIN}", SERVER).error == "NXDOMAIN"
@@ -379,6 +379,7 @@ class Gaps:
     serving: float = 0.0  # failure -> successor's status says it serves
     first_ack: float = 0.0  # failure -> first renewal ACKed by the successor
     dns: float | None = None  # failure -> first DNS answer after the silence
+    exited: float | None = None  # SIGTERM -> fabricd exited
 
 
 def failover(lab: Lab, clients: dict[str, DhcpClient], how: str, case: int) -> None:
@@ -407,8 +408,9 @@ def failover(lab: Lab, clients: dict[str, DhcpClient], how: str, case: int) -> N
             pid = agent_pid(lab, holder)
             os.kill(pid, signal.SIGKILL)
             wait_until(lambda: not netns.alive(pid), 5, "fabricd to die")
-        elif how == "sigterm":
-            stop_agent(lab, holder)
+        elif how == "sigterm":  # stop_agent's signal, without waiting for the exit: the handover is timed
+            pid = agent_pid(lab, holder)
+            os.kill(pid, signal.SIGTERM)
         else:
             cut(lab, holder, "host", up=False)
 
@@ -428,6 +430,9 @@ def failover(lab: Lab, clients: dict[str, DhcpClient], how: str, case: int) -> N
         bound = TAKEOVER_CUT if how == "link" else TAKEOVER
         successor = wait_until(lambda: new_holder(lab, survivors), bound, "a standby to take over")
         gaps.serving = time.time() - started
+        if how == "sigterm":
+            wait_until(lambda: not netns.alive(pid), 40, f"fabricd on {holder} to exit")
+            gaps.exited = time.time() - started
         # The first ACK: one client renews as soon as the successor says it serves.
         first = next(name for name in kept if INSTANCES[name] == successor)
         events = clients[first].renew(timeout=30)
@@ -485,6 +490,7 @@ def failover(lab: Lab, clients: dict[str, DhcpClient], how: str, case: int) -> N
         f"failure: old server gone {gaps.gone:.2f} s, successor serving {gaps.serving:.2f} s, first DHCP "
         f"ACK {gaps.first_ack:.2f} s, first DNS answer {dns_gap} s; {len(kept)} renewals kept their "
         f"addresses; new client {fresh.ip}; back to one authority: {final}"
+        + (f"; fabricd exited {gaps.exited:.2f} s after SIGTERM" if gaps.exited is not None else "")
     )
 
 
