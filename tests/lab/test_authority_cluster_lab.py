@@ -394,8 +394,9 @@ def test_one_authority_serves_every_host_and_names_resolve(lab: Lab, clients: di
 @dataclass
 class Gaps:
     gone: float = 0.0  # failure -> old server's dnsmasq and floating device gone
-    serving: float = 0.0  # failure -> successor's status says it serves
-    first_ack: float = 0.0  # failure -> first renewal ACKed by the successor
+    serving: float = 0.0  # failure -> successor serving (its own status' "since")
+    seen: float = 0.0  # failure -> the test's status polling saw it serve
+    first_ack: float = 0.0  # failure -> first renewal ACKed by the successor (sent once seen)
     dns: float | None = None  # failure -> first DNS answer after the silence
     exited: float | None = None  # SIGTERM -> fabricd exited
 
@@ -447,7 +448,7 @@ def failover(lab: Lab, clients: dict[str, DhcpClient], how: str, case: int) -> N
 
         bound = TAKEOVER_CUT if how == "link" else TAKEOVER
         successor = wait_until(lambda: new_holder(lab, survivors), bound, "a standby to take over")
-        gaps.serving = time.time() - started
+        gaps.seen = time.time() - started
         if how == "sigterm":
             wait_until(lambda: not netns.alive(pid), 40, f"fabricd on {holder} to exit")
             gaps.exited = time.time() - started
@@ -462,7 +463,8 @@ def failover(lab: Lab, clients: dict[str, DhcpClient], how: str, case: int) -> N
         assert wait_one_authority(lab, survivors, timeout=10) == successor
         after = authority(lab.node(successor))
         assert after is not None and after["epoch"] > epoch, (epoch, after)
-        assert float(after["since"]) >= started
+        gaps.serving = float(after["since"]) - started
+        assert gaps.serving >= 0
         if how == "link":  # fenced before the successor started: never two servers
             assert started + gaps.gone <= float(after["since"]) + 0.2, (gaps, after["since"] - started)
         # Clients reach the server through their host's FDB entry for its MAC: it follows the holder.
@@ -505,9 +507,9 @@ def failover(lab: Lab, clients: dict[str, DhcpClient], how: str, case: int) -> N
     dns_gap = f"{gaps.dns:.2f}" if gaps.dns is not None else "none (no silence seen)"
     print(
         f"\nfailover by {how}: {holder} -> {successor} (epoch {epoch} -> {after['epoch']}); after the "
-        f"failure: old server gone {gaps.gone:.2f} s, successor serving {gaps.serving:.2f} s, first DHCP "
-        f"ACK {gaps.first_ack:.2f} s, first DNS answer {dns_gap} s; {len(kept)} renewals kept their "
-        f"addresses; new client {fresh.ip}; back to one authority: {final}"
+        f"failure: old server gone {gaps.gone:.2f} s, successor serving {gaps.serving:.2f} s (seen "
+        f"{gaps.seen:.2f} s), first DHCP ACK {gaps.first_ack:.2f} s, first DNS answer {dns_gap} s; "
+        f"{len(kept)} renewals kept their addresses; new client {fresh.ip}; back to one authority: {final}"
         + (f"; fabricd exited {gaps.exited:.2f} s after SIGTERM" if gaps.exited is not None else "")
     )
 
