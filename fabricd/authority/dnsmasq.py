@@ -6,7 +6,13 @@
 - only `hosts.dhcp` / `hosts.dns` changed: write them and send SIGHUP, which makes dnsmasq re-read
   both without dropping a lease (leases live in the lease file and in memory, not in the files);
 - nothing changed: nothing.
-`stop()` stops it; the files and the lease file stay for the next `serve`.
+`stop()` stops it; the files stay for the next `serve`. The lease file is kept across restarts
+while serving, but a fresh start (a new term as the authority) sets it aside as `leases.previous`
+and starts empty: while this host stood by, another authority may have handed one of its old
+pool addresses to another client (its old client gone), and dnsmasq, reading the stale lease,
+would NAK that client's renewal ("address in use"), taking a live address away (lab test). An
+empty table is what any new authority starts from: renewals rebuild it (`dhcp-authoritative`)
+and the ping check keeps a pool address a client still holds from being handed out.
 
 The child is a `SupervisedChild`: it dies with fabricd (PR_SET_PDEATHSIG, even on SIGKILL), is
 restarted with backoff when it exits, is always reaped, and writes to `dnsmasq.log` in the
@@ -185,6 +191,8 @@ class DnsmasqServer:
                 await self._stop_child(child, "its configuration changed")
                 self.restarts += 1
                 action = "restarted"
+            if action == "started":
+                await asyncio.to_thread(self._set_aside_leases)
             gid = await asyncio.to_thread(self._write, plan)
             if action == "started":
                 await asyncio.to_thread(self._kill_leftovers)
@@ -245,6 +253,13 @@ class DnsmasqServer:
         os.chown(self.lease_file, -1, gid)
         self.lease_file.chmod(0o660)
         return gid
+
+    def _set_aside_leases(self) -> None:
+        """A new term starts with no leases: the last term's may be stale (see the module doc)."""
+        with contextlib.suppress(FileNotFoundError):
+            if self.lease_file.stat().st_size:
+                self.lease_file.replace(self.lease_file.with_name(LEASE_FILE + ".previous"))
+                log.info("leases of an earlier term set aside", file=str(self.lease_file) + ".previous")
 
     def _kill_leftovers(self) -> None:
         for pid in processes_with(f"--conf-file={self.conf_file}"):

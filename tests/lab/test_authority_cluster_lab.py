@@ -566,7 +566,8 @@ def test_a_dynamic_client_keeps_its_address_and_a_newcomer_never_gets_it(
 
         wait_until(lambda: fdb_follows(lab, [first_host, second_host], successor), 10, "FDB entries")
         events = dynamic.renew(timeout=30)
-        assert not renewal_failures(events) and (events[-1].event, events[-1].ip) == ("renew", held), events
+        context = (held, given.ip, holder, successor, events)
+        assert not renewal_failures(events) and (events[-1].event, events[-1].ip) == ("renew", held), context
         assert address_now(dynamic) == held
 
         def both_listed() -> bool:

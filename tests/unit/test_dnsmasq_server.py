@@ -122,6 +122,34 @@ def test_start_reload_restart_and_stop(tmp_path: Path) -> None:
     assert (directory / "dnsmasq.log").exists()
 
 
+def test_leases_survive_a_restart_but_a_new_term_starts_without_the_last_ones(tmp_path: Path) -> None:
+    executable, _ = fake_dnsmasq(tmp_path)
+    directory = tmp_path / "state" / "dnsmasq"
+    leases = directory / "leases"
+    old = "1796400000 02:ac:0e:00:00:02 192.168.100.150 * 01:02:ac:0e:00:00:02\n"
+    mine = "1796400600 02:ac:0d:00:00:01 192.168.100.150 * 01:02:ac:0d:00:00:01\n"
+
+    async def main() -> None:
+        directory.mkdir(parents=True)
+        leases.write_text(old)  # from this host's last term as the authority
+        server = DnsmasqServer(directory, executable=executable, user=None, backoff_initial=0.05)
+        assert await server.serve(plan()) == "started"
+        await until(lambda: server.pid)
+        assert leases.read_text() == "" and (directory / "leases.previous").read_text() == old
+        leases.write_text(mine)  # what this term's dnsmasq wrote
+        assert await server.serve(plan(conf="interface=y\n")) == "restarted"
+        await until(lambda: server.pid)
+        assert leases.read_text() == mine  # a restart within the term loses no lease
+        await server.stop()
+        assert leases.read_text() == mine  # stopping keeps the file (for a look at it)
+        assert await server.serve(plan()) == "started"  # a new term
+        await until(lambda: server.pid)
+        assert leases.read_text() == "" and (directory / "leases.previous").read_text() == mine
+        await server.stop()
+
+    run(main)
+
+
 def test_as_root_dnsmasq_starts_as_nobody_through_setpriv_and_keeps_its_death_signal(tmp_path: Path) -> None:
     server = DnsmasqServer(tmp_path, executable="/usr/sbin/dnsmasq", user="nobody")
     caps = "-all,+net_bind_service,+net_admin,+net_raw"
