@@ -42,7 +42,7 @@ from fabric_lab.dhcp_clients import (
 from fabric_lab.node import LabError, NodeRuntime
 from fabric_lab.runner import Lab, namespace_prefix
 from fabricd.authority.macs import server_mac
-from tests.lab.conftest import REPO, agent_pid, fresh_lab, start_agent
+from tests.lab.conftest import REPO, agent_pid, fresh_lab, start_agent, stop_agent
 
 pytestmark = [pytest.mark.lab, pytest.mark.usefixtures("lab_host")]
 _T = TypeVar("_T")
@@ -585,6 +585,73 @@ def test_a_dynamic_client_keeps_its_address_and_a_newcomer_never_gets_it(
         lxc_exec(a, first, ["ip", "link", "del", "dyn0"], check=False)
         lxc_exec(b, second, ["ip", "link", "del", "dyn1"], check=False)
         restore(lab, holder, "sigkill")
+
+
+def test_a_host_serving_again_never_takes_back_an_address_from_its_last_term(
+    lab: Lab, clients: dict[str, DhcpClient]
+) -> None:
+    """A gives pool address P to X; X goes away; B, serving next, gives P to Y; A serves again and
+    Y renews: A must not hold its stale lease of P against Y (dnsmasq NAKed: "address in use")."""
+    first = wait_one_authority(lab)
+    place = next(h for h in HOSTS if h != first)
+    instance = next(n for n, h in INSTANCES.items() if h == place)
+    node = lab.node(place)
+    gone_mac, live_mac = "02:ac:0f:00:00:01", "02:ac:0f:00:00:02"
+    add_macvlan(node, instance, "old0", gone_mac)
+    gone = DhcpClient(node, instance, interface="old0")
+    live: DhcpClient | None = None
+    try:
+        gone.start()
+        taken = gone.wait_bound(timeout=30).ip
+        assert in_pool(taken)
+        wait_until(
+            lambda: (
+                (gone_mac, taken) in {(r["mac"], r["address"]) for r in leases(lab.node(first))["leases"]}
+            ),
+            10,
+            f"{gone_mac}'s lease on {first}",
+        )
+        gone.stop()  # gone without a release, as a deleted machine would be
+        lxc_exec(node, instance, ["ip", "link", "del", "old0"])
+
+        os.kill(agent_pid(lab, first), signal.SIGKILL)
+        others = [h for h in HOSTS if h != first]
+        second = wait_until(lambda: new_holder(lab, others), TAKEOVER, "a standby to take over")
+        start_agent(lab, first)
+        assert wait_one_authority(lab, timeout=30) == second
+        add_macvlan(node, instance, "live0", live_mac)
+        live = DhcpClient(node, instance, interface="live0")
+        live.start(requested=taken)  # nobody answers a ping for it now: the new server may give it
+        assert live.wait_bound(timeout=30).ip == taken
+
+        # Only the first host can take over now: the third stops cleanly, the second is killed.
+        third = next(h for h in HOSTS if h not in (first, second))
+        stop_agent(lab, third)
+        os.kill(agent_pid(lab, second), signal.SIGKILL)
+        assert wait_until(lambda: new_holder(lab, [first]), TAKEOVER, f"{first} to serve again") == first
+        events = live.renew(timeout=30)
+        assert not renewal_failures(events) and (events[-1].event, events[-1].ip) == ("renew", taken), events
+
+        def listed() -> bool:
+            table = {r["mac"]: r["address"] for r in leases(lab.node(first))["leases"]}
+            return table.get(live_mac) == taken and gone_mac not in table
+
+        wait_until(listed, 10, f"{taken} leased to {live_mac} alone on {first}")
+        print(
+            f"\n{taken}: {gone_mac} from {first}, then {live_mac} from {second}; "
+            f"kept when {first} served again"
+        )
+    finally:
+        gone.stop()
+        if live is not None:
+            live.stop()
+        for link in ("old0", "live0"):
+            lxc_exec(node, instance, ["ip", "link", "del", link], check=False)
+        for host in HOSTS:
+            pid = lab.state().nodes[host].agent_pid
+            if pid is None or not netns.alive(pid):
+                start_agent(lab, host)
+        wait_one_authority(lab, timeout=60)
 
 
 # ---- 4. a second DHCP server ---------------------------------------------------------------------
