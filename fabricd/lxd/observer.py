@@ -6,6 +6,8 @@
 - Every few seconds the network list is compared and OVN networks are re-read: LXD sends no event
   when the active chassis moves, nor (5.0.2) when a network is created cluster-wide.
 - Cluster members are polled by their own observer (`fabricd.lxd.members`).
+- An instance on a member LXD cannot reach is listed as a stub (no devices): what was known of it
+  is kept (`fabricd.lxd.unreachable`).
 - While LXD is unreachable the last good snapshot is kept and reported as stale, so announcements
   do not flap; reconnects back off up to `lxd.reconnect_backoff_max`.
 """
@@ -34,6 +36,7 @@ from fabricd.lxd.reader import (
     read_snapshot,
 )
 from fabricd.lxd.records import InstanceRecord, LXDSnapshot, RefusedObject
+from fabricd.lxd.unreachable import keep_unreachable
 
 log = get_logger("fabricd.lxd")
 _T = TypeVar("_T")
@@ -109,7 +112,8 @@ class LXDObserver:
 
     def _load_full(self, snapshot: LXDSnapshot) -> None:
         self._base = snapshot
-        self._instances = {(i.project, i.name): i for i in snapshot.instances}
+        instances = keep_unreachable(self._instances, snapshot.instances)
+        self._instances = {(i.project, i.name): i for i in instances}
         self._networks = {}
         for network in snapshot.networks:
             key = (network.project, network.name)
@@ -121,6 +125,8 @@ class LXDObserver:
         self._changed()
 
     def _put_instance(self, key: tuple[str, str], result: InstanceRecord | RefusedObject | None) -> None:
+        if isinstance(result, InstanceRecord):
+            (result,) = keep_unreachable(self._instances, [result])
         self._put(self._instances, "instance", key, result, InstanceRecord)
 
     def _put_network(self, key: tuple[str, str], result: NetworkBundle | RefusedObject | None) -> None:
