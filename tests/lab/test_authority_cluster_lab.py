@@ -290,6 +290,12 @@ def member_online(lab: Lab, asker: str, member: str) -> bool:
     return result.returncode == 0 and json.loads(result.stdout).get("status") == "Online"
 
 
+def overlay_peers_up(lab: Lab, host: str) -> bool:
+    found = full_status(lab.node(host))
+    peers = [p for p in (found or {}).get("overlay_peers") or [] if p["state"] != "self"]
+    return len(peers) == len(HOSTS) - 1 and all(p["state"] == "up" and p["flood"] for p in peers)
+
+
 def new_holder(lab: Lab, candidates: Sequence[str]) -> str | None:
     for host in candidates:
         section = authority(lab.node(host))
@@ -317,6 +323,9 @@ def restore(lab: Lab, holder: str, how: str) -> None:
         cut(lab, holder, "host", up=True)
         others = [h for h in HOSTS if h != holder]
         wait_until(lambda: member_online(lab, others[0], holder), 60, f"{holder} online again in LXD")
+        # The healed host saw every other member offline while cut off (its LXD lost the quorum)
+        # and flooded to nobody: its overlay must list them again before its clients reach anyone.
+        wait_until(lambda: overlay_peers_up(lab, holder), 30, f"{holder}'s overlay peers up again")
     else:
         pid = lab.state().nodes[holder].agent_pid
         if pid is None or not netns.alive(pid):
