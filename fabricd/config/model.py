@@ -16,7 +16,10 @@ IPNetwork = IPv4Network | IPv6Network
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["auto", "json", "console"]
-CheckType = Literal["tcp", "http", "exec"]
+CheckType = Literal["tcp", "udp", "dns", "http", "https", "exec"]
+DNSType = Literal["A", "AAAA", "CNAME", "MX", "NS", "PTR", "SOA", "SRV", "TXT"]
+DNSRcode = Literal["NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED"]
+OnFailure = Literal["withdraw", "degrade"]
 Family = Literal["ipv4-unicast", "ipv6-unicast"]
 OvnMode = Literal["all-members", "active-chassis"]
 # What to do with an OVN next hop the BGP peer cannot reach (not on a subnet the session leaves by).
@@ -135,23 +138,79 @@ class DHCPConfig:
 
 @dataclass(frozen=True, slots=True)
 class HealthCheckConfig:
+    """How one backend of a service is checked, and how many results in a row change its state.
+
+    Each check type reads only its own fields; the parser refuses the others, so an unused field
+    here is always its default."""
+
     type: CheckType
-    port: int | None = None
-    interval: float = 1.0
-    rise: int = 2
-    fall: int = 2
-    # http only: the request path.
-    path: str | None = None
-    # exec only: argv, run without a shell.
-    command: tuple[str, ...] | None = None
+    port: int | None = None  # tcp, udp, dns, http, https; None for exec
+    interval: float = 1.0  # seconds from one check's start to the next
+    timeout: float = 0.5  # seconds one check may take; at most `interval`
+    rise: int = 2  # passes in a row before a backend is up
+    fall: int = 2  # failures in a row before it is down
+    path: str = "/"  # http, https: the request path
+    status: tuple[int, ...] = (200,)  # http, https: accepted status codes
+    send: str | None = None  # udp: the payload, sent as UTF-8
+    expect: str | None = None  # udp: text the reply must contain; None: any reply passes
+    query: str | None = None  # dns: the name asked for
+    query_type: DNSType = "A"  # dns
+    rcode: DNSRcode = "NOERROR"  # dns: the response code a healthy server gives
+    answer: bool = True  # dns: the reply must carry at least one answer record
+    command: tuple[str, ...] | None = None  # exec: argv, run inside the instance without a shell
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSelector:
+    """Which LXD instances back a service: those named, those matching the glob, and (with `key`)
+    those carrying `user.fabric.anycast.<service>=true`, all in `project`. At least one is set."""
+
+    project: str = "default"
+    instances: tuple[str, ...] = ()
+    pattern: str | None = None
+    key: bool = False
+    # The NIC's network (or bridge) the host route goes through; None: the instance's first NIC
+    # (by device name) on a bridge that has an address of the family.
+    network: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FlapConfig:
+    """Keeps a flapping backend from storming the router.
+
+    `hold_down`: seconds a backend that went down stays out at least, whatever its checks say.
+    Damping (RFC 2439 in miniature): each fall to down adds 1 to a penalty that halves every
+    `half_life` seconds; at `suppress` the backend is held out until the penalty decays below
+    `reuse`, and never longer than `max_suppress` after its last fall."""
+
+    hold_down: float = 0.0
+    damping: bool = True
+    half_life: float = 30.0
+    suppress: float = 3.0
+    reuse: float = 1.0
+    max_suppress: float = 300.0
+
+
+DEFAULT_DRAIN_MED = 4294967294  # the worst MED that every router still compares (2^32-1 may mean "unusable")
 
 
 @dataclass(frozen=True, slots=True)
 class ServiceConfig:
+    """An anycast service: addresses this host announces while a local backend is healthy."""
+
     name: str
-    address: IPAddress
-    instance: str | None = None
-    check: HealthCheckConfig | None = None
+    addresses: tuple[IPAddress, ...]
+    backends: BackendSelector = BackendSelector()
+    check: HealthCheckConfig | None = None  # None: a running backend counts as healthy
+    on_failure: OnFailure = "withdraw"
+    med: int | None = None  # None: routes.med
+    communities: tuple[str, ...] | None = None  # None: routes.communities
+    # on_failure: degrade, while no local backend is healthy (at least one of the two is set).
+    degraded_med: int | None = None
+    degraded_communities: tuple[str, ...] = ()
+    drain_delay: float = 10.0  # seconds announced with GRACEFUL_SHUTDOWN before the withdraw
+    drain_med: int = DEFAULT_DRAIN_MED
+    flap: FlapConfig = FlapConfig()
 
 
 @dataclass(frozen=True, slots=True)

@@ -257,7 +257,7 @@ def test_check_config_warns_about_settings_that_have_no_effect_yet(tmp_path: Pat
     config = tmp_path / "fabricd.yaml"
     config.write_text(
         "host: {name: h1, underlay_address: 192.0.2.11}\n"
-        "services: [{name: dns, address: 10.250.0.53, check: {type: tcp, port: 53}}]\n"
+        "services: [{name: dns, addresses: [10.250.0.53], backends: {key: true}}]\n"
         "metrics: {listen: '127.0.0.1:9464'}\n"
     )
     out = subprocess.run(
