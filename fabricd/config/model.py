@@ -178,17 +178,13 @@ class BackendSelector:
 class FlapConfig:
     """Keeps a flapping backend from storming the router.
 
-    `hold_down`: seconds a backend that went down stays out at least, whatever its checks say.
-    Damping (RFC 2439 in miniature): each fall to down adds 1 to a penalty that halves every
-    `half_life` seconds; at `suppress` the backend is held out until the penalty decays below
-    `reuse`, and never longer than `max_suppress` after its last fall."""
+    A backend that falls (goes from healthy to down) more than `limit` times within `window`
+    seconds is held down for `hold_down` seconds from that fall, whatever its checks say.
+    `hold_down: 0` turns this off; `limit: 0` holds a backend down after every fall."""
 
-    hold_down: float = 0.0
-    damping: bool = True
-    half_life: float = 30.0
-    suppress: float = 3.0
-    reuse: float = 1.0
-    max_suppress: float = 300.0
+    limit: int = 3
+    window: float = 60.0
+    hold_down: float = 120.0
 
 
 DEFAULT_DRAIN_MED = 4294967294  # the worst MED that every router still compares (2^32-1 may mean "unusable")

@@ -1,32 +1,24 @@
-"""Flap damping in miniature (after RFC 2439): a penalty per fall that halves every half-life.
+"""Flap control: more than `limit` falls within `window` seconds hold a backend down for `hold_down`.
 
-Pure arithmetic on (penalty, time) pairs; the health state machine decides what a penalty means.
+Pure arithmetic on fall times (monotonic seconds); the health state machine decides what a hold
+means. Only falls count (healthy to down): a backend that never comes up cannot flap.
 """
 
 from __future__ import annotations
 
-import math
-
 from fabricd.config.model import FlapConfig
-from fabricd.config.sections.services import damping_ceiling
-
-FALL_PENALTY = 1.0  # one fall to down; suppress and reuse are counted in falls
 
 
-def decayed(penalty: float, since: float, now: float, flap: FlapConfig) -> float:
-    """`penalty` as it stood at `since`, decayed to `now` (never grows; a clock going back keeps it)."""
-    if penalty <= 0.0 or now <= since:
-        return penalty
-    return penalty * math.pow(0.5, (now - since) / flap.half_life)
+def falls_after(falls: tuple[float, ...], now: float, flap: FlapConfig) -> tuple[float, ...]:
+    """The falls within the window that ends at `now`, a fall at `now` included; at most `limit + 1`
+    are kept, since no more are ever needed to decide."""
+    recent = tuple(t for t in falls if now - flap.window < t <= now)
+    return (*recent, now)[-(flap.limit + 1) :]
 
 
-def after_fall(penalty: float, flap: FlapConfig) -> float:
-    """The penalty once a fall is added, capped so it decays to `reuse` within `max_suppress`."""
-    return min(penalty + FALL_PENALTY, damping_ceiling(flap.reuse, flap.half_life, flap.max_suppress))
-
-
-def seconds_until_reuse(penalty: float, flap: FlapConfig) -> float:
-    """How long until `penalty` decays below `reuse` (0 when it already is)."""
-    if penalty < flap.reuse:
-        return 0.0
-    return flap.half_life * math.log2(penalty / flap.reuse)
+def held_until(falls: tuple[float, ...], now: float, flap: FlapConfig) -> float | None:
+    """When a backend that fell at `now` (with `falls` as `falls_after` keeps them) may come up
+    again; None when the fall does not hold it."""
+    if flap.hold_down <= 0 or len(falls) <= flap.limit:
+        return None
+    return now + flap.hold_down

@@ -11,9 +11,10 @@ passes in a row make it `up`; from `up` one failure makes it `falling` (still he
 announced) and `fall` failures in a row make it `down`. With `fall: 1` or `rise: 1` the
 intermediate state is skipped.
 
-Flap control holds a backend in `rising` even after `rise` passes: until `flap.hold_down` seconds
-after its last fall, and while damping suppresses it (see `fabricd.services.flap`). Going down is
-never delayed: withdrawing a dead backend fast is the point.
+Flap control holds a backend in `rising` even after `rise` passes: a backend that fell more than
+`flap.limit` times within `flap.window` seconds stays out for `flap.hold_down` seconds after that
+fall (see `fabricd.services.flap`). Going down is never delayed: withdrawing a dead backend fast is
+the point.
 
 `drained` is shown instead of the health state while the operator drains the backend's service;
 checks go on underneath, so undraining returns to what the checks say at once.
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from fabricd.config.model import FlapConfig
-from fabricd.services.flap import after_fall, decayed, seconds_until_reuse
+from fabricd.services.flap import falls_after, held_until
 
 HealthState = Literal["rising", "up", "falling", "down"]
 BackendState = Literal["rising", "up", "falling", "down", "drained"]
@@ -70,10 +71,8 @@ class BackendHealth:
     last: CheckResult | None = None
     passes: int = 0  # in a row, at most `rise`
     failures: int = 0  # in a row, at most `fall`
-    down_at: float | None = None  # the last fall from healthy to down, for hold-down
-    penalty: float = 0.0  # damping penalty as it stood at `penalty_at`
-    penalty_at: float = 0.0
-    suppressed: bool = False
+    falls: tuple[float, ...] = ()  # recent falls from healthy to down, for flap control
+    held_until: float | None = None  # flap control: not up before this, whatever the checks say
     drained: bool = False
 
     @property
@@ -101,16 +100,12 @@ class Step:
 
 
 def start(now: float) -> BackendHealth:
-    return BackendHealth(since=now, penalty_at=now)
+    return BackendHealth(since=now)
 
 
 def record(health: BackendHealth, result: CheckResult, rules: Rules, now: float) -> Step:
     """The backend after one check result."""
-    flap = rules.flap
-    penalty = decayed(health.penalty, health.penalty_at, now, flap)
-    suppressed = health.suppressed and flap.damping and penalty > flap.reuse
-    base = replace(health, last=result, penalty=penalty, penalty_at=max(now, health.penalty_at),
-                   suppressed=suppressed)  # fmt: skip
+    base = replace(health, last=result)
     new = _passed(base, result, rules, now) if result.ok else _failed(base, result, rules, now)
     return _step(health, new, now)
 
@@ -130,13 +125,10 @@ def _passed(h: BackendHealth, result: CheckResult, rules: Rules, now: float) -> 
 
 def _held(h: BackendHealth, flap: FlapConfig, now: float) -> str:
     """Why a backend that passed `rise` checks may not come up yet; "" when it may."""
-    if h.suppressed:
-        wait = seconds_until_reuse(h.penalty, flap)
-        return (f"suppressed: flapping (penalty {h.penalty:.2f}, reused at {flap.reuse:g}, "
-                f"in about {wait:.0f} s)")  # fmt: skip
-    if h.down_at is not None and now < h.down_at + flap.hold_down:
-        return f"held down for {h.down_at + flap.hold_down - now:.1f} s more (flap.hold_down)"
-    return ""
+    if h.held_until is None or now >= h.held_until:
+        return ""
+    return (f"held down for {h.held_until - now:.1f} s more: flapping (more than {flap.limit} "
+            f"falls within {flap.window:g} s)")  # fmt: skip
 
 
 def _failed(h: BackendHealth, result: CheckResult, rules: Rules, now: float) -> BackendHealth:
@@ -146,11 +138,14 @@ def _failed(h: BackendHealth, result: CheckResult, rules: Rules, now: float) -> 
         return replace(h, health="down", reason=result.reason)
     if failures < rules.fall:
         return replace(h, health="falling", reason=f"{failures} of {rules.fall} failures: {result.reason}")
-    flap = rules.flap
-    penalty = after_fall(h.penalty, flap) if flap.damping else h.penalty
-    suppressed = flap.damping and (h.suppressed or penalty >= flap.suppress)
-    return replace(h, health="down", reason=result.reason, down_at=now, penalty=penalty,
-                   suppressed=suppressed)  # fmt: skip
+    falls = falls_after(h.falls, now, rules.flap)
+    until = held_until(falls, now, rules.flap)
+    if until is None:
+        return replace(h, health="down", reason=result.reason, falls=falls)
+    flapping = (
+        f"flapping: {len(falls)} falls within {rules.flap.window:g} s, held down {rules.flap.hold_down:g} s"
+    )
+    return replace(h, health="down", reason=f"{result.reason}; {flapping}", falls=falls, held_until=until)
 
 
 def drain(health: BackendHealth, now: float) -> Step:

@@ -782,16 +782,16 @@ CASES = [
         "drain_med (4294967294) must be greater than med (4294967295)",
     ),
     (
-        SERVICE + "flap: {suppress: 2, reuse: 2}}\n",
-        "services[0].flap.reuse",
+        SERVICE + "flap: {limit: 1.5}}\n",
+        "services[0].flap.limit",
         5,
-        "must be below suppress (2)",
+        "expected an integer 0..1000, got 1.5",
     ),
     (
-        SERVICE + "flap: {suppress: 10, half_life: 60, max_suppress: 60}}\n",
-        "services[0].flap.max_suppress",
+        SERVICE + "flap: {window: 0}}\n",
+        "services[0].flap.window",
         5,
-        "too short: the penalty could never reach suppress",
+        "expected a number > 0, got 0",
     ),
     # routes
     (

@@ -8,7 +8,6 @@ the YAML library the loader itself uses.
 from __future__ import annotations
 
 import json
-import math
 import re
 from ipaddress import IPv4Address, IPv6Address, ip_address, ip_interface, ip_network
 from pathlib import Path
@@ -267,15 +266,9 @@ def backend_selectors(draw: st.DrawFn) -> Data:
 @st.composite
 def flaps(draw: st.DrawFn) -> Data:
     flap: Data = {}
+    maybe(draw, flap, "limit", st.integers(0, 1000))
+    maybe(draw, flap, "window", positive)
     maybe(draw, flap, "hold_down", st.one_of(st.just(0), positive))
-    maybe(draw, flap, "damping", st.booleans())
-    if draw(st.booleans()):
-        # reuse < suppress, and max_suppress long enough for the penalty to reach suppress.
-        reuse = draw(st.floats(min_value=0.1, max_value=5.0))
-        ratio = draw(st.floats(min_value=1.5, max_value=10.0))
-        half_life = draw(st.floats(min_value=1.0, max_value=600.0))
-        flap.update(reuse=reuse, suppress=reuse * ratio, half_life=half_life,
-                    max_suppress=half_life * (math.log2(ratio) + 1))  # fmt: skip
     return flap
 
 
@@ -456,9 +449,11 @@ def check_services(cfg: FabricConfig, services: list[Data]) -> None:
         assert service.drain_delay == spec.get("drain_delay", 10)
         assert service.drain_med == spec.get("drain_med", 4294967294)
         flap = spec.get("flap", {})
-        assert service.flap.hold_down == flap.get("hold_down", 0)
-        assert service.flap.damping == flap.get("damping", True)
-        assert (service.flap.suppress, service.flap.reuse) == (flap.get("suppress", 3), flap.get("reuse", 1))
+        assert service.flap.limit == flap.get("limit", 3)
+        assert (service.flap.window, service.flap.hold_down) == (
+            flap.get("window", 60),
+            flap.get("hold_down", 120),
+        )
         check = spec.get("check")
         assert (service.check is None) == (check is None)
         if service.check is None or check is None:
@@ -607,12 +602,9 @@ INVALID: dict[str, list[Any]] = {
     "services[*].degraded_communities[*]": ["1:2:3"],
     "services[*].drain_delay": [-1, "soon"],
     "services[*].drain_med": [-1],
-    "services[*].flap.hold_down": [-1],
-    "services[*].flap.damping": ["no"],
-    "services[*].flap.half_life": NOT_POSITIVE,
-    "services[*].flap.suppress": NOT_POSITIVE,
-    "services[*].flap.reuse": NOT_POSITIVE,
-    "services[*].flap.max_suppress": NOT_POSITIVE,
+    "services[*].flap.limit": [-1, 1001, 2.5, "often"],
+    "services[*].flap.window": NOT_POSITIVE,
+    "services[*].flap.hold_down": [-1, "long"],
     "routes.allowed_ranges": ["10.0.0.0/8"],
     "routes.allowed_ranges[*]": ["10.0.0.1/8", "10.0.0.0", "nope/8", "2001:db8::1/32"],
     "routes.max_prefix_length_v4": [33, -1],

@@ -134,7 +134,7 @@ def test_an_instance_definition_means_what_the_file_says(services: list[dict[str
     st.dictionaries(
         st.one_of(
             st.text(max_size=30).map(lambda t: PREFIX + t),
-            st.sampled_from(["addresses", "check.type", "check.port", "med", "flap.reuse", "check"]).map(
+            st.sampled_from(["addresses", "check.type", "check.port", "med", "flap.limit", "check"]).map(
                 lambda s: f"{PREFIX}svc.{s}"
             ),
         ),

@@ -1,10 +1,8 @@
-"""The per-backend health state machine: rise/fall, drain, hold-down and damping."""
+"""The per-backend health state machine: rise/fall, drain and flap control (hold-down)."""
 
 from __future__ import annotations
 
-import math
-
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from fabricd.config.model import FlapConfig
@@ -20,7 +18,7 @@ from fabricd.services.health import (
     undrain,
 )
 
-NO_FLAP = FlapConfig(hold_down=0.0, damping=False)
+NO_FLAP = FlapConfig(hold_down=0.0)
 PLAIN = Rules(rise=2, fall=3, flap=NO_FLAP)
 
 
@@ -98,37 +96,42 @@ def test_drain_hides_the_state_and_keeps_counting() -> None:
     assert (back.health.state, back.change) == ("down", None)
 
 
-def test_hold_down_keeps_a_fallen_backend_out() -> None:
-    rules = Rules(rise=2, fall=1, flap=FlapConfig(hold_down=10.0, damping=False))
+def test_more_than_limit_falls_in_the_window_hold_the_backend_down() -> None:
+    rules = Rules(rise=1, fall=1, flap=FlapConfig(limit=2, window=10.0, hold_down=30.0))
+    health, changes, t = run(start(0), "+-+-", rules)  # falls at 2 and 4: two, not more than the limit
+    assert health.held_until is None and len(changes) == 4
+    health, changes, t = run(health, "+-", rules, t)  # the third fall, at 6, within 10 s of the first
+    assert (health.held_until, health.state, len(changes)) == (36.0, "down", 2)
+    assert health.reason == "refused; flapping: 3 falls within 10 s, held down 30 s"
+    held, changes, t = run(health, "+" * 29, rules, t)  # passes at 7..35: all held
+    assert (held.state, changes) == ("rising", [])
+    assert held.reason == "held down for 1.0 s more: flapping (more than 2 falls within 10 s)"
+    up, changes, t = run(held, "+", rules, t)  # 36: the hold is over
+    assert (up.state, changes) == ("up", [Change(True, "ok")])
+    # the old falls have left the window: the next fall does not hold it again
+    down, changes, _ = run(up, "-+", rules, t)
+    assert (down.state, down.held_until, len(changes)) == ("up", 36.0, 2)
+
+
+def test_falls_spread_wider_than_the_window_are_never_held() -> None:
+    rules = Rules(rise=1, fall=1, flap=FlapConfig(limit=1, window=5.0, hold_down=100.0))
+    health, changes, _ = run(start(0), "+-" * 20, rules, step=3.0)  # a fall every 6 s
+    assert health.held_until is None
+    assert [c.serving for c in changes] == [True, False] * 20
+
+
+def test_limit_zero_holds_down_after_every_fall() -> None:
+    rules = Rules(rise=2, fall=1, flap=FlapConfig(limit=0, window=1.0, hold_down=10.0))
     up, _, t = run(start(0), "++", rules)
-    down, _, t = run(up, "-", rules, t)  # down at t=3
-    held, changes, t = run(down, "++++++", rules, t)  # passes at 4..9: all within 10 s
+    down, _, t = run(up, "-", rules, t)  # down at 3
+    held, changes, t = run(down, "++++++", rules, t)  # 4..9, within 10 s
     assert (held.state, changes) == ("rising", [])
-    assert "held down for 4.0 s more (flap.hold_down)" in held.reason
-    health, changes, _ = run(held, "++++", rules, t)  # 10, 11, 12, 13
-    assert health.state == "up"
-    assert len(changes) == 1
+    assert "held down for 4.0 s more" in held.reason
+    health, changes, _ = run(held, "++++", rules, t)  # 10..13
+    assert health.state == "up" and len(changes) == 1
 
 
-def test_damping_suppresses_a_flapping_backend_until_the_penalty_decays() -> None:
-    flap = FlapConfig(hold_down=0.0, damping=True, half_life=10.0, suppress=3.0, reuse=1.0, max_suppress=300)
-    rules = Rules(rise=1, fall=1, flap=flap)
-    health, changes, t = run(start(0), "+-+-+-", rules)  # falls at 2, 4 and 6: penalty 2.63 < 3
-    assert len(changes) == 6 and not health.suppressed
-    health, changes, t = run(health, "+-", rules, t)  # the fourth fall, at 8
-    expected = ((1 * 0.5**0.2 + 1) * 0.5**0.2 + 1) * 0.5**0.2 + 1  # each fall adds 1, 2 s = 0.2 half-lives
-    assert math.isclose(health.penalty, expected) and expected > 3
-    assert health.suppressed and health.state == "down" and len(changes) == 2
-    reusable_at = 8 + 10 * math.log2(expected)  # decayed to 1
-    held, changes, t = run(health, "+" * 17, rules, t)  # 9..25
-    assert t < reusable_at < t + 1
-    assert (held.state, changes) == ("rising", [])
-    assert held.reason.startswith("suppressed: flapping (penalty")
-    later, changes, t = run(held, "+", rules, t)
-    assert later.state == "up" and len(changes) == 1 and not later.suppressed
-
-
-def test_a_single_failure_and_recovery_is_not_damped() -> None:
+def test_a_single_failure_and_recovery_is_not_held() -> None:
     rules = Rules(rise=2, fall=2, flap=FlapConfig())
     health, changes, _ = run(start(0), "++--++", rules)
     assert health.state == "up"
@@ -139,15 +142,11 @@ def test_a_single_failure_and_recovery_is_not_damped() -> None:
 
 flaps = st.builds(
     FlapConfig,
-    hold_down=st.sampled_from([0.0, 2.0, 7.5]),
-    damping=st.booleans(),
-    half_life=st.sampled_from([2.0, 30.0, 120.0]),
-    suppress=st.sampled_from([2.0, 3.0]),
-    reuse=st.sampled_from([0.5, 1.0]),
-    max_suppress=st.sampled_from([30.0, 90.0, 300.0]),
-).filter(lambda f: f.reuse * 2 ** (f.max_suppress / f.half_life) >= f.suppress)  # as the parser insists
+    limit=st.integers(0, 4),
+    window=st.sampled_from([1.0, 5.0, 30.0, 120.0]),
+    hold_down=st.sampled_from([0.0, 2.0, 7.5, 60.0]),
+)
 rules = st.builds(Rules, rise=st.integers(1, 4), fall=st.integers(1, 4), flap=flaps)
-# (pass?, seconds since the previous event), or a drain toggle
 
 
 @st.composite
@@ -168,16 +167,19 @@ def events(draw: st.DrawFn) -> list[tuple[object, float]]:
     return out
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(rules, events())
 def test_every_step_obeys_rise_fall_and_flap_control(
     rules: Rules, events: list[tuple[object, float]]
 ) -> None:
+    """Checked against an oracle written from the definition: every fall (healthy to down) is
+    remembered; a fall with more than `limit` falls in the `window` up to it holds the backend
+    down for `hold_down` from then."""
     flap = rules.flap
     health, t = start(0.0), 0.0
     results: list[bool] = []  # check results so far, oldest first
-    last_fall: float | None = None
-    suppressed_at: tuple[float, float] | None = None  # when damping set in, and the penalty then
+    falls: list[float] = []
+    hold_ends: float | None = None
     for what, gap in events:
         t += gap
         before = health
@@ -187,31 +189,28 @@ def test_every_step_obeys_rise_fall_and_flap_control(
             results.append(bool(what))
             step = record(health, CheckResult(bool(what), "r", t), rules, t)
         health = step.health
-        # a change exactly when serving flips, and it says which way
+        # a change exactly when serving flips, it says which way, and never without a state change
         assert (step.change is not None) == (before.serving != health.serving)
         if step.change is not None:
-            assert step.change.serving == health.serving
+            assert step.change.serving == health.serving and health.state != before.state
         if what in ("drain", "undrain"):
             assert health.healthy == before.healthy and health.drained == (what == "drain")
             continue
-        if health.healthy and not before.healthy:  # came up: rise passes in a row, holds over
+        if health.healthy and not before.healthy:  # came up: rise passes in a row, not held
             assert len(results) >= rules.rise and all(results[-rules.rise :])
-            if last_fall is not None:
-                assert t >= last_fall + flap.hold_down
-            if suppressed_at is not None:
-                at, penalty = suppressed_at
-                assert penalty * math.pow(0.5, (t - at) / flap.half_life) <= flap.reuse * (1 + 1e-9)
-            suppressed_at = None
+            assert hold_ends is None or t >= hold_ends
         if before.healthy and not health.healthy:  # went down: fall failures in a row
             assert len(results) >= rules.fall and not any(results[-rules.fall :])
-            last_fall = t
-            if health.suppressed:
-                suppressed_at = (t, health.penalty)
-        if before.healthy and health.healthy is False:
-            assert health.down_at == t
-        # liveness: rise passes in a row long after the last fall always bring it up
-        quiet = last_fall is None or t >= last_fall + max(flap.hold_down, flap.max_suppress) + 1e-6
-        if len(results) >= rules.rise and all(results[-rules.rise :]) and quiet:
+            falls.append(t)
+            if flap.hold_down > 0 and sum(t - flap.window < f <= t for f in falls) > flap.limit:
+                hold_ends = t + flap.hold_down
+        assert health.held_until == hold_ends
+        # liveness: rise passes in a row bring it up unless it is held
+        if (
+            len(results) >= rules.rise
+            and all(results[-rules.rise :])
+            and (hold_ends is None or t >= hold_ends)
+        ):
             assert health.healthy
         # and fall failures in a row always take it down
         if len(results) >= rules.fall and not any(results[-rules.fall :]):
@@ -234,34 +233,30 @@ def test_without_flap_control_health_is_the_streak_of_results(rules: Rules, resu
         assert health.healthy == healthy, (n, results[:n])
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
+@example(limit=0, hold_down=5.0, rise=3, fall=1, interval=2.0, cycles=2)  # the hold ends before 3 passes
 @given(
-    st.builds(
-        FlapConfig,
-        hold_down=st.just(0.0),
-        damping=st.just(True),
-        half_life=st.floats(50.0, 300.0),  # at least 4 flap periods: the penalty builds up
-        suppress=st.floats(1.5, 6.0),
-        reuse=st.floats(0.2, 1.0),
-        max_suppress=st.just(3600.0),
-    ),
+    st.integers(0, 4),
+    st.sampled_from([5.0, 20.0, 60.0]),
     st.integers(1, 3),
     st.integers(1, 3),
     st.floats(0.1, 2.0),
-    st.integers(20, 300),
+    st.integers(1, 300),
 )
 def test_a_flapping_backend_comes_up_a_bounded_number_of_times(
-    flap: FlapConfig, rise: int, fall: int, interval: float, cycles: int
+    limit: int, hold_down: float, rise: int, fall: int, interval: float, cycles: int
 ) -> None:
-    """A backend that passes `rise` and fails `fall` checks over and over, forever: each cycle
-    of suppression lets it up at most about `suppress` times, and a cycle lasts at least the time
-    the penalty needs to decay from `suppress` to `reuse`."""
+    """A backend that passes `rise` and fails `fall` checks over and over, fast enough for
+    `limit + 1` falls to fit in the window: between two hold-downs it comes up at most
+    `limit + 1` times, and each hold-down keeps it out for `hold_down` seconds."""
+    period = (rise + fall) * interval
+    flap = FlapConfig(limit=limit, window=(limit + 1) * period * 1.01, hold_down=hold_down)
     rules = Rules(rise, fall, flap)
     health, ups, t = start(0.0), 0, 0.0
     for _ in range(cycles):
         health, changes, t = run(health, "+" * rise + "-" * fall, rules, t, interval)
         ups += sum(c.serving for c in changes)
-    cycle = flap.half_life * math.log2(flap.suppress / flap.reuse)
-    per_cycle = math.ceil(flap.suppress) + 1
-    assert ups <= per_cycle * (1 + t / cycle)
-    assert ups < cycles  # damping did hold it out
+    holds = t / hold_down + 1  # hold-downs never overlap: a held backend cannot fall
+    assert ups <= (limit + 1) * (holds + 1)
+    if cycles > limit + 1 and hold_down > rise * interval:
+        assert ups < cycles  # a hold outlasting `rise` checks cost the backend at least one cycle

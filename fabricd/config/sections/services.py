@@ -7,7 +7,6 @@ definition follow one set of rules and give the same messages.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv6Address
 
@@ -65,7 +64,8 @@ _CHECK_KEYS = (
     "command",
 )
 _TYPED_KEYS = ("port", *_CHECK_KEYS[_CHECK_KEYS.index("path") :])
-_FLAP_KEYS = ("hold_down", "damping", "half_life", "suppress", "reuse", "max_suppress")
+_FLAP_KEYS = ("limit", "window", "hold_down")
+_flap_limit = convert.integer(0, 1000)
 
 # Keys each check type reads besides type, interval, timeout, rise and fall.
 CHECK_FIELDS: dict[CheckType, tuple[str, ...]] = {
@@ -262,21 +262,9 @@ def _check_fits_type(m: CheckedMapping, kind: CheckType) -> None:
 def parse_flap(value: Value) -> FlapConfig:
     m = value.mapping(_FLAP_KEYS)
     default = FlapConfig()
+    limit = m.get("limit", _flap_limit, default.limit)
+    window = m.get("window", convert.positive_number, default.window)
     hold_down = m.get("hold_down", convert.non_negative_number, default.hold_down)
-    damping = m.get("damping", convert.boolean, default.damping)
-    half_life = m.get("half_life", convert.positive_number, default.half_life)
-    suppress = m.get("suppress", convert.positive_number, default.suppress)
-    reuse = m.get("reuse", convert.positive_number, default.reuse)
-    max_suppress = m.get("max_suppress", convert.positive_number, default.max_suppress)
-    if m.clean() and reuse >= suppress:
-        m.fail_at("reuse", f"must be below suppress ({suppress:g})")
-    if m.clean() and suppress > damping_ceiling(reuse, half_life, max_suppress):
-        m.fail_at("max_suppress", "too short: the penalty could never reach suppress")
     if not m.clean():
         raise Invalid
-    return FlapConfig(hold_down, damping, half_life, suppress, reuse, max_suppress)
-
-
-def damping_ceiling(reuse: float, half_life: float, max_suppress: float) -> float:
-    """The highest penalty: one that decays to `reuse` in exactly `max_suppress` seconds."""
-    return reuse * math.pow(2.0, min(max_suppress / half_life, 64.0))
+    return FlapConfig(limit, window, hold_down)
