@@ -35,6 +35,7 @@ from fabricd.services.model import (
     NextHop,
     ServicePlan,
 )
+from fabricd.services.ordering import ordered_steps
 from fabricd.services.planner import ServiceInputs, plan_services
 
 V4, V6 = IPv4Address("192.0.2.11"), IPv6Address("2001:db8:100::11")
@@ -145,6 +146,27 @@ def test_nothing_is_announced_before_its_host_route_is_installed() -> None:
     # but one whose next hops are all gone is not
     stale = (HostRoute(ip_network("10.250.0.53/32"), (hop("10.0.0.99"),)),)
     assert plan(fabric(DNS), snap(DNS1), up("dns-1"), installed=stale).routes.routes == ()
+
+
+def test_plans_taken_through_the_ordering_rules_route_first_and_withdraw_first() -> None:
+    """Pass by pass, as the applier will run them: the first pass installs, the next announces
+    (the planner waits for the route's report), and a backend going down withdraws, then unroutes."""
+    first = plan(fabric(DNS), snap(DNS1), up("dns-1"), installed=())
+    steps = ordered_steps((), (), first.host_routes, first.routes.routes).steps
+    assert [s.kind for s in steps] == ["route.install", "route.install"]
+    second = plan(fabric(DNS), snap(DNS1), up("dns-1"), installed=first.host_routes)
+    steps = ordered_steps(first.host_routes, (), second.host_routes, second.routes.routes).steps
+    assert [(s.kind, s.requires) for s in steps] == [("bgp.announce", None), ("bgp.announce", None)]
+    gone = plan(fabric(DNS), snap(DNS1), down("dns-1"), installed=second.host_routes)
+    steps = ordered_steps(
+        second.host_routes, second.routes.routes, gone.host_routes, gone.routes.routes
+    ).steps
+    assert [(s.kind, str(s.prefix), s.requires) for s in steps] == [
+        ("bgp.withdraw", "10.250.0.53/32", None),
+        ("bgp.withdraw", "2001:db8:250::53/128", None),
+        ("route.remove", "10.250.0.53/32", "bgp.withdraw"),
+        ("route.remove", "2001:db8:250::53/128", "bgp.withdraw"),
+    ]
 
 
 def test_without_a_healthy_backend_the_route_and_announcement_go() -> None:
