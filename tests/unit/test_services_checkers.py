@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fabricd.config.model import HealthCheckConfig
-from fabricd.services.checkers import Checker, status_of
+from fabricd.services.checkers import Checker, request, status_of
 from fabricd.services.health import CheckResult
 from fabricd.services.model import BackendId
 
@@ -385,6 +385,15 @@ def test_http_refused(bound_not_listening: int) -> None:
     assert (result.ok, result.reason) == (False, "connection refused")
 
 
+def test_the_request_names_the_host_as_http_wants_it() -> None:
+    check = http(8080, "/healthz")
+    assert request(check, IPv6Address("fd00::11"), 8080) == (
+        b"GET /healthz HTTP/1.1\r\nHost: [fd00::11]:8080\r\nUser-Agent: fabricd-health-check\r\n"
+        b"Accept: */*\r\nConnection: close\r\n\r\n"
+    )
+    assert b"Host: 127.0.0.1:8080\r\n" in request(check, LOOPBACK, 8080)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=80))
 def test_status_of_reads_only_status_lines(line: bytes) -> None:
@@ -480,12 +489,12 @@ def test_a_hanging_exec_times_out_without_blocking_the_event_loop() -> None:
 
 
 def test_many_checks_run_concurrently(http_port: int, udp_server: Any) -> None:
-    """Ten backends whose checks each wait out a 0.3 s timeout take about 0.3 s together, not 3 s."""
+    """Ten backends whose checks each wait out a 0.5 s timeout take about 0.5 s together, not 5 s."""
     silent = udp_server(lambda data: None)
 
     async def main() -> list[CheckResult]:
         checker = Checker()
-        slow = udp(silent.port, timeout=0.3)
+        slow = udp(silent.port, timeout=0.5)
         return list(await asyncio.gather(*(checker.check(slow, BACKEND, LOOPBACK) for _ in range(10)),
                                          checker.check(http(http_port), BACKEND, LOOPBACK)))  # fmt: skip
 
@@ -493,4 +502,4 @@ def test_many_checks_run_concurrently(http_port: int, udp_server: Any) -> None:
     results = asyncio.run(main())
     elapsed = time.monotonic() - started
     assert [r.ok for r in results] == [False] * 10 + [True]
-    assert elapsed < 2.0, elapsed
+    assert 0.45 < elapsed < 2.5, elapsed
