@@ -503,3 +503,86 @@ def test_many_checks_run_concurrently(http_port: int, udp_server: Any) -> None:
     elapsed = time.monotonic() - started
     assert [r.ok for r in results] == [False] * 10 + [True]
     assert 0.45 < elapsed < 2.5, elapsed
+
+
+# -- hostile replies -------------------------------------------------------------------------------
+
+
+class Replies:
+    """What the module's servers answer with; set per example."""
+
+    tcp: bytes = b""
+    udp: bytes = b""
+
+
+@pytest.fixture(scope="module")
+def hostile_servers() -> Iterator[tuple[int, int]]:
+    """A TCP server that sends `Replies.tcp` and closes, and a UDP server that answers
+    `Replies.udp` with the query's ID in front (so the DNS check reads past its header check)."""
+    stopping = threading.Event()
+    tcp_sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    tcp_sock.bind(("127.0.0.1", 0))
+    tcp_sock.listen(16)
+    tcp_sock.settimeout(0.1)
+    udp_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp_sock.bind(("127.0.0.1", 0))
+    udp_sock.settimeout(0.1)
+
+    def serve_tcp() -> None:
+        while not stopping.is_set():
+            try:
+                conn, _ = tcp_sock.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.sendall(Replies.tcp)
+
+    def serve_udp() -> None:
+        while not stopping.is_set():
+            try:
+                data, peer = udp_sock.recvfrom(4096)
+            except OSError:
+                continue
+            udp_sock.sendto(data[:2] + Replies.udp, peer)
+
+    threads = [
+        threading.Thread(target=serve_tcp, daemon=True),
+        threading.Thread(target=serve_udp, daemon=True),
+    ]
+    for thread in threads:
+        thread.start()
+    yield tcp_sock.getsockname()[1], udp_sock.getsockname()[1]
+    stopping.set()
+    for thread in threads:
+        thread.join(timeout=2)
+    tcp_sock.close()
+    udp_sock.close()
+
+
+status_lines = st.builds(
+    lambda n, rest: b"HTTP/1.1 %d" % n + rest, st.integers(0, 999), st.binary(max_size=40)
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.one_of(st.binary(max_size=300), status_lines))
+def test_any_http_reply_gives_a_result_that_matches_its_status_line(
+    hostile_servers: tuple[int, int], reply: bytes
+) -> None:
+    Replies.tcp = reply
+    result = check_once(http(hostile_servers[0], status=(200,)))
+    line = reply.split(b"\n", 1)[0] + (b"\n" if b"\n" in reply else b"")
+    assert result.ok == (status_of(line) == 200), (reply, result)
+    assert result.reason
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.binary(max_size=60))
+def test_any_dns_reply_gives_a_result(hostile_servers: tuple[int, int], rest: bytes) -> None:
+    Replies.udp = rest
+    check = HealthCheckConfig(
+        "dns", hostile_servers[1], interval=0.2, timeout=0.2, query="a.test", answer=False
+    )
+    result = check_once(check)
+    assert result.reason
+    assert not result.ok or result.reason.startswith("A a.test: NOERROR")
