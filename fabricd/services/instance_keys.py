@@ -13,8 +13,10 @@ define or join it):
     user.fabric.anycast.dns.med=20
 
 Lists (addresses, communities, degraded_communities, check.status) are separated by commas or
-blanks; `check.command` is split as a shell would split it, but never run by a shell. Values are
-read as YAML scalars, so numbers and true/false mean what they mean in the file.
+blanks; `check.command` is split as a shell would split it, but never run by a shell;
+`check.send`, `check.expect`, `check.query` and `check.path` are text taken exactly as written,
+spaces included. Other values are read as YAML scalars, so numbers and true/false mean what they
+mean in the file.
 
 The settings are read by the config section's own parser (`fabricd.config.sections.services`),
 so the rules and messages are the file's, with the key as the path. Whatever is wrong refuses
@@ -43,6 +45,9 @@ MAX_VALUE = 4096
 _NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _SETTING = re.compile(r"[a-z_]+(?:\.[a-z_]+)*")
 _LISTS = frozenset({"addresses", "communities", "degraded_communities", "check.status"})
+# Text taken exactly as written, spaces included: a payload may need them, and `null` or `true`
+# is a name to ask for, not a YAML value (the file's text keys take any scalar as written too).
+_TEXT = frozenset({"check.send", "check.expect", "check.query", "check.path"})
 _SPLIT = re.compile(r"[\s,]+")
 _MARK = yaml.Mark("instance", 0, 0, 0, "", 0)
 # YAML's own reading of a plain scalar (int, float, bool, null or str), as in the file.
@@ -159,6 +164,8 @@ def _value_node(setting: str, text: str) -> Node | str:
         except ValueError as exc:
             return f"cannot split the command: {exc}"
         return SequenceNode("tag:yaml.org,2002:seq", [_scalar(a, str_tag=True) for a in argv], _MARK, _MARK)
+    if setting in _TEXT:
+        return _scalar(text, str_tag=True)
     if setting in _LISTS:
         items = [item for item in _SPLIT.split(text.strip()) if item]
         return SequenceNode("tag:yaml.org,2002:seq", [_scalar(i) for i in items], _MARK, _MARK)

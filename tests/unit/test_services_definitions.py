@@ -117,6 +117,14 @@ def flatten(data: Any, path: str = "") -> dict[str, str]:
     [{"name": "a0", "addresses": ["1.0.0.0"], "backends": {"instances": ["a0"]},
       "check": {"type": "tcp", "port": 1, "interval": 0.001, "timeout": 1e-05}}]
 )  # fmt: skip
+@example(  # a payload's spaces are kept
+    [{"name": "a0", "addresses": ["::2"], "backends": {"pattern": "a0-*"},
+      "check": {"type": "udp", "port": 1, "send": "0 ", "expect": " "}}]
+)  # fmt: skip
+@example(  # `null` is a name to ask for, not nothing
+    [{"name": "a0", "addresses": ["::2"], "backends": {"pattern": "a0-*"},
+      "check": {"type": "dns", "query": "null"}}]
+)  # fmt: skip
 def test_an_instance_definition_means_what_the_file_says(services: list[dict[str, Any]]) -> None:
     spec = dict(services[0])
     name = spec.pop("name")
