@@ -39,8 +39,8 @@ table inet tbfd_cut {
     chain out { type filter hook output priority -400; oifname { "eth1", "eth2" } drop; }
 }
 """
-# Seconds: 0.3 s detection and FRR's withdrawal (0.32-0.42 s on a quiet machine, up to 0.51 s while
-# other labs and test suites loaded both cores), with a margin so only a real regression fails.
+# Seconds: 0.3 s detection and FRR's withdrawal (0.32-0.51 s measured on this shared 2-core machine,
+# the slowest while other labs and test suites loaded both cores), with a margin for a loaded machine.
 BFD_BOUND = 0.6
 RTPROT_BGP = 186
 RECONFIGURE = Path(__file__).with_name("bird_reconfigure_driver.py")
