@@ -13,6 +13,7 @@ from typing import Any
 # Every status reply carries these keys, filled by whichever feature owns them.
 EMPTY_SECTIONS: Mapping[str, Any] = {
     "bgp_peers": (),
+    "bfd_sessions": (),
     "routes": (),
     "overlay_peers": (),
     "authority": None,

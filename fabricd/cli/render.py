@@ -27,6 +27,27 @@ def render_routes(routes: Sequence[dict[str, Any]]) -> str:
     return table(("PREFIX", "NEXT HOP", "ORIGIN", "STATE", "AT", "REASON"), rows)
 
 
+def render_bfd(sessions: Sequence[dict[str, Any]], daemon: dict[str, Any]) -> str:
+    rows = [
+        (
+            s.get("peer"),
+            s.get("address"),
+            s.get("state"),
+            duration(s.get("for_seconds")),
+            f"{s.get('interval_ms')} ms x {s.get('multiplier')}",
+            _ms(s.get("detect_time_s")) if s.get("state") == "Up" else None,
+            "multihop" if s.get("multihop") else s.get("interface"),
+        )
+        for s in sessions
+    ]
+    pid = daemon.get("pid")
+    line = f"bfd: bird pid {pid}" if pid is not None else "bfd: bird not running"
+    line += f", {daemon.get('starts', 0)} start(s)"
+    if daemon.get("starts", 0) > 1 and daemon.get("last_exit"):
+        line += f", last exit: {daemon['last_exit']}"
+    return line + "\n" + table(("BFD PEER", "ADDRESS", "STATE", "SINCE", "TIMERS", "DETECT", "VIA"), rows)
+
+
 def render_events(events: Sequence[dict[str, Any]]) -> str:
     if not events:
         return "no decisions yet"
@@ -50,9 +71,10 @@ def render_status(status: dict[str, Any]) -> str:
         "",
     ]
     peers = status.get("bgp_peers", [])
+    bfd = {s.get("address"): s for s in status.get("bfd_sessions") or []}
     lines.append(
         table(
-            ("BGP PEER", "ASN", "STATE", "UPTIME", "SENT"),
+            ("BGP PEER", "ASN", "STATE", "UPTIME", "SENT", "BFD"),
             [
                 (
                     p.get("address"),
@@ -60,6 +82,7 @@ def render_status(status: dict[str, Any]) -> str:
                     p.get("state"),
                     duration(p.get("uptime_seconds")),
                     p.get("prefixes_sent"),
+                    (bfd.get(p.get("address")) or {}).get("state", "off"),
                 )
                 for p in peers
             ],
@@ -67,6 +90,8 @@ def render_status(status: dict[str, Any]) -> str:
         if peers
         else "BGP peers: none"
     )
+    if bfd:
+        lines += ["", render_bfd(list(bfd.values()), status.get("bfd_daemon") or {})]
     lines += ["", render_routes(status.get("routes", [])), ""]
     lines += render_overlay(status.get("overlay"), status.get("overlay_peers", []))
     lines += ["", *render_authority(status.get("authority"))]

@@ -65,6 +65,20 @@ class GracefulRestartConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class BFDConfig:
+    """BFD for one BGP session: the router drops the session (and the host's routes) once
+    `multiplier` packets `interval_ms` apart went missing, instead of waiting for the hold time."""
+
+    interval_ms: int = 100
+    multiplier: int = 3
+    # Single-hop (RFC 5881, TTL 255, the peer on a connected subnet) unless the peer is routed to.
+    multihop: bool = False
+
+    def timers(self) -> tuple[int, int]:
+        return self.interval_ms, self.multiplier
+
+
+@dataclass(frozen=True, slots=True)
 class PeerConfig:
     name: str
     address: IPAddress
@@ -73,6 +87,7 @@ class PeerConfig:
     hold_time: int | None = None
     families: tuple[Family, ...] = ()
     local_address: IPAddress | None = None
+    bfd: BFDConfig | None = None  # None: no BFD for this session
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +100,12 @@ class BGPConfig:
     peers: tuple[PeerConfig, ...] = ()
     # The exabgp executable; None means the one installed next to fabricd's Python.
     exabgp: Path | None = None
+    # The bird executable that runs BFD (birdc next to it); None: found on PATH.
+    bird: Path | None = None
+
+    @property
+    def bfd_peers(self) -> tuple[PeerConfig, ...]:
+        return tuple(p for p in self.peers if p.bfd is not None)
 
 
 @dataclass(frozen=True, slots=True)
