@@ -2,11 +2,14 @@
 
     sudo .venv/bin/python -m bench.idle [--windows 3] [--seconds 60] [--instances 1000] [--keep-logs]
 
-Prints one JSON document on stdout; progress goes to stderr. Two parts, each in its own lab under a
-fresh state directory in /tmp, taken down in a finally:
+Prints one JSON document on stdout; progress goes to stderr. Three parts, each in its own lab under
+a fresh state directory in /tmp, taken down in a finally:
 
 - demo: labs/basic.clab.yml renamed "bid" (namespaces fl-bid-*): real LXD, fabricd, ExaBGP and FRR,
-  three busybox instances (bid-1 and bid-2 on h1, bid-3 on h2) with a route each;
+  three busybox instances (bid-1 and bid-2 on h1, bid-3 on h2) with a route each; the lab's
+  fabricd.yaml as it is (reconcile interval 5 s);
+- demo_default_interval: the same lab renamed "bidd", its fabricd.yaml copied with reconcile.interval
+  at fabricd's default (30 s), as a host runs without that setting;
 - at_scale: labs/basic.clab.yml renamed "bidx" without LXD or agents; bench/agent_driver.py in h1 is
   the real fabricd agent (ExaBGP as its child) whose LXD view is a synthetic snapshot of --instances
   running instances (bench/synthetic.py, 5 routes each), every route announced to r1.
@@ -31,28 +34,27 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+import yaml
+
 from bench.driver_link import DriverLink
 from bench.fib import ProcFib
 from bench.labs import BASIC, REPO, leftover_namespaces, named_lab, progress, run_reporting, wait_sessions
 from bench.proc_tree import TICKS, Proc, WindowUse, boot_ticks_now, by_role, tree, window_use
 from bench.stats import Json, check
-from bench.synthetic import SYNTHETIC_RANGE, case_snapshot
+from bench.synthetic import SYNTHETIC_RANGE
 from fabric_lab.runner import Lab
 from fabricd import __version__
+from fabricd.config.model import ReconcileConfig
 from fabricd.log import configure_logging
 
-DEMO_LAB, SCALE_LAB = "bid", "bidx"
+DEMO_LAB, DEFAULT_INTERVAL_LAB, SCALE_LAB = "bid", "bidd", "bidx"
 GOAL_PCT = 0.5  # of one core, the whole tree, nothing changing
 SAMPLE_EVERY_S = 1.0
 ROUTES_PER_INSTANCE = 5
 H1_CONFIG = REPO / "labs" / "basic" / "h1" / "fabricd.yaml"
-# The demo's instances: (name, host, the route each announces); names carry the lab's name (LXD
-# cgroups are machine-wide).
-DEMO_INSTANCES = (
-    ("bid-1", "h1", "10.201.31.0/24"),
-    ("bid-2", "h1", "10.201.32.0/24"),
-    ("bid-3", "h2", "10.201.33.0/24"),
-)
+DEMO_CONFIG = H1_CONFIG  # h2's has the same reconcile interval
+# The demo's instances: (host, the route each announces).
+DEMO_ROUTES = (("h1", "10.201.31.0/24"), ("h1", "10.201.32.0/24"), ("h2", "10.201.33.0/24"))
 TOOLS = ("nsenter", "lxd", "lxc", "vtysh")
 OTHER_WORK = (
     "CPU-seconds are counted per process (utime + stime), so other work on the machine does not add "
@@ -174,45 +176,76 @@ def _netns_names() -> list[str]:
 # --- the demo lab -------------------------------------------------------------------------------------
 
 
-def demo_part(state_root: Path, windows: int, seconds: float, settle: float) -> Json:
-    lab = named_lab(BASIC, DEMO_LAB, state_root)
-    progress(f"demo: bringing up {DEMO_LAB} (LXD, fabricd, ExaBGP, FRR)")
+def with_interval(state_root: Path, interval: float) -> Path:
+    """labs/basic.clab.yml and its directory copied under state_root, every host's fabricd.yaml with
+    reconcile.interval set (nothing else changed); the copy's topology file."""
+    target = state_root / f"topology-interval-{interval:g}"
+    shutil.copytree(BASIC.parent / "basic", target / "basic")
+    shutil.copy(BASIC, target / BASIC.name)
+    for config in sorted((target / "basic").glob("*/fabricd.yaml")):
+        document = yaml.safe_load(config.read_text())
+        document["reconcile"] = {"interval": interval}
+        config.write_text(yaml.safe_dump(document, sort_keys=False))
+    return target / BASIC.name
+
+
+def demo_part(
+    state_root: Path, name: str, topology: Path, interval: float, windows: int, seconds: float, settle: float
+) -> Json:
+    lab = named_lab(topology, name, state_root)
+    instances = demo_instances(name)
+    progress(f"{name}: bringing up {name} (LXD, fabricd, ExaBGP, FRR; reconcile interval {interval:g}s)")
     lab.up()
     try:
-        return _demo(lab, windows, seconds, settle)
+        return _demo(lab, instances, interval, windows, seconds, settle)
     finally:
-        progress(f"demo: taking {DEMO_LAB} down")
-        for name, host, _ in DEMO_INSTANCES:
+        progress(f"{name}: taking {name} down")
+        for instance, host, _ in instances:
             with contextlib.suppress(Exception):
-                lab.node(host).run(["lxc", "delete", "--force", name], check=False, timeout=60, input_text="")
+                lab.node(host).run(
+                    ["lxc", "delete", "--force", instance], check=False, timeout=60, input_text=""
+                )
         lab.down()
 
 
-def _demo(lab: Lab, windows: int, seconds: float, settle: float) -> Json:
+def demo_instances(lab_name: str) -> tuple[tuple[str, str, str], ...]:
+    """(name, host, the route it announces); names carry the lab's name (LXD cgroups are machine-wide)."""
+    return tuple((f"{lab_name}-{n}", host, route) for n, (host, route) in enumerate(DEMO_ROUTES, 1))
+
+
+def _demo(
+    lab: Lab,
+    instances: Sequence[tuple[str, str, str]],
+    interval: float,
+    windows: int,
+    seconds: float,
+    settle: float,
+) -> Json:
+    name = lab.topology.name
     hosts = ("h1", "h2")
     for host in hosts:
         wait_sessions(lab.node(host))
-    for name, host, route in DEMO_INSTANCES:
+    for instance, host, route in instances:
         node = lab.node(host)
-        node.run(["lxc", "init", "busybox", name], timeout=60, input_text="")
+        node.run(["lxc", "init", "busybox", instance], timeout=60, input_text="")
         node.run(
-            ["lxc", "config", "device", "override", name, "eth0", f"ipv4.routes.external={route}"],
+            ["lxc", "config", "device", "override", instance, "eth0", f"ipv4.routes.external={route}"],
             timeout=60,
             input_text="",
         )
-        node.run(["lxc", "start", name], timeout=60, input_text="")
+        node.run(["lxc", "start", instance], timeout=60, input_text="")
     holder = lab.state().nodes["r1"].holder_pid
     if holder is None:
         raise RuntimeError("r1 has no holder process")
     fib = ProcFib(holder)
-    routes = [route for _, _, route in DEMO_INSTANCES]
+    routes = [route for _, _, route in instances]
     deadline = time.monotonic() + 60
     while fib.present(routes) != set(routes):
         if time.monotonic() > deadline:
             seen = sorted(fib.present(routes))
             raise RuntimeError(f"the demo instances' routes never all reached r1: {seen}")
         time.sleep(0.2)
-    progress(f"demo: {len(routes)} instance routes at r1; settling {settle:g}s")
+    progress(f"{name}: {len(routes)} instance routes at r1; settling {settle:g}s")
     time.sleep(settle)
 
     def agent(host: str) -> Callable[[], int]:
@@ -227,17 +260,20 @@ def _demo(lab: Lab, windows: int, seconds: float, settle: float) -> Json:
     noise = (_proc_stat(), time.monotonic())
     starts = {h: _exabgp_pids(agent(h)()) for h in hosts}
     roots = {h: agent(h) for h in hosts}
-    measured = measure_windows(roots, windows, seconds, lambda m: progress(f"demo: {m}"))
+    measured = measure_windows(roots, windows, seconds, lambda m: progress(f"{name}: {m}"))
     still = fib.present(routes)
     return {
-        "lab_name": DEMO_LAB,
+        "lab_name": name,
         "what": (
-            "labs/basic.clab.yml renamed bid: real LXD, fabricd (`fabricd run`, the lab's config: BGP to "
-            "r1 over IPv4 and IPv6, the VXLAN overlay on, reconcile interval 5 s), ExaBGP, FRR; three "
-            "running busybox instances with one ipv4.routes.external route each, at r1 before the "
-            "windows; nothing changed during them. Every process under each host's fabricd counts."
+            f"labs/basic.clab.yml renamed {name}: real LXD, fabricd (`fabricd run` with the lab's config: "
+            "BGP to r1 over IPv4 and IPv6, the VXLAN overlay and its nftables filter on, no DHCP/DNS "
+            f"authority; reconcile interval {interval:g} s), ExaBGP, FRR; three running busybox "
+            "instances with one ipv4.routes.external route each, at r1 before the windows; nothing "
+            "changed during them. Every process under each host's fabricd counts (LXD's own daemon "
+            "is not the agent's and does not)."
         ),
-        "instances": [{"name": n, "host": h, "route": r} for n, h, r in DEMO_INSTANCES],
+        "reconcile_interval_s": interval,
+        "instances": [{"name": n, "host": h, "route": r} for n, h, r in instances],
         "per_host": {h: tree_figures(measured[h]) for h in hosts},
         "exabgp_restarted_during_windows": {h: starts[h] != _exabgp_pids(agent(h)()) for h in hosts},
         "routes_still_at_r1": sorted(still),
@@ -297,7 +333,6 @@ def _scale(lab: Lab, instances: int, windows: int, seconds: float, settle: float
         after = driver.call("status", timeout=60)
     finally:
         driver.close()
-    snapshot = case_snapshot("best", min(instances, 10), ROUTES_PER_INSTANCE)
     return {
         "lab_name": SCALE_LAB,
         "what": (
@@ -313,7 +348,6 @@ def _scale(lab: Lab, instances: int, windows: int, seconds: float, settle: float
         ),
         "instances": instances,
         "routes": loaded["routes"],
-        "example_instance": snapshot.instances[0].name if snapshot.instances else None,
         "sessions_established_s": round(float(started["established_s"]), 3),
         "acked_all_s": round(float(acked["t"]) - float(loaded["t_call"]), 3),
         "per_host": {"h1": tree_figures(measured["h1"])},
@@ -338,8 +372,16 @@ def _driver_pid(driver: DriverLink) -> int:
 def collect(args: argparse.Namespace, state_root: Path) -> Json:
     began = time.monotonic()
     parts: Json = {}
+    timing = (args.windows, args.seconds, args.settle)
     if not args.skip_demo:
-        parts["demo"] = demo_part(state_root, args.windows, args.seconds, args.settle)
+        interval = float(yaml.safe_load(DEMO_CONFIG.read_text())["reconcile"]["interval"])
+        parts["demo"] = demo_part(state_root, DEMO_LAB, BASIC, interval, *timing)
+    if not args.skip_default_interval:
+        default = ReconcileConfig().interval
+        topology = with_interval(state_root, default)
+        parts["demo_default_interval"] = demo_part(
+            state_root, DEFAULT_INTERVAL_LAB, topology, default, *timing
+        )
     if not args.skip_scale:
         parts["at_scale"] = scale_part(state_root, args.instances, args.windows, args.seconds, args.settle)
     goals: Json = {}
@@ -351,8 +393,16 @@ def collect(args: argparse.Namespace, state_root: Path) -> Json:
                 "goal_max_pct": GOAL_PCT,
                 "meets_goal": whole["meets_goal"],
             }
-    skipped = [p for p, s in (("demo", args.skip_demo), ("at_scale", args.skip_scale)) if s]
-    labs = [named_lab(BASIC, name, state_root) for name in (DEMO_LAB, SCALE_LAB)]
+    skipped = [
+        part
+        for part, skip in (
+            ("demo", args.skip_demo),
+            ("demo_default_interval", args.skip_default_interval),
+            ("at_scale", args.skip_scale),
+        )
+        if skip
+    ]
+    labs = [named_lab(BASIC, name, state_root) for name in (DEMO_LAB, DEFAULT_INTERVAL_LAB, SCALE_LAB)]
     left = [ns for lab in labs for ns in leftover_namespaces(lab)]
     return {
         "benchmark": "fabricd idle cost",
@@ -401,7 +451,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="length of each window")
     parser.add_argument("--settle", type=float, default=20.0, help="quiet seconds before the first window")
     parser.add_argument("--instances", type=int, default=1000, help="synthetic instances (at_scale)")
-    parser.add_argument("--skip-demo", action="store_true")
+    parser.add_argument("--skip-demo", action="store_true", help="leave out the demo lab as configured")
+    parser.add_argument(
+        "--skip-default-interval", action="store_true", help="leave out the demo lab at the default interval"
+    )
     parser.add_argument("--skip-scale", action="store_true")
     parser.add_argument("--keep-logs", action="store_true")
     args = parser.parse_args(argv)

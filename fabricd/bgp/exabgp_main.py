@@ -13,7 +13,8 @@ peers send what it queued on the next turn), `IDLE_WAIT_MS` when every session i
 and nothing is queued, and ExaBGP's own timeout (speed 1.0: 10 ms, its default) while a session is
 being set up (its connect and OPEN steps are retried on the timeout, not woken by poll()). The
 pipe and the sockets still wake poll() at once: a new command or BGP message never waits for the
-timeout. Keepalives are sent from that loop too; 100 ms late at worst is far inside any hold time.
+timeout. Keepalives are sent from that loop too, on ExaBGP's whole-second timers (int(time.time()));
+a keepalive 250 ms late at worst is far inside any hold time (3 s: one every second).
 
 If the installed ExaBGP does not have the methods this relies on, it runs unchanged at the old
 speed and says so on stderr (ExaBGP's log output, `exabgp.out`).
@@ -26,7 +27,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
-IDLE_WAIT_MS = 100
+IDLE_WAIT_MS = 250
 # `exabgp_reactor_speed` with the patch (ExaBGP's default) and without it (the old setting).
 PATCHED_SPEED = "1.0"
 UNPATCHED_SPEED = "0.2"
