@@ -31,6 +31,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -66,15 +67,32 @@ OTHER_WORK = (
 # --- measurement --------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Window:
+    wall: float
+    use: WindowUse
+    bgp_batches: int | None  # "bgp commands sent" lines fabricd logged in the window (None: no log)
+
+
+CHANGE_LINE = b'"bgp commands sent"'
+
+
 def measure_windows(
-    roots: Mapping[str, Callable[[], int]], windows: int, seconds: float, say: Callable[[str], None]
-) -> dict[str, list[tuple[float, WindowUse]]]:
+    roots: Mapping[str, Callable[[], int]],
+    logs: Mapping[str, Path],
+    windows: int,
+    seconds: float,
+    say: Callable[[str], None],
+) -> dict[str, list[Window]]:
     """For each named root: `windows` consecutive windows of `seconds`, the tree sampled every second.
 
-    roots give the tree's root pid when asked (a restarted agent would be a new root, and shows)."""
-    found: dict[str, list[tuple[float, WindowUse]]] = {name: [] for name in roots}
+    roots give the tree's root pid when asked (a restarted agent would be a new root, and shows);
+    logs are the agents' JSON logs, whose "bgp commands sent" lines show a window in which routes
+    changed after all."""
+    found: dict[str, list[Window]] = {name: [] for name in roots}
     for n in range(windows):
         samples: dict[str, list[dict[tuple[int, int], Proc]]] = {name: [] for name in roots}
+        offsets = {name: _size(path) for name, path in logs.items()}
         began_ticks = boot_ticks_now()
         began = time.monotonic()
         end = began + seconds
@@ -87,19 +105,36 @@ def measure_windows(
             time.sleep(min(SAMPLE_EVERY_S, end - now))
         wall = time.monotonic() - began
         for name in roots:
-            use = window_use(samples[name], began_ticks)
-            found[name].append((wall, use))
-        shown = ", ".join(f"{name} {pct(found[name][-1][1].total_ticks, wall):.3f}%" for name in roots)
+            batches = _count_since(logs[name], offsets[name]) if name in logs else None
+            found[name].append(Window(wall, window_use(samples[name], began_ticks), batches))
+        shown = ", ".join(f"{name} {pct(found[name][-1].use.total_ticks, wall):.3f}%" for name in roots)
         say(f"window {n + 1}/{windows} ({wall:.1f}s): {shown}")
     return found
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _count_since(path: Path, offset: int) -> int | None:
+    try:
+        with open(path, "rb") as log:
+            log.seek(offset)
+            return sum(1 for line in log if CHANGE_LINE in line)
+    except OSError:
+        return None
 
 
 def pct(ticks: int, wall: float) -> float:
     return 100.0 * ticks / TICKS / wall if wall > 0 else math.inf
 
 
-def tree_figures(windows: Sequence[tuple[float, WindowUse]]) -> Json:
+def tree_figures(measured: Sequence[Window]) -> Json:
     """Per window and best/worst: the whole tree's % of one core, then each process's."""
+    windows = [(w.wall, w.use) for w in measured]
     totals = [pct(use.total_ticks, wall) for wall, use in windows]
     worst = max(totals, default=math.inf)
     roles = sorted({r for _, use in windows for r in by_role(use.processes)})
@@ -124,6 +159,7 @@ def tree_figures(windows: Sequence[tuple[float, WindowUse]]) -> Json:
             "goal": {"worst_max_pct_of_one_core": GOAL_PCT},
             "meets_goal": check(worst if math.isfinite(worst) else None, GOAL_PCT),
         },
+        "bgp_command_batches_per_window": [w.bgp_batches for w in measured],
         "per_process": per_role,
         "context_switches_per_s": wakeups,
         "windows": [
@@ -260,7 +296,8 @@ def _demo(
     noise = (_proc_stat(), time.monotonic())
     starts = {h: _exabgp_pids(agent(h)()) for h in hosts}
     roots = {h: agent(h) for h in hosts}
-    measured = measure_windows(roots, windows, seconds, lambda m: progress(f"{name}: {m}"))
+    logs = {h: lab.node(h).log_file("fabricd") for h in hosts}
+    measured = measure_windows(roots, logs, windows, seconds, lambda m: progress(f"{name}: {m}"))
     still = fib.present(routes)
     return {
         "lab_name": name,
@@ -329,7 +366,7 @@ def _scale(lab: Lab, instances: int, windows: int, seconds: float, settle: float
         before = driver.call("status", timeout=60)
         noise = (_proc_stat(), time.monotonic())
         say = lambda m: progress(f"at_scale: {m}")  # noqa: E731
-        measured = measure_windows({"h1": lambda: root}, windows, seconds, say)
+        measured = measure_windows({"h1": lambda: root}, {"h1": driver.log_path}, windows, seconds, say)
         after = driver.call("status", timeout=60)
     finally:
         driver.close()
@@ -426,6 +463,11 @@ def collect(args: argparse.Namespace, state_root: Path) -> Json:
                 f"Clock tick {1 / TICKS:g} s. context_switches_per_s: voluntary + involuntary, "
                 "every thread, a proxy for wakeups."
             ),
+            "changes": (
+                'bgp_command_batches_per_window: the "bgp commands sent" lines each agent logged '
+                "during the window (routes announced or withdrawn); 0 in every window means nothing "
+                "changed for BGP"
+            ),
             "other_work": OTHER_WORK,
             "windows": args.windows,
             "window_s": args.seconds,
@@ -449,7 +491,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--windows", type=int, default=3, help="measurement windows per part")
     parser.add_argument("--seconds", type=float, default=60.0, help="length of each window")
-    parser.add_argument("--settle", type=float, default=20.0, help="quiet seconds before the first window")
+    parser.add_argument("--settle", type=float, default=45.0, help="quiet seconds before the first window")
     parser.add_argument("--instances", type=int, default=1000, help="synthetic instances (at_scale)")
     parser.add_argument("--skip-demo", action="store_true", help="leave out the demo lab as configured")
     parser.add_argument(

@@ -13,8 +13,9 @@ peers send what it queued on the next turn), `IDLE_WAIT_MS` when every session i
 and nothing is queued, and ExaBGP's own timeout (speed 1.0: 10 ms, its default) while a session is
 being set up (its connect and OPEN steps are retried on the timeout, not woken by poll()). The
 pipe and the sockets still wake poll() at once: a new command or BGP message never waits for the
-timeout. Keepalives are sent from that loop too, on ExaBGP's whole-second timers (int(time.time()));
-a keepalive 250 ms late at worst is far inside any hold time (3 s: one every second).
+timeout, and so does a signal (a wakeup pipe: SIGTERM is handled at once, not after the idle poll).
+Keepalives are sent from that loop too, on ExaBGP's whole-second timers (int(time.time())); a
+keepalive 250 ms late at worst is far inside any hold time (3 s: one every second).
 
 If the installed ExaBGP does not have the methods this relies on, it runs unchanged at the old
 speed and says so on stderr (ExaBGP's log output, `exabgp.out`).
@@ -22,7 +23,10 @@ speed and says so on stderr (ExaBGP's log output, `exabgp.out`).
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -69,14 +73,44 @@ def install(reactor_class: Any, async_class: Any, established: Any, idle_ms: int
         return bool(peers) and all(getattr(p, "fsm", None) == established for p in peers)
 
     def wait_for_io(self: Any, sleeptime: int) -> Iterator[int]:
+        wake = getattr(self, "_fabricd_wake", None)
+        if wake is None:
+            wake = self._fabricd_wake = signal_wakeup(self._poller)
         queue = self.asynchronous
         work = bool(getattr(queue, "fabricd_worked", False)) or not queue.ready()
-        yield from wait(self, poll_timeout_ms(sleeptime, work, sessions_up(self), idle_ms))
+        for fd in wait(self, poll_timeout_ms(sleeptime, work, sessions_up(self), idle_ms)):
+            if fd == wake:
+                _drain(fd)  # a signal: the loop's next turn handles it (SIGTERM: Cease, exit)
+            else:
+                yield fd
 
     async_class.run = tracked_run
     reactor_class._wait_for_io = wait_for_io
     setattr(reactor_class, _PATCHED, True)
     return True
+
+
+def signal_wakeup(poller: Any) -> int:
+    """A pipe the C signal handler writes to, in ExaBGP's poller: a signal ends a long poll() at
+    once (Python retries an interrupted poll() with the time left, so a SIGTERM would otherwise
+    wait out the idle timeout). -1 when it cannot be set up (not the main thread)."""
+    read, write = os.pipe()
+    os.set_blocking(read, False)
+    os.set_blocking(write, False)
+    try:
+        signal.set_wakeup_fd(write, warn_on_full_buffer=False)
+    except ValueError:
+        os.close(read)
+        os.close(write)
+        return -1
+    poller.register(read, select.POLLIN)
+    return read
+
+
+def _drain(fd: int) -> None:
+    with contextlib.suppress(BlockingIOError, InterruptedError):
+        while os.read(fd, 512):
+            pass
 
 
 def _patch_installed() -> bool:

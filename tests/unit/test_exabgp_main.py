@@ -82,7 +82,15 @@ busy.asynchronous._async.append(("u", steps()))  # schedule() would log, unset u
 ran = reactor(FSM.ESTABLISHED)
 ran.asynchronous._async.append(("u", steps()))
 ran.asynchronous.run()  # its last step ran this turn: the peers send it on the next
+import os, signal, threading
+signal.signal(signal.SIGUSR1, lambda *_: None)  # like ExaBGP's: a flag, no exception
+threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGUSR1)).start()
+began = time.monotonic()
+woken = list(up._wait_for_io(10))
+signalled = time.monotonic() - began
 print(json.dumps({
+    "signalled": signalled,
+    "signal_fd_yielded": woken,
     "idle": took(up, 10),
     "queued": took(busy, 500),
     "ran_this_turn": took(ran, 500),
@@ -98,6 +106,7 @@ def test_the_installed_exabgp_sleeps_long_only_when_sessions_are_up_and_nothing_
     assert done.returncode == 0, done.stderr
     took = json.loads(done.stdout)
     assert took["idle"] >= 0.29 and took["idle_again"] >= 0.29
+    assert took["signalled"] < 0.2 and took["signal_fd_yielded"] == []  # a signal ends an idle wait
     for case in ("queued", "ran_this_turn", "connecting", "asked_for_now"):
         assert took[case] < 0.2, (case, took)
 
