@@ -407,7 +407,7 @@ def _driver_pid(driver: DriverLink) -> int:
 
 
 def collect(args: argparse.Namespace, state_root: Path) -> Json:
-    began = time.monotonic()
+    began, started = time.monotonic(), datetime.now(UTC).isoformat(timespec="seconds")
     parts: Json = {}
     timing = (args.windows, args.seconds, args.settle)
     if not args.skip_demo:
@@ -444,7 +444,7 @@ def collect(args: argparse.Namespace, state_root: Path) -> Json:
     return {
         "benchmark": "fabricd idle cost",
         "fabricd_version": __version__,
-        "started_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "started_utc": started,
         "seconds": round(time.monotonic() - began, 1),
         "machine": {
             "cpus": os.cpu_count(),
