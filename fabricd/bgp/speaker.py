@@ -23,6 +23,7 @@ from typing import Literal, Protocol
 
 from fabricd.bgp import commands as cmd
 from fabricd.bgp.exabgp_config import exabgp_environment, render_config
+from fabricd.bgp.exabgp_main import PATCHED_SPEED, UNPATCHED_SPEED
 from fabricd.bgp.peer_state import Ack, NeighborChange, PeerStatus, PeerTable, Shutdown, parse_line
 from fabricd.bgp.relay import DEFAULT_TIMEOUT
 from fabricd.bgp.supervisor import Supervisor
@@ -131,12 +132,15 @@ class ExaBGPSpeaker:
         socket_path = state_dir / "relay.sock"
         relay = [python, "-m", "fabricd.bgp.relay", str(socket_path), "--timeout", f"{watchdog_timeout:g}"]
         self.config_text = render_config(bgp, host, relay)  # fails here, before anything runs
-        exabgp = bgp.exabgp or Path(sys.executable).parent / "exabgp"
+        if bgp.exabgp is None:  # the ExaBGP installed with fabricd, its reactor patched to idle
+            exabgp, speed = [python, "-m", "fabricd.bgp.exabgp_main"], PATCHED_SPEED
+        else:
+            exabgp, speed = [str(bgp.exabgp)], UNPATCHED_SPEED
         # Inherited exabgp_* settings must not override ours.
         env = {k: v for k, v in os.environ.items() if not k.lower().startswith(("exabgp_", "exabgp."))}
-        env |= exabgp_environment(state_dir / "exabgp.log", exabgp_log_level)
+        env |= exabgp_environment(state_dir / "exabgp.log", exabgp_log_level, speed)
         self.supervisor = Supervisor(
-            [str(exabgp), "server", str(self.config_file)],
+            [*exabgp, "server", str(self.config_file)],
             env,
             state_dir / "exabgp.out",
             socket_path,
