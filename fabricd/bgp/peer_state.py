@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
 from ipaddress import ip_address
 from typing import Literal
@@ -126,6 +126,17 @@ class PeerTable:
         new = replace(old, state=change.state, since=self._now(), last_error=error)
         self._peers[change.peer] = new
         return new
+
+    def reconfigure(self, peers: Iterable[PeerConfig], restarted: Collection[IPAddress]) -> None:
+        """The peers after a config reload: a peer kept as it was keeps its state and uptime;
+        a new or changed one starts idle (its session starts over)."""
+        now, old = self._now(), self._peers
+        self._peers = {
+            p.address: old[p.address]
+            if p.address in old and p.address not in restarted
+            else PeerStatus(p.name, p.address, p.asn, since=now)
+            for p in peers
+        }
 
     def all_down(self, reason: str) -> None:
         """ExaBGP is gone: every session with it is gone too."""

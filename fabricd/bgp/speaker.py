@@ -12,7 +12,9 @@ ExaBGP gets the full set again as soon as its relay connects.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import sys
 import time
 from collections import deque
@@ -27,6 +29,7 @@ from fabricd.bgp.peer_state import Ack, NeighborChange, PeerStatus, PeerTable, S
 from fabricd.bgp.relay import DEFAULT_TIMEOUT
 from fabricd.bgp.supervisor import Supervisor
 from fabricd.config.model import BGPConfig, HostConfig, IPAddress
+from fabricd.config.reload import PeerChanges
 from fabricd.log import get_logger
 from fabricd.routes.model import IPNetwork, Route
 
@@ -127,9 +130,11 @@ class ExaBGPSpeaker:
     ) -> None:
         self.bgp, self.state_dir = bgp, state_dir
         self.heartbeat_interval = heartbeat_interval
+        self.host = host
         self.config_file = state_dir / "exabgp.conf"
         socket_path = state_dir / "relay.sock"
         relay = [python, "-m", "fabricd.bgp.relay", str(socket_path), "--timeout", f"{watchdog_timeout:g}"]
+        self._relay_argv = relay
         self.config_text = render_config(bgp, host, relay)  # fails here, before anything runs
         exabgp = bgp.exabgp or Path(sys.executable).parent / "exabgp"
         # Inherited exabgp_* settings must not override ours.
@@ -151,6 +156,9 @@ class ExaBGPSpeaker:
         self._sent: dict[IPAddress, dict[IPNetwork, Route]] = {a: {} for a in self._addresses}
         self._acked: dict[IPAddress, dict[IPNetwork, Route]] = {a: {} for a in self._addresses}
         self._inflight: deque[cmd.Command] = deque()
+        # Peers added by a reload: their routes wait until ExaBGP reports their session, which
+        # proves it read the new config (a command for a neighbor it does not know yet fails).
+        self._awaiting: set[IPAddress] = set()
         self._writer: asyncio.StreamWriter | None = None
         self._lock = asyncio.Lock()
         self.version = 0  # bumped whenever the status could read something new
@@ -171,6 +179,42 @@ class ExaBGPSpeaker:
 
     async def stop(self) -> None:
         await self.supervisor.stop()
+
+    async def reconfigure(self, bgp: BGPConfig, peers: PeerChanges) -> None:
+        """New peers (only `bgp.peers` differs): ExaBGP re-reads its config on SIGUSR1 and starts or
+        ends only the sessions of added, removed and changed peers; the others keep running, with
+        their announcements. Raises before changing anything when the file cannot be written."""
+        text = render_config(bgp, self.host, self._relay_argv)
+        async with self._lock:
+            await asyncio.to_thread(_write_private, self.config_file, text)
+            self.bgp, self.config_text = bgp, text
+            restarted = set(peers.restarted())
+            self._addresses = tuple(p.address for p in bgp.peers)
+            self._table.reconfigure(bgp.peers, restarted)
+            for old in (self._sent, self._acked):
+                kept = {a: routes for a, routes in old.items() if a in self._addresses and a not in restarted}
+                old.clear()
+                old.update({a: kept.get(a, {}) for a in self._addresses})
+            self._awaiting = (self._awaiting & set(self._addresses)) | restarted
+            # The desired set per peer is rebuilt from the next set handed over; every prefix sent
+            # anywhere is compared again, and kept peers, whose routes are unchanged, get nothing.
+            for sent in self._sent.values():
+                self._dirty.update(sent)
+            self._desired = cmd.DesiredState(bgp.peers)
+            self._input = None
+            self.version += 1
+            pid = self.supervisor.pid
+            if pid is not None:  # none running: the next ExaBGP reads the new file anyway
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGUSR1)
+        log.info(
+            "bgp peers reconfigured",
+            added=[p.name for p in peers.added],
+            removed=[p.name for p in peers.removed],
+            changed=[p.name for p in peers.changed],
+            exabgp_pid=pid,
+        )
+        self._notify()
 
     def dead(self) -> str | None:
         return self.supervisor.child.dead()
@@ -262,6 +306,8 @@ class ExaBGPSpeaker:
         desired = self._desired.by_peer
         batches: list[tuple[IPAddress, cmd.Action, list[Route]]] = []
         for peer in self._addresses:
+            if peer in self._awaiting:
+                continue  # sent once ExaBGP reports the session
             want, sent = desired.get(peer, {}), self._sent[peer]
             gone: list[Route] = []
             new: list[Route] = []
@@ -322,6 +368,8 @@ class ExaBGPSpeaker:
             return
         self.version += 1
         command = self._inflight.popleft()
+        if command.peer not in self._acked:
+            return  # a peer removed by a reload since
         acked, sent = self._acked[command.peer], self._sent[command.peer]
         if ok and command.action == "announce":
             for route in command.routes:
@@ -363,6 +411,11 @@ class ExaBGPSpeaker:
             if not self._inflight:
                 self._notify()
         elif isinstance(message, NeighborChange):
+            if message.peer in self._awaiting and message.state == "established":
+                # ExaBGP runs the new config now (the session is the new one): send this peer its set.
+                self._awaiting.discard(message.peer)
+                self._dirty.update(self._desired.by_peer.get(message.peer, ()))
+                self._input = None
             status = self._table.apply(message)
             if status is not None:
                 log.info(
@@ -381,6 +434,7 @@ class ExaBGPSpeaker:
             log.debug("exabgp message ignored", line=message.line[:200])
 
     def _forget(self) -> None:
+        self._awaiting.clear()  # a new ExaBGP reads the current file and gets everything
         for address in self._addresses:
             self._sent[address].clear()
             self._acked[address].clear()
@@ -411,3 +465,11 @@ class ExaBGPSpeaker:
         while not writer.is_closing():
             writer.write(HEARTBEAT_LINE)
             await asyncio.sleep(self.heartbeat_interval)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Replace the file whole (ExaBGP may read it at any time), readable by root only."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.chmod(0o600)
+    os.replace(tmp, path)
