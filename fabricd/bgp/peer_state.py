@@ -145,6 +145,10 @@ class PeerTable:
             since = status.since if status.state == "idle" else now
             self._peers[address] = replace(status, state="idle", since=since, last_error=reason)
 
+    def state(self, address: IPAddress) -> SessionState | None:
+        status = self._peers.get(address)
+        return None if status is None else status.state
+
     def established(self, address: IPAddress) -> bool:
         status = self._peers.get(address)
         return status is not None and status.state == "established"

@@ -42,6 +42,11 @@ PeerRouteState = Literal["announced", "pending", "session down"]
 HEARTBEAT_LINE = b"#heartbeat\n"
 HEARTBEAT_INTERVAL = 0.5
 SLICE_S = 0.02  # the longest stretch of work between two chances for other tasks to run
+# ExaBGP 5.0.15 drops a SIGUSR1 that arrives while it still has updates queued for a peer (reactor
+# loop: `if self._pending_adjribout(): continue` after rearming), without a word. So a reload is
+# signalled again until ExaBGP reports a session it touched; re-reading an unchanged file is a no-op.
+RELOAD_CONFIRM_INTERVAL = 2.0
+RELOAD_CONFIRM_TRIES = 10
 
 
 class Speaker(Protocol):
@@ -159,6 +164,11 @@ class ExaBGPSpeaker:
         # Peers added by a reload: their routes wait until ExaBGP reports their session, which
         # proves it read the new config (a command for a neighbor it does not know yet fails).
         self._awaiting: set[IPAddress] = set()
+        # Peers a reload started or ended that ExaBGP has said nothing about since, and the task
+        # that signals it again meanwhile.
+        self._unconfirmed: set[IPAddress] = set()
+        self._confirming: asyncio.Task[None] | None = None
+        self.reload_confirm = (RELOAD_CONFIRM_INTERVAL, RELOAD_CONFIRM_TRIES)
         self._writer: asyncio.StreamWriter | None = None
         self._lock = asyncio.Lock()
         self.version = 0  # bumped whenever the status could read something new
@@ -178,6 +188,8 @@ class ExaBGPSpeaker:
         await self.supervisor.start()
 
     async def stop(self) -> None:
+        if self._confirming is not None:
+            self._confirming.cancel()
         await self.supervisor.stop()
 
     async def reconfigure(self, bgp: BGPConfig, peers: PeerChanges) -> None:
@@ -189,6 +201,8 @@ class ExaBGPSpeaker:
             await asyncio.to_thread(_write_private, self.config_file, text)
             self.bgp, self.config_text = bgp, text
             restarted = set(peers.restarted())
+            # A removed peer with a session gets a "down" when ExaBGP drops it; an idle one gets nothing.
+            ending = {p.address for p in peers.removed if self._table.state(p.address) != "idle"}
             self._addresses = tuple(p.address for p in bgp.peers)
             self._table.reconfigure(bgp.peers, restarted)
             for old in (self._sent, self._acked):
@@ -203,10 +217,15 @@ class ExaBGPSpeaker:
             self._desired = cmd.DesiredState(bgp.peers)
             self._input = None
             self.version += 1
+            self._unconfirmed = restarted | ending
             pid = self.supervisor.pid
-            if pid is not None:  # none running: the next ExaBGP reads the new file anyway
+            # None running: the next ExaBGP reads the new file anyway. One still starting defers
+            # the signal until it is ready, or dies of it and is restarted on the new file.
+            if pid is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGUSR1)
+                if self._unconfirmed and (self._confirming is None or self._confirming.done()):
+                    self._confirming = asyncio.create_task(self._confirm_reload(pid), name="exabgp-reload")
         log.info(
             "bgp peers reconfigured",
             added=[p.name for p in peers.added],
@@ -218,6 +237,25 @@ class ExaBGPSpeaker:
 
     def dead(self) -> str | None:
         return self.supervisor.child.dead()
+
+    async def _confirm_reload(self, pid: int) -> None:
+        interval, tries = self.reload_confirm
+        for attempt in range(1, tries + 1):
+            await asyncio.sleep(interval)
+            if not self._unconfirmed or self.supervisor.pid != pid:
+                return  # confirmed, or that ExaBGP is gone and the next one reads the new file
+            log.warning(
+                "exabgp has not taken the new peers yet, signalling it again",
+                waiting_for=sorted(str(a) for a in self._unconfirmed),
+                attempt=attempt,
+            )
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGUSR1)
+        if self._unconfirmed:  # a new peer that never answers looks the same: say so, not more
+            log.warning(
+                "exabgp reported nothing about these peers since the reload",
+                peers=sorted(str(a) for a in self._unconfirmed),
+            )
 
     async def set_routes(self, routes: Collection[Route]) -> None:
         if routes is self._input and not self._dirty:
@@ -411,6 +449,7 @@ class ExaBGPSpeaker:
             if not self._inflight:
                 self._notify()
         elif isinstance(message, NeighborChange):
+            self._unconfirmed.discard(message.peer)  # ExaBGP runs the new config
             if message.peer in self._awaiting and message.state == "established":
                 # ExaBGP runs the new config now (the session is the new one): send this peer its set.
                 self._awaiting.discard(message.peer)
@@ -435,6 +474,7 @@ class ExaBGPSpeaker:
 
     def _forget(self) -> None:
         self._awaiting.clear()  # a new ExaBGP reads the current file and gets everything
+        self._unconfirmed.clear()
         for address in self._addresses:
             self._sent[address].clear()
             self._acked[address].clear()

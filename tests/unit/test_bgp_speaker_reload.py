@@ -116,3 +116,37 @@ def test_a_late_ack_for_a_removed_peer_is_ignored(tmp_path: Path) -> None:
         assert [(p.name, p.prefixes_sent) for p in speaker.peers()] == [("r1", 1)]
 
     asyncio.run(scenario())
+
+
+def test_a_reload_is_signalled_again_until_exabgp_reports_the_new_peer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ExaBGP 5.0.15 silently drops a SIGUSR1 while it still has updates queued."""
+    signals: list[int] = []
+    monkeypatch.setattr(os, "kill", lambda pid, sig: signals.append(sig))
+
+    async def scenario() -> None:
+        old = bgp(V4)
+        speaker = ExaBGPSpeaker(old, HOST, tmp_path / "state")
+        (tmp_path / "state").mkdir()
+        speaker.reload_confirm = (0.05, 40)
+        monkeypatch.setattr(type(speaker.supervisor), "pid", property(lambda self: 4242))
+        new = bgp(V4, V6)
+        await speaker.reconfigure(new, peer_changes(old, new))
+        await asyncio.sleep(0.3)
+        assert len(signals) >= 3 and set(signals) == {signal.SIGUSR1}
+        speaker._on_line(state("fd00:99:1::1", "connected"))
+        await asyncio.sleep(0.1)  # a signal already under way may still go out
+        count = len(signals)
+        await asyncio.sleep(0.3)
+        assert len(signals) == count
+
+        # Nothing touched (a kept peer's state message is no proof) would be signalled just once.
+        signals.clear()
+        same = bgp(V4, V6)
+        await speaker.reconfigure(same, peer_changes(new, same))
+        await asyncio.sleep(0.3)
+        assert signals == [signal.SIGUSR1]
+        await speaker.stop()
+
+    asyncio.run(scenario())
