@@ -167,6 +167,7 @@ class ExaBGPSpeaker:
         # Peers a reload started or ended that ExaBGP has said nothing about since, and the task
         # that signals it again meanwhile.
         self._unconfirmed: set[IPAddress] = set()
+        self._stale: dict[IPAddress, dict[IPNetwork, Route]] = {}
         self._confirming: asyncio.Task[None] | None = None
         self.reload_confirm = (RELOAD_CONFIRM_INTERVAL, RELOAD_CONFIRM_TRIES)
         self._writer: asyncio.StreamWriter | None = None
@@ -205,6 +206,10 @@ class ExaBGPSpeaker:
             ending = {p.address for p in peers.removed if self._table.state(p.address) != "idle"}
             self._addresses = tuple(p.address for p in bgp.peers)
             self._table.reconfigure(bgp.peers, restarted)
+            # What a changed peer had: ExaBGP may keep it (its RIB is kept by local and peer address,
+            # AS and router ID) and send it on the new session, so what is no longer wanted by
+            # then gets withdrawn explicitly.
+            self._stale = {a: dict(self._sent[a]) for a in restarted if a in self._sent}
             for old in (self._sent, self._acked):
                 kept = {a: routes for a, routes in old.items() if a in self._addresses and a not in restarted}
                 old.clear()
@@ -453,7 +458,11 @@ class ExaBGPSpeaker:
             if message.peer in self._awaiting and message.state == "established":
                 # ExaBGP runs the new config now (the session is the new one): send this peer its set.
                 self._awaiting.discard(message.peer)
-                self._dirty.update(self._desired.by_peer.get(message.peer, ()))
+                want = self._desired.by_peer.get(message.peer, {})
+                stale = self._stale.pop(message.peer, {})
+                self._sent[message.peer] = {p: r for p, r in stale.items() if p not in want}
+                self._dirty.update(want)
+                self._dirty.update(self._sent[message.peer])
                 self._input = None
             status = self._table.apply(message)
             if status is not None:
@@ -475,6 +484,7 @@ class ExaBGPSpeaker:
     def _forget(self) -> None:
         self._awaiting.clear()  # a new ExaBGP reads the current file and gets everything
         self._unconfirmed.clear()
+        self._stale.clear()
         for address in self._addresses:
             self._sent[address].clear()
             self._acked[address].clear()

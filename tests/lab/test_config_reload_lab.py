@@ -31,10 +31,17 @@ V4_ROUTE, V6_ROUTE = "10.202.1.0/24", "fd00:201:1::/64"
 
 
 def config_text(
-    *, v6_peer: bool, ranges: tuple[str, ...], vni: int = 100, hold_time: int = 3, h3: bool = False
+    *,
+    v6_peer: bool,
+    ranges: tuple[str, ...],
+    vni: int = 100,
+    hold_time: int = 3,
+    h3: bool = False,
+    v6_hold_time: int | None = None,
 ) -> str:
     h3_line = "    - {name: h3, address: 10.99.3.13}\n" if h3 else ""
-    v6 = "    - {name: r1-v6, address: 'fd00:99:1::1', asn: 65000}\n" if v6_peer else ""
+    v6_hold = f", hold_time: {v6_hold_time}" if v6_hold_time is not None else ""
+    v6 = f"    - {{name: r1-v6, address: 'fd00:99:1::1', asn: 65000{v6_hold}}}\n" if v6_peer else ""
     return (
         "host: {name: h1, underlay_interface: eth1, underlay_address: 10.99.1.11, "
         "underlay_address6: 'fd00:99:1::11'}\n"
@@ -229,6 +236,37 @@ def test_a_restart_only_key_is_refused_by_name_until_a_good_reload(
     seen = reload(lab, h1, AFTER)
     assert seen["config"]["last_reload"]["outcome"] == "unchanged"
     assert not any("config reload" in p for p in seen["problems"])
+
+
+def test_a_changed_peer_restarts_only_its_own_session(lab: Lab, config_file: Path, instance: str) -> None:
+    h1, r1 = lab.node("h1"), lab.node("r1")
+    eventually(lambda: session(r1, H1_V6)["up_ms"] >= 2000, 10, "two seconds of IPv6 session")
+    v4_before, v6_before = session(r1, H1_V4), session(r1, H1_V6)
+    since = {p["name"]: p["since"] for p in status(h1)["bgp_peers"]}
+    text = config_text(
+        v6_peer=True, ranges=("10.201.0.0/16", "10.202.0.0/16", "fd00:201::/32"), v6_hold_time=6
+    )
+    seen = reload(lab, h1, text)
+    assert seen["config"]["last_reload"]["outcome"] == "applied"
+    # r1 forgets a listen-range neighbor when its session drops, so its counters start over: the
+    # restart shows as a younger session, and as a new 'since' in fabricd's status.
+    eventually(
+        lambda: (
+            session(r1, H1_V6)["state"] == "Established" and session(r1, H1_V6)["up_ms"] < v6_before["up_ms"]
+        ),
+        20,
+        "a new IPv6 session",
+    )
+    wait_for(r1.netns_name, V6_ROUTE, {H1_V6}, timeout=15)
+    exabgp_conf = h1.run(["cat", "/run/fabricd/bgp/exabgp.conf"]).stdout  # what ExaBGP re-read
+    v6_block = exabgp_conf.split("neighbor fd00:99:1::1 {", 1)[1].split("}", 1)[0]
+    assert "hold-time 6;" in v6_block and "hold-time 3;" in exabgp_conf.split("neighbor 10.99.1.1 {", 1)[1]
+    now = {p["name"]: p["since"] for p in status(h1)["bgp_peers"]}
+    assert now["r1"] == since["r1"] and now["r1-v6"] > since["r1-v6"]
+    v4_after = session(r1, H1_V4)
+    assert (v4_after["established"], v4_after["dropped"]) == (v4_before["established"], v4_before["dropped"])
+    assert v4_after["up_ms"] >= v4_before["up_ms"]
+    assert routes_to(r1.netns_name, V4_ROUTE) == {H1_V4}
 
 
 def test_removing_a_peer_ends_only_its_session(lab: Lab, config_file: Path, instance: str) -> None:
