@@ -115,6 +115,7 @@ class ConfigReload(Feature):
                     line=problem.line,
                     key=problem.key_path or "<top level>",
                     reason=problem.message,
+                    problem=str(problem),  # the line check-config prints
                 )
             lines = tuple(str(p) for p in exc.problems)
             reason = f"invalid config: {lines[0]}" + (
