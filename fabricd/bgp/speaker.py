@@ -168,6 +168,7 @@ class ExaBGPSpeaker:
         # that signals it again meanwhile.
         self._unconfirmed: set[IPAddress] = set()
         self._stale: dict[IPAddress, dict[IPNetwork, Route]] = {}
+        self._resend: set[IPAddress] = set()  # restarted sessions due their whole set
         self._confirming: asyncio.Task[None] | None = None
         self.reload_confirm = (RELOAD_CONFIRM_INTERVAL, RELOAD_CONFIRM_TRIES)
         self._writer: asyncio.StreamWriter | None = None
@@ -354,7 +355,13 @@ class ExaBGPSpeaker:
             want, sent = desired.get(peer, {}), self._sent[peer]
             gone: list[Route] = []
             new: list[Route] = []
-            if changed is None:  # sent is empty (a new ExaBGP): everything
+            if peer in self._resend:
+                # A session a reload restarted: ExaBGP may or may not still hold what it had
+                # (`sent`), so everything wanted goes out and the rest is withdrawn.
+                self._resend.discard(peer)
+                gone = [r for prefix, r in sent.items() if prefix not in want]
+                new = list(want.values())
+            elif changed is None:  # sent is empty (a new ExaBGP): everything
                 new = list(want.values())
             else:
                 for n, prefix in enumerate(changed, 1):
@@ -458,12 +465,9 @@ class ExaBGPSpeaker:
             if message.peer in self._awaiting and message.state == "established":
                 # ExaBGP runs the new config now (the session is the new one): send this peer its set.
                 self._awaiting.discard(message.peer)
-                want = self._desired.by_peer.get(message.peer, {})
-                stale = self._stale.pop(message.peer, {})
-                self._sent[message.peer] = {p: r for p, r in stale.items() if p not in want}
-                self._dirty.update(want)
-                self._dirty.update(self._sent[message.peer])
-                self._input = None
+                self._sent[message.peer] = self._stale.pop(message.peer, {})
+                self._resend.add(message.peer)
+                self._input = None  # the next set_routes syncs even when the set is the same
             status = self._table.apply(message)
             if status is not None:
                 log.info(
@@ -485,6 +489,7 @@ class ExaBGPSpeaker:
         self._awaiting.clear()  # a new ExaBGP reads the current file and gets everything
         self._unconfirmed.clear()
         self._stale.clear()
+        self._resend.clear()
         for address in self._addresses:
             self._sent[address].clear()
             self._acked[address].clear()

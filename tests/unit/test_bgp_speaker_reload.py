@@ -7,14 +7,17 @@ import dataclasses
 import json
 import os
 import signal
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, ip_address
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fabricd.bgp.speaker import ExaBGPSpeaker
 from fabricd.config.model import BGPConfig, PeerConfig
 from fabricd.config.reload import peer_changes
+from fabricd.routes.model import Route
 from tests.unit.test_bgp_speaker import HOST, V4, V6, A, B, C, FakeWriter, route
 
 
@@ -150,5 +153,101 @@ def test_a_reload_is_signalled_again_until_exabgp_reports_the_new_peer(
         await asyncio.sleep(0.3)
         assert signals == [signal.SIGUSR1]
         await speaker.stop()
+
+    asyncio.run(scenario())
+
+
+# ---- generated peer and route changes against a model of ExaBGP's per-peer RIB ---------------------
+
+POOL = (V4, PeerConfig("r2", ip_address("10.99.1.2"), 65000), V6)
+ROUTES = tuple(route(f"10.200.{i}.0/24", "10.99.1.11") for i in range(4)) + tuple(
+    route(f"fd00:200:{i}::/64", "fd00:99:1::11") for i in range(3)
+)
+
+
+def apply_lines(ribs: dict[str, set[tuple[str, str]]], lines: list[str]) -> None:
+    """What ExaBGP would hold per peer after these commands."""
+    for line in lines:
+        words = line.split()
+        peer, action = words[1], words[2]
+        if words[3] == "route":
+            entries = {(words[4], words[6])}
+        else:  # bulk: attributes next-hop N nlri P...
+            entries = {(p, words[5]) for p in words[words.index("nlri") + 1 :]}
+        rib = ribs.setdefault(peer, set())
+        if action == "announce":
+            rib.update(entries)
+        else:
+            rib.difference_update({e for e in rib if e[0] in {p for p, _ in entries}})
+
+
+def wanted(peer: PeerConfig, routes: tuple[Route, ...]) -> set[tuple[str, str]]:
+    return {(str(r.prefix), str(r.next_hop)) for r in routes if r.prefix.version == peer.address.version}
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    old_peers=st.lists(st.sampled_from(POOL), min_size=1, unique=True),
+    new_peers=st.lists(st.sampled_from(POOL), min_size=1, unique=True),
+    changed=st.sets(st.sampled_from([p.name for p in POOL])),
+    before=st.sets(st.sampled_from(ROUTES)),
+    after=st.sets(st.sampled_from(ROUTES)),
+    meanwhile=st.sets(st.sampled_from(ROUTES)),
+    rib_kept=st.booleans(),
+)
+def test_after_any_reload_each_peer_holds_exactly_its_routes(
+    tmp_path_factory: pytest.TempPathFactory,
+    old_peers: list[PeerConfig],
+    new_peers: list[PeerConfig],
+    changed: set[str],
+    before: set[Route],
+    after: set[Route],
+    meanwhile: set[Route],
+    rib_kept: bool,
+) -> None:
+    """Kept peers get only the route difference; new and changed peers get nothing until their
+    session is up, and then exactly their set, whether or not ExaBGP kept a changed peer's routes
+    (`rib_kept`), and whatever changed while the session restarted (`meanwhile`)."""
+    new_peers = [dataclasses.replace(p, asn=65001) if p.name in changed else p for p in new_peers]
+    state_dir = tmp_path_factory.mktemp("state")
+    ordered = tuple(sorted(before, key=str)), tuple(sorted(meanwhile, key=str)), tuple(sorted(after, key=str))
+
+    async def scenario() -> None:
+        old, new = bgp(*old_peers), bgp(*new_peers)
+        speaker = ExaBGPSpeaker(old, HOST, state_dir)
+        writer = FakeWriter()
+        speaker._writer = writer  # type: ignore[assignment]
+        ribs: dict[str, set[tuple[str, str]]] = {}
+        await speaker.set_routes(ordered[0])
+        for p in old_peers:
+            speaker._on_line(state(str(p.address), "up"))
+        apply_lines(ribs, writer.lines)
+        ack_all(speaker, writer)
+        writer.lines.clear()
+
+        change = peer_changes(old, new)
+        await speaker.reconfigure(new, change)
+        for p in change.removed:
+            ribs.pop(str(p.address), None)  # ExaBGP drops a removed peer's RIB
+        for p in change.changed:
+            if not rib_kept:
+                ribs.pop(str(p.address), None)
+        await speaker.set_routes(ordered[1])
+        restarted = {str(a) for a in change.restarted()}
+        assert not any(line.split()[1] in restarted for line in writer.lines)
+        kept = {str(p.address): p for p in change.kept}
+        for line in writer.lines:
+            assert line.split()[1] in kept
+        apply_lines(ribs, writer.lines)
+        ack_all(speaker, writer)
+        writer.lines.clear()
+        for address in sorted(restarted):
+            speaker._on_line(state(address, "up"))
+        await speaker.set_routes(ordered[2])
+        apply_lines(ribs, writer.lines)
+        ack_all(speaker, writer)
+        for p in new_peers:
+            assert ribs.get(str(p.address), set()) == wanted(p, ordered[2]), p.name
+        assert {str(p.address) for p in new_peers} >= {a for a, rib in ribs.items() if rib}
 
     asyncio.run(scenario())
