@@ -47,7 +47,7 @@ class Agent:
     ) -> None:
         """`features` and the `decisions` they record to replace the composed ones (benchmarks);
         `stuck_after`: how long a pass may run before the watchdog stops pinging systemd."""
-        self.config = config
+        self.config = config  # as started; the running config after a reload is self.reload.config
         self.host = HostStatus(
             name=config.host.name,
             underlay_address=str(config.host.underlay_address),

@@ -129,3 +129,32 @@ def test_sighup_applies_refuses_and_reports(tmp_path: Path) -> None:
     assert agent.reload.config.routes.allowed_ranges == recorder.reconfigured[-1][0].routes.allowed_ranges
     outcomes = [e["outcome"] for e in events["events"] if e["event"] == "config.reload"]
     assert outcomes == ["applied", "invalid", "refused", "applied"]
+
+
+def test_requests_during_a_reload_end_in_one_more_reload_of_the_latest_file(tmp_path: Path) -> None:
+    file = tmp_path / "fabricd.yaml"
+    write(file, tmp_path)
+    recorder = Recorder()
+    agent = Agent(load_config(file), features=[recorder])
+
+    async def main() -> None:
+        running = asyncio.create_task(agent.run())
+        while recorder.passes < 1:
+            await asyncio.sleep(0.01)
+        write(file, tmp_path, ranges="10.210.0.0/16")
+        agent.reload.request()
+        write(file, tmp_path, ranges="10.211.0.0/16")
+        agent.reload.request()  # under way: coalesced into one more
+        agent.reload.request()
+        await agent.reload.wait()
+        agent.stopping.set()
+        assert await running == 0
+
+    asyncio.run(main())
+    applied = [str(c.routes.allowed_ranges[0]) for c, _ in recorder.reconfigured]
+    # Requests made before a reload reads the file are served by it; one made while it runs gets
+    # one more after it. Either way the last file is the one applied, and nothing is applied twice.
+    assert applied in (["10.211.0.0/16"], ["10.210.0.0/16", "10.211.0.0/16"])
+    assert agent.reload.last is not None and agent.reload.last.outcome in ("applied", "unchanged")
+    events = [d["outcome"] for d in agent.decisions.recent() if d["event"] == "config.reload"]
+    assert events in (["applied"], ["applied", "unchanged"], ["applied", "applied"])
