@@ -161,8 +161,9 @@ class ExaBGPSpeaker:
         self._sent: dict[IPAddress, dict[IPNetwork, Route]] = {a: {} for a in self._addresses}
         self._acked: dict[IPAddress, dict[IPNetwork, Route]] = {a: {} for a in self._addresses}
         self._inflight: deque[cmd.Command] = deque()
-        # Peers added by a reload: their routes wait until ExaBGP reports their session, which
-        # proves it read the new config (a command for a neighbor it does not know yet fails).
+        # Peers a reload added or changed: their routes wait until ExaBGP reports their session
+        # established, which proves it runs the new config (a command for a neighbor it does not
+        # know yet fails; one sent to a changed peer's old session may be lost with it).
         self._awaiting: set[IPAddress] = set()
         # Peers a reload started or ended that ExaBGP has said nothing about since, and the task
         # that signals it again meanwhile.
@@ -525,6 +526,7 @@ class ExaBGPSpeaker:
 def _write_private(path: Path, text: str) -> None:
     """Replace the file whole (ExaBGP may read it at any time), readable by root only."""
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.chmod(0o600)
+    tmp.unlink(missing_ok=True)
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+        out.write(text)
     os.replace(tmp, path)
