@@ -297,3 +297,34 @@ def test_static_overlay_peers_follow_a_reload(lab: Lab, config_file: Path, insta
     eventually(lambda: flood(h1) == {"10.99.2.12"}, 10, "h3 out of the kernel's flood list")
     v4_after = session(r1, H1_V4)
     assert (v4_after["established"], v4_after["dropped"]) == (v4_before["established"], v4_before["dropped"])
+
+
+BURST = [f"10.201.{128 + i // 256}.{i % 256}/32" for i in range(4000)]
+
+
+def test_a_reload_during_a_burst_of_announcements_still_takes_effect(lab: Lab, config_file: Path) -> None:
+    """ExaBGP 5.0.15 drops a SIGUSR1 while it still has updates queued; fabricd signals again."""
+    h1, r1 = lab.node("h1"), lab.node("r1")
+    ranges = ("10.201.0.0/16", "10.202.0.0/16", "fd00:201::/32")
+    seen = reload(lab, h1, config_text(v6_peer=False, ranges=ranges))  # the IPv4 peer only
+    assert seen["config"]["last_reload"]["ok"]
+    eventually(lambda: session(r1, H1_V6)["state"] == "absent", 15, "no IPv6 session")
+    log_file = Path(h1.log_file("fabricd"))
+    retries_before = log_file.read_text().count("signalling it again")
+    h1.run(["lxc", "launch", "busybox", "trl-burst"], timeout=120)
+    try:
+        h1.run(["lxc", "config", "set", "trl-burst", "user.fabric.routes", ",".join(BURST)])
+        wait_for(r1.netns_name, BURST[0], {H1_V4}, timeout=30)  # ExaBGP is sending the burst now
+        started = time.monotonic()
+        Path(lab.state_dir / "trl-h1-fabricd.yaml").write_text(config_text(v6_peer=True, ranges=ranges))
+        os.kill(agent_pid(lab, "h1"), signal.SIGHUP)
+        eventually(lambda: session(r1, H1_V6)["state"] == "Established", 40, "the IPv6 session")
+        took = time.monotonic() - started
+        wait_for(r1.netns_name, BURST[-1], {H1_V4}, timeout=30)
+        retries = log_file.read_text().count("signalling it again") - retries_before
+        print(
+            f"\nreload in a 4000-route burst: IPv6 session up after {took:.2f}s, {retries} repeated SIGUSR1"
+        )
+        assert status(h1)["config"]["last_reload"]["outcome"] == "applied"
+    finally:
+        h1.run(["lxc", "delete", "--force", "trl-burst"], check=False, timeout=60)
