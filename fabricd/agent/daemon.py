@@ -21,6 +21,7 @@ from fabricd.agent.decisions import DecisionLog
 from fabricd.agent.feature import CommandHandler, Feature
 from fabricd.agent.loop import ReconcileLoop
 from fabricd.agent.publisher import StatusPublisher
+from fabricd.agent.reload import ConfigReload
 from fabricd.agent.sd_notify import notify
 from fabricd.agent.status import HostStatus
 from fabricd.agent.watchdog import STUCK_AFTER, Watchdog, watchdog_period
@@ -46,7 +47,7 @@ class Agent:
     ) -> None:
         """`features` and the `decisions` they record to replace the composed ones (benchmarks);
         `stuck_after`: how long a pass may run before the watchdog stops pinging systemd."""
-        self.config = config
+        self.config = config  # as started; the running config after a reload is self.reload.config
         self.host = HostStatus(
             name=config.host.name,
             underlay_address=str(config.host.underlay_address),
@@ -66,7 +67,8 @@ class Agent:
             interval=config.reconcile.interval,
             after_pass=self._pass_done,
         )
-        self.publisher = StatusPublisher(self.host, self.features, self.loop, self.decisions)
+        self.reload = ConfigReload(config, self.features, self.loop, self.decisions, self.trigger)
+        self.publisher = StatusPublisher(self.host, [*self.features, self.reload], self.loop, self.decisions)
         self.commands: dict[str, CommandHandler] = {
             "status": _status,
             "events": lambda status, args: {"events": list(self.publisher.current.events)},
@@ -114,6 +116,7 @@ class Agent:
         event_loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             event_loop.add_signal_handler(signum, self._on_signal, signum)
+        event_loop.add_signal_handler(signal.SIGHUP, self._on_reload)
         try:
             await self.control.start()
         except (ControlSocketInUse, OSError, KeyError) as exc:
@@ -142,6 +145,7 @@ class Agent:
             for feature, result in zip(self.features, results, strict=True):
                 if isinstance(result, BaseException):
                     log.error("feature stop failed", feature=feature.name, reason=repr(result))
+            await self.reload.stop()
             await self._end(background)
             await self.publisher.close()
             await self.control.close()
@@ -157,6 +161,10 @@ class Agent:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _on_reload(self) -> None:
+        log.info("reload requested", signal="SIGHUP")
+        self.reload.request()
 
     def _on_signal(self, signum: int) -> None:
         log.info("stop requested", signal=signal.Signals(signum).name)

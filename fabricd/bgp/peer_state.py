@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
 from ipaddress import ip_address
 from typing import Literal
@@ -127,12 +127,27 @@ class PeerTable:
         self._peers[change.peer] = new
         return new
 
+    def reconfigure(self, peers: Iterable[PeerConfig], restarted: Collection[IPAddress]) -> None:
+        """The peers after a config reload: a peer kept as it was keeps its state and uptime;
+        a new or changed one starts idle (its session starts over)."""
+        now, old = self._now(), self._peers
+        self._peers = {
+            p.address: old[p.address]
+            if p.address in old and p.address not in restarted
+            else PeerStatus(p.name, p.address, p.asn, since=now)
+            for p in peers
+        }
+
     def all_down(self, reason: str) -> None:
         """ExaBGP is gone: every session with it is gone too."""
         now = self._now()
         for address, status in self._peers.items():
             since = status.since if status.state == "idle" else now
             self._peers[address] = replace(status, state="idle", since=since, last_error=reason)
+
+    def state(self, address: IPAddress) -> SessionState | None:
+        status = self._peers.get(address)
+        return None if status is None else status.state
 
     def established(self, address: IPAddress) -> bool:
         status = self._peers.get(address)

@@ -58,6 +58,18 @@ def render_events(events: Sequence[dict[str, Any]]) -> str:
     return table(("TIME", "EVENT", "DECISION"), rows)
 
 
+def render_config(config: dict[str, Any] | None) -> list[str]:
+    if not config:
+        return []
+    last = config.get("last_reload")
+    if not last:
+        return [f"config: {config.get('file')} (no reload since start)"]
+    at = time.strftime("%H:%M:%S", time.localtime(float(last.get("at") or 0)))
+    verdict = "ok" if last.get("ok") else "NOT APPLIED"
+    outcome = f"{last.get('outcome')} ({verdict}): {last.get('reason')}"
+    return [f"config: {config.get('file')}, last reload at {at}: {outcome}"]
+
+
 def render_status(status: dict[str, Any]) -> str:
     host = status.get("host", {})
     recon = status.get("reconcile", {})
@@ -68,6 +80,7 @@ def render_status(status: dict[str, Any]) -> str:
         f"reconcile: {recon.get('passes', 0)} passes, last took "
         f"{_ms(recon.get('last_pass_seconds'))}"
         + (f", last error: {recon['last_error']}" if recon.get("last_error") else ""),
+        *render_config(status.get("config")),
         "",
     ]
     peers = status.get("bgp_peers", [])

@@ -21,6 +21,7 @@ from fabricd.bgp.paths import SESSION_PATHS, SessionPathObserver
 from fabricd.bgp.peer_state import PeerStatus
 from fabricd.bgp.speaker import ExaBGPSpeaker, SpeakerView
 from fabricd.config.model import FabricConfig
+from fabricd.config.reload import ConfigChange
 from fabricd.lxd.observer import LXD
 from fabricd.routes.incremental import IncrementalPlanner
 from fabricd.routes.merge import merge_route_plans, route_decisions
@@ -59,7 +60,7 @@ class RouteAnnouncing:
 
     def __init__(self, speaker: ExaBGPSpeaker | None, max_prefixes: int, decisions: DecisionLog) -> None:
         self._speaker = speaker
-        self._max_prefixes = max_prefixes
+        self.max_prefixes = max_prefixes
         self._decisions = decisions
         self.plan = RoutePlan()
 
@@ -68,7 +69,7 @@ class RouteAnnouncing:
         plan = (
             plans[0]
             if len(plans) == 1
-            else await asyncio.to_thread(merge_route_plans, plans, self._max_prefixes)
+            else await asyncio.to_thread(merge_route_plans, plans, self.max_prefixes)
         )
         old, self.plan = self.plan, plan
         if self._speaker is not None:
@@ -124,6 +125,15 @@ class RouteFeature(Feature):
 
     def dead(self) -> str | None:
         return self.speaker.dead() if self.speaker is not None else None
+
+    async def reconfigure(self, config: FabricConfig, change: ConfigChange) -> None:
+        # The speaker first: it is the one part that does I/O and can fail.
+        if self.speaker is not None and config.bgp is not None and change.bgp_peers.any:
+            await self.speaker.reconfigure(config.bgp, change.bgp_peers)
+        if self.paths is not None and config.bgp is not None:
+            self.paths.reconfigure(config.bgp.peers)
+        self.planner.reconfigure(config)
+        self.announcing.max_prefixes = config.routes.max_prefixes
 
     async def stop(self) -> None:
         if self.speaker is not None:
