@@ -19,10 +19,11 @@ from fabricd.agent.compose import build_features
 from fabricd.agent.control import ControlServer, ControlSocketInUse
 from fabricd.agent.decisions import DecisionLog
 from fabricd.agent.feature import CommandHandler, Feature
+from fabricd.agent.health import Verdict, verdict
 from fabricd.agent.loop import ReconcileLoop
 from fabricd.agent.publisher import StatusPublisher
 from fabricd.agent.sd_notify import notify
-from fabricd.agent.status import HostStatus
+from fabricd.agent.status import HostStatus, StatusSnapshot
 from fabricd.agent.watchdog import STUCK_AFTER, Watchdog, watchdog_period
 from fabricd.config import FabricConfig
 from fabricd.log import get_logger
@@ -33,6 +34,14 @@ BACKGROUND_STOP_WAIT = 5.0
 
 def _status(status: Mapping[str, Any], args: Mapping[str, Any]) -> Mapping[str, Any]:
     return status
+
+
+def _sections(status: Mapping[str, Any], args: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Only the named top-level keys of the status (fabricctl's narrower views), never the rest."""
+    keys = args.get("keys")
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise ValueError("sections needs args.keys, a list of status keys")
+    return {key: status[key] for key in keys if key in status}
 
 
 class Agent:
@@ -67,8 +76,11 @@ class Agent:
             after_pass=self._pass_done,
         )
         self.publisher = StatusPublisher(self.host, self.features, self.loop, self.decisions)
+        self._verdict: tuple[StatusSnapshot, Verdict] | None = None
         self.commands: dict[str, CommandHandler] = {
             "status": _status,
+            "sections": _sections,
+            "health": lambda status, args: self.health().as_dict(),
             "events": lambda status, args: {"events": list(self.publisher.current.events)},
         }
         for feature in self.features:
@@ -82,6 +94,7 @@ class Agent:
             config.control.group,
             self.handle_request,
             self.commands,
+            lambda: self.health().as_dict(),
         )
         self.stopping = asyncio.Event()
         self._stuck_after = stuck_after
@@ -99,11 +112,18 @@ class Agent:
 
     def health_line(self) -> str:
         """One line for systemd's STATUS=: the last status snapshot's verdict."""
+        found = self.health()
+        if found.reasons:
+            return f"degraded: {len(found.reasons)} problem(s); {found.reasons[0]}"[:200]
+        return f"healthy: {self.publisher.current.reconcile.passes} reconcile passes"
+
+    def health(self) -> Verdict:
+        """The verdict on the last status snapshot, worked out once per snapshot."""
         snapshot = self.publisher.current
-        problems = snapshot.problems
-        if problems:
-            return f"degraded: {len(problems)} problem(s); {problems[0]}"[:200]
-        return f"healthy: {snapshot.reconcile.passes} reconcile passes"
+        cached = self._verdict
+        if cached is None or cached[0] is not snapshot:
+            cached = self._verdict = (snapshot, verdict(snapshot.as_dict(time.time())))
+        return cached[1]
 
     def handle_request(self, command: str, args: dict[str, Any]) -> Mapping[str, Any]:
         """Answered from the last snapshot: no I/O, nothing that can block the event loop."""

@@ -6,6 +6,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from fabricd.agent.health import Verdict, verdict
 from fabricd.cli.render_authority import render_authority
 from fabricd.cli.text import duration, table
 
@@ -49,30 +50,50 @@ def render_status(status: dict[str, Any]) -> str:
         + (f", last error: {recon['last_error']}" if recon.get("last_error") else ""),
         "",
     ]
-    peers = status.get("bgp_peers", [])
-    lines.append(
-        table(
-            ("BGP PEER", "ASN", "STATE", "UPTIME", "SENT"),
-            [
-                (
-                    p.get("address"),
-                    p.get("asn"),
-                    p.get("state"),
-                    duration(p.get("uptime_seconds")),
-                    p.get("prefixes_sent"),
-                )
-                for p in peers
-            ],
-        )
-        if peers
-        else "BGP peers: none"
-    )
+    lines.append(render_bgp_peers(status.get("bgp_peers", [])))
     lines += ["", render_routes(status.get("routes", [])), ""]
     lines += render_overlay(status.get("overlay"), status.get("overlay_peers", []))
     lines += ["", *render_authority(status.get("authority"))]
-    problems = status.get("problems") or []
-    if problems:
-        lines += ["", "problems:"] + [f"  - {p}" for p in problems]
+    lines += ["", *render_health(verdict(status))]
+    return "\n".join(lines)
+
+
+def render_health(found: Verdict) -> list[str]:
+    """The verdict fabricctl exits with, and every reason for it."""
+    if not found.reasons:
+        return [f"health: {found.state} (exit {found.code})"]
+    return [f"health: {found.state} (exit {found.code}); problems:"] + [f"  - {r}" for r in found.reasons]
+
+
+def render_check(found: Verdict) -> str:
+    """One line in the shape monitoring plugins print: state, then the reasons."""
+    if not found.reasons:
+        return "FABRICD OK - healthy"
+    return f"FABRICD DEGRADED - {len(found.reasons)} problem(s): " + "; ".join(found.reasons)
+
+
+def render_bgp_peers(peers: Sequence[dict[str, Any]]) -> str:
+    if not peers:
+        return "BGP peers: none"
+    rows = [
+        (
+            p.get("name"),
+            p.get("address"),
+            p.get("asn"),
+            p.get("state"),
+            duration(p.get("uptime_seconds")),
+            p.get("prefixes_sent"),
+            p.get("flaps"),
+            p.get("last_error"),
+        )
+        for p in peers
+    ]
+    return table(("BGP PEER", "ADDRESS", "ASN", "STATE", "UPTIME", "SENT", "FLAPS", "LAST ERROR"), rows)
+
+
+def render_peers(reply: dict[str, Any]) -> str:
+    lines = [render_bgp_peers(reply.get("bgp_peers", [])), ""]
+    lines += render_overlay(reply.get("overlay"), reply.get("overlay_peers", []))
     return "\n".join(lines)
 
 
