@@ -21,6 +21,7 @@ from fabricd.agent.decisions import DecisionLog
 from fabricd.agent.feature import CommandHandler, Feature
 from fabricd.agent.health import Verdict, verdict
 from fabricd.agent.loop import ReconcileLoop
+from fabricd.agent.metrics import MetricsServer, SnapshotCollector, start_metrics
 from fabricd.agent.publisher import StatusPublisher
 from fabricd.agent.sd_notify import notify
 from fabricd.agent.status import HostStatus, StatusSnapshot
@@ -96,6 +97,7 @@ class Agent:
             self.commands,
             lambda: self.health().as_dict(),
         )
+        self.metrics: MetricsServer | None = None
         self.stopping = asyncio.Event()
         self._stuck_after = stuck_after
 
@@ -139,6 +141,9 @@ class Agent:
         except (ControlSocketInUse, OSError, KeyError) as exc:
             log.error("cannot open control socket", path=str(self.config.control.socket), reason=str(exc))
             return 1
+        if not await self._start_metrics():
+            await self.control.close()
+            return 1
         log.info("fabricd started", host=self.host.name, version=__version__, config=str(self.config.source))
         background = [
             asyncio.ensure_future(work)
@@ -165,8 +170,23 @@ class Agent:
             await self._end(background)
             await self.publisher.close()
             await self.control.close()
+            if self.metrics is not None:
+                await asyncio.to_thread(self.metrics.close)
             log.info("fabricd stopped", host=self.host.name)
         return 0
+
+    async def _start_metrics(self) -> bool:
+        """Serve metrics.listen, if set; False (and a logged reason) when it cannot be bound."""
+        address = self.config.metrics.listen_address()
+        if address is None:
+            return True
+        collector = SnapshotCollector(lambda: self.publisher.current, self.health)
+        try:
+            self.metrics = await asyncio.to_thread(start_metrics, *address, collector)
+        except OSError as exc:
+            log.error("cannot open the metrics endpoint", listen=self.config.metrics.listen, reason=str(exc))
+            return False
+        return True
 
     @staticmethod
     async def _end(tasks: Sequence[asyncio.Future[None]]) -> None:
