@@ -54,7 +54,10 @@ def status(node: NodeRuntime) -> dict[str, Any]:
 
 
 def scrape(lab: Lab, url: str) -> Samples:
+    asked = time.monotonic()
     out = lab.node("r1").run([sys.executable, "-c", SCRAPE, url], timeout=30)
+    took = time.monotonic() - asked
+    print(f"\nscraped {url}: {len(out.stdout)} bytes in {took:.2f} s (python start included)")
     samples: Samples = {}
     for family in text_string_to_metric_families(out.stdout):
         for sample in family.samples:
@@ -161,8 +164,10 @@ def test_a_bgp_peer_shut_down_on_r1_degrades_then_recovers(lab: Lab) -> None:
     flaps = {p["name"]: p["flaps"] for p in status(h1)["bgp_peers"]}
     bgp = ["vtysh", "-c", "configure terminal", "-c", "router bgp 65000"]
     r1.run([*bgp, "-c", "neighbor HOSTS shutdown"])  # the IPv4 sessions only
+    shut = time.monotonic()
     try:
         line = wait_check(h1, 3, timeout=30)
+        print(f"\nr1 shut the IPv4 session: fabricctl check exits 3 after {time.monotonic() - shut:.1f} s")
         assert "bgp peer r1 (10.99.1.1) is" in line and "r1-v6" not in line
         samples = scrape(lab, H1_METRICS)
         peers = {p["name"]: p for p in status(h1)["bgp_peers"]}
@@ -172,7 +177,9 @@ def test_a_bgp_peer_shut_down_on_r1_degrades_then_recovers(lab: Lab) -> None:
         assert ctl(h1, "peers")[0] == 3
     finally:
         r1.run([*bgp, "-c", "no neighbor HOSTS shutdown"])
+    opened = time.monotonic()
     wait_check(h1, 0, timeout=60)
+    print(f"session allowed again: fabricctl check exits 0 after {time.monotonic() - opened:.1f} s")
     peers = {p["name"]: p for p in status(h1)["bgp_peers"]}
     assert peers["r1"]["flaps"] == flaps["r1"] + 1 and peers["r1-v6"]["flaps"] == flaps["r1-v6"]
     samples = scrape(lab, H1_METRICS)
