@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import json
+import re
+from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -127,3 +130,14 @@ def test_any_reason_maps_into_the_fixed_set(state: str, reason: str) -> None:
         "invalid",
     }
     assert reason_class(state, reason) in labels
+
+
+def test_the_grafana_dashboard_reads_only_metrics_the_agent_exports() -> None:
+    repo = Path(__file__).parents[2]
+    dashboard = json.loads((repo / "docs" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {re.sub(r"_(bucket|count|sum)$", "", m) for e in exprs for m in re.findall(r"fabricd_\w+", e)}
+    source = "".join(p.read_text() for p in (repo / "fabricd").rglob("*.py"))
+    exported = set(re.findall(r'"(fabricd_\w+)"', source))
+    assert used and used <= exported, used - exported
+    assert {"fabricd_health_status", "fabricd_bgp_session_state", "fabricd_routes"} <= used
