@@ -13,6 +13,7 @@ APT_PACKAGES=(
   dnsmasq-base                       # DHCP/DNS authority (binary only, no system service)
   iproute2 iputils-ping iperf3 tcpdump util-linux openssl
   python3-venv
+  systemd                            # systemd-analyze: the tests verify systemd/fabricd.service
 )
 
 missing=()

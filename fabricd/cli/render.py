@@ -69,7 +69,8 @@ def render_check(found: Verdict) -> str:
     """One line in the shape monitoring plugins print: state, then the reasons."""
     if not found.reasons:
         return "FABRICD OK - healthy"
-    return f"FABRICD DEGRADED - {len(found.reasons)} problem(s): " + "; ".join(found.reasons)
+    reasons = "; ".join(" ".join(reason.split()) for reason in found.reasons)  # one line, always
+    return f"FABRICD DEGRADED - {len(found.reasons)} problem(s): {reasons}"
 
 
 def render_bgp_peers(peers: Sequence[dict[str, Any]]) -> str:

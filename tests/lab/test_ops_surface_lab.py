@@ -8,6 +8,7 @@ stopped → exit 1. Metrics are scraped from r1's namespace (lab addresses only:
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from fabric_lab.fib import wait_for
 from fabric_lab.node import NodeRuntime
 from fabric_lab.runner import Lab
 from tests.lab.conftest import REPO, fresh_lab, start_agent, stop_agent
@@ -184,6 +186,45 @@ def test_a_bgp_peer_shut_down_on_r1_degrades_then_recovers(lab: Lab) -> None:
     assert peers["r1"]["flaps"] == flaps["r1"] + 1 and peers["r1-v6"]["flaps"] == flaps["r1-v6"]
     samples = scrape(lab, H1_METRICS)
     assert samples["fabricd_bgp_session_flaps_total"][peer_labels(peers["r1"])] == flaps["r1"] + 1
+
+
+def unit_capabilities() -> list[str]:
+    """The capabilities systemd/fabricd.service leaves fabricd, as setpriv names them."""
+    text = (REPO / "systemd" / "fabricd.service").read_text()
+    (line,) = re.findall(r"^CapabilityBoundingSet=(.*)$", text, re.MULTILINE)
+    return [cap.removeprefix("CAP_").lower() for cap in line.split()]
+
+
+def test_agent_does_its_work_with_only_the_units_capabilities(lab: Lab) -> None:
+    """fabricd restarted as the unit runs it (root, bounding set, no_new_privs): sessions, overlay,
+    nftables and a route to r1 all still work. (The unit's other limits need systemd itself.)"""
+    h1 = lab.node("h1")
+    caps = unit_capabilities()
+    restricted = ["setpriv", f"--bounding-set=-all,{','.join('+' + c for c in caps)}", "--inh-caps=-all"]
+    restricted += ["--no-new-privs", "--"]
+    config = next(n.agent_config for n in lab.topology.nodes if n.name == "h1")
+    stop_agent(lab, "h1")
+    state = lab.state()
+    pid = h1.spawn([*restricted, "fabricd", "run", "--config", str(config)], "fabricd")
+    state.nodes["h1"].agent_pid = pid
+    state.save()
+    assert wait_check(h1, 0, timeout=60) == "FABRICD OK - healthy\n"
+    proc = Path(f"/proc/{pid}/status").read_text()
+    assert "fabricd" in Path(f"/proc/{pid}/cmdline").read_text()
+    fields = dict(line.split(":\t", 1) for line in proc.splitlines() if ":\t" in line)
+    effective, bounding = int(fields["CapEff"], 16), int(fields["CapBnd"], 16)
+    assert effective == bounding and bin(bounding).count("1") == len(caps)
+    assert fields["NoNewPrivs"].strip() == "1"
+    overlay = status(h1)["overlay"]
+    assert overlay["state"] == "up" and not (overlay.get("firewall") or {}).get("error")
+    h1.run(["lxc", "init", "busybox", INSTANCE])
+    h1.run(["lxc", "config", "device", "override", INSTANCE, "eth0", "ipv4.routes.external=10.201.8.0/24"])
+    h1.run(["lxc", "start", INSTANCE])
+    try:
+        wait_for(lab.node("r1").netns_name, "10.201.8.0/24", {"10.99.1.11"}, timeout=30)
+    finally:
+        h1.run(["lxc", "delete", "--force", INSTANCE], check=False, timeout=60)
+    wait_for(lab.node("r1").netns_name, "10.201.8.0/24", None, timeout=30)
 
 
 def test_stopped_agent_exits_1_and_metrics_go_away(lab: Lab) -> None:

@@ -146,6 +146,17 @@ def test_problem_or_refused_route_exits_3_and_check_names_them(tmp_path: Path) -
     assert asked[:2] == ["health", "health"]  # check asks for the verdict only, no route table
 
 
+def test_check_stays_one_line_when_a_reason_has_several(tmp_path: Path) -> None:
+    reply = status(PEERS_UP, ("overlay apply failed: nft: Operation not permitted\nnetlink: Error",))
+    with fake_agent(tmp_path, reply) as agent:
+        out = ctl(agent.path, "check")
+    assert out.returncode == 3
+    expected = (
+        "FABRICD DEGRADED - 1 problem(s): overlay apply failed: nft: Operation not permitted netlink: Error\n"
+    )
+    assert out.stdout == expected
+
+
 def test_check_healthy_line(tmp_path: Path) -> None:
     with fake_agent(tmp_path, status(PEERS_UP)) as agent:
         out = ctl(agent.path, "check")
