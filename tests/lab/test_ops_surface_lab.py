@@ -8,7 +8,6 @@ stopped → exit 1. Metrics are scraped from r1's namespace (lab addresses only:
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +21,7 @@ from fabric_lab.fib import wait_for
 from fabric_lab.node import NodeRuntime
 from fabric_lab.runner import Lab
 from tests.lab.conftest import REPO, fresh_lab, start_agent, stop_agent
+from tests.lab.unit_sandbox import capabilities_of, restart_as_the_unit, unit_capabilities
 
 pytestmark = pytest.mark.lab
 
@@ -188,33 +188,16 @@ def test_a_bgp_peer_shut_down_on_r1_degrades_then_recovers(lab: Lab) -> None:
     assert samples["fabricd_bgp_session_flaps_total"][peer_labels(peers["r1"])] == flaps["r1"] + 1
 
 
-def unit_capabilities() -> list[str]:
-    """The capabilities systemd/fabricd.service leaves fabricd, as setpriv names them."""
-    text = (REPO / "systemd" / "fabricd.service").read_text()
-    (line,) = re.findall(r"^CapabilityBoundingSet=(.*)$", text, re.MULTILINE)
-    return [cap.removeprefix("CAP_").lower() for cap in line.split()]
-
-
 def test_agent_does_its_work_with_only_the_units_capabilities(lab: Lab) -> None:
     """fabricd restarted as the unit runs it (root, bounding set, no_new_privs): sessions, overlay,
     nftables and a route to r1 all still work. (The unit's other limits need systemd itself.)"""
     h1 = lab.node("h1")
-    caps = unit_capabilities()
-    restricted = ["setpriv", f"--bounding-set=-all,{','.join('+' + c for c in caps)}", "--inh-caps=-all"]
-    restricted += ["--no-new-privs", "--"]
-    config = next(n.agent_config for n in lab.topology.nodes if n.name == "h1")
-    stop_agent(lab, "h1")
-    state = lab.state()
-    pid = h1.spawn([*restricted, "fabricd", "run", "--config", str(config)], "fabricd")
-    state.nodes["h1"].agent_pid = pid
-    state.save()
+    pid = restart_as_the_unit(lab, "h1")
     assert wait_check(h1, 0, timeout=60) == "FABRICD OK - healthy\n"
-    proc = Path(f"/proc/{pid}/status").read_text()
     assert "fabricd" in Path(f"/proc/{pid}/cmdline").read_text()
-    fields = dict(line.split(":\t", 1) for line in proc.splitlines() if ":\t" in line)
-    effective, bounding = int(fields["CapEff"], 16), int(fields["CapBnd"], 16)
-    assert effective == bounding and bin(bounding).count("1") == len(caps)
-    assert fields["NoNewPrivs"].strip() == "1"
+    found = capabilities_of(pid)
+    assert found["CapEff"] == found["CapBnd"] and bin(found["CapBnd"]).count("1") == len(unit_capabilities())
+    assert found["NoNewPrivs"] == 1
     overlay = status(h1)["overlay"]
     assert overlay["state"] == "up" and not (overlay.get("firewall") or {}).get("error")
     h1.run(["lxc", "init", "busybox", INSTANCE])
