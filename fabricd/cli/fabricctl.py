@@ -94,19 +94,20 @@ def resolve_socket(args: argparse.Namespace) -> Path:
 
 
 def permission_hint(path: Path) -> str:
-    """Who may use the socket: its group (or its directory's, when the socket cannot be seen)."""
-    for candidate in (path, path.parent):
-        try:
-            gid = candidate.stat().st_gid
-        except OSError:
-            continue
-        try:
-            group = grp.getgrgid(gid).gr_name
-        except KeyError:
-            group = str(gid)
-        if group != "root":
-            return f"run as root or as a member of group {group}"
-    return "run as root, or set control.group in fabricd.yaml and join that group"
+    """Who may use the socket: its group, or why the caller cannot even reach it."""
+    try:
+        gid = path.stat().st_gid
+    except PermissionError:
+        return f"run as root ({path.parent} is closed to this user)"
+    except OSError:
+        return "run as root"
+    try:
+        group = grp.getgrgid(gid).gr_name
+    except KeyError:
+        group = str(gid)
+    if group == "root":
+        return "run as root, or set control.group in fabricd.yaml and join that group"
+    return f"run as root or as a member of group {group}"
 
 
 def request(path: Path, command: str, timeout: float) -> dict[str, Any]:

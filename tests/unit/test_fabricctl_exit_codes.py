@@ -258,6 +258,24 @@ def test_permission_denied_is_one_line_naming_the_group() -> None:
     assert err == f"fabricctl: permission denied on {agent.path}: {hint}\n"
 
 
+def test_permission_denied_on_a_closed_directory_says_so() -> None:
+    directory = Path(tempfile.mkdtemp(prefix="fabricctl-perm-"))
+    try:
+        with fake_agent(directory, status(PEERS_UP)) as agent:
+            # As systemd makes /run/fabricd: root:root 0750, so nobody cannot get in. Not root:
+            # a directory of our own that we cannot enter either.
+            directory.chmod(0o750 if os.geteuid() == 0 else 0o000)
+            code, err = _as_nobody(agent.path)
+    finally:
+        directory.chmod(0o700)
+        for item in directory.iterdir():
+            item.unlink()
+        directory.rmdir()
+    assert code == 1
+    hint = f"run as root ({directory} is closed to this user)"
+    assert err == f"fabricctl: permission denied on {agent.path}: {hint}\n"
+
+
 def test_unreachable_agent_exits_1(tmp_path: Path) -> None:
     out = ctl(tmp_path / "nothing.sock", "check")
     assert out.returncode == 1 and out.stdout == "" and "no control socket at" in out.stderr
