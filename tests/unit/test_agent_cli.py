@@ -294,3 +294,19 @@ def test_check_config_warns_about_settings_that_have_no_effect_yet(tmp_path: Pat
         [PY, "-m", "fabricd.cli.agent_main", "check-config", str(plain)], capture_output=True, text=True
     )
     assert out.returncode == 0 and "warning" not in out.stderr
+
+
+def test_a_metrics_address_that_cannot_be_bound_stops_the_start(tmp_path: Path) -> None:
+    sock = tmp_path / "run" / "fabricd.sock"
+    config = write_config(tmp_path, sock)
+    # 192.0.2.1 (TEST-NET-1) is on no interface here: bind fails at once, and nothing is sent.
+    config.write_text(config.read_text() + "metrics:\n  listen: 192.0.2.1:9464\n")
+    result = subprocess.run(
+        [PY, "-m", "fabricd.cli.agent_main", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert "cannot open the metrics endpoint" in result.stderr and "192.0.2.1:9464" in result.stderr
+    assert not sock.exists()  # the control socket it had opened is gone again
