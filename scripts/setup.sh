@@ -14,6 +14,7 @@ APT_PACKAGES=(
   keepalived                         # bench.authority's same-run failover baseline (VRRP + dnsmasq)
   iproute2 iputils-ping iperf3 tcpdump util-linux openssl
   python3-venv
+  systemd                            # systemd-analyze: the tests verify systemd/fabricd.service
 )
 
 missing=()

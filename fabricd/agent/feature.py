@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from fabricd.agent.loop import Applier, Observer, Planner
-from fabricd.agent.status import Metric
+from fabricd.agent.status import Sample
 
 if TYPE_CHECKING:
     from fabricd.config.model import FabricConfig
@@ -27,7 +27,7 @@ class FeatureStatus:
 
     sections: Mapping[str, Any] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
-    metrics: tuple[Metric, ...] = ()
+    metrics: tuple[Sample, ...] = ()
 
 
 # A control command answered from the last status snapshot (a plain dict), never by doing I/O.

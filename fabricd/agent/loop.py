@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
+from fabricd.agent.histogram import Histogram
 from fabricd.agent.status import ReconcileStats, StepHealth
 from fabricd.log import get_logger
 
@@ -139,6 +140,7 @@ class ReconcileLoop:
         self._pass_lock = asyncio.Lock()  # held for each pass; `paused` waits for it
         self._steps: dict[int, _StepState] = {}
         self.stats = ReconcileStats()
+        self.pass_seconds = Histogram()  # replaced whole after each pass; read by the metrics endpoint
         # Monotonic times for the watchdog: when the running pass began (None between passes), and
         # when the loop last began or ended one.
         self.pass_started_at: float | None = None
@@ -250,6 +252,7 @@ class ReconcileLoop:
                 self.pass_started_at = None
             took = time.monotonic() - started
             self.progress_at = time.monotonic()
+            self.pass_seconds = self.pass_seconds.observe(took)
             failing = self.health()
             self.stats = ReconcileStats(
                 passes=self.stats.passes + 1,

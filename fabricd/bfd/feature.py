@@ -26,7 +26,8 @@ from fabricd.agent.status import Metric
 from fabricd.bfd.bird import BirdBFD
 from fabricd.bfd.bird_config import render_bird_config
 from fabricd.bfd.sessions import BFD_SESSIONS, BFDObservation, session_problems, session_rows
-from fabricd.config.model import BGPConfig, HostConfig, IPAddress
+from fabricd.config.model import BGPConfig, FabricConfig, HostConfig, IPAddress
+from fabricd.config.reload import ConfigChange
 from fabricd.log import get_logger
 
 log = get_logger("fabricd.bfd")
@@ -99,6 +100,12 @@ class BFDFeature(Feature):
 
     async def stop(self) -> None:
         await self.bird.stop()
+
+    async def reconfigure(self, config: FabricConfig, change: ConfigChange) -> None:
+        # A peer's BFD settings, or a peer added or removed: the next pass writes BIRD's new file
+        # and the applier hands it to the running BIRD (`birdc configure`), nothing else restarts.
+        if config.bgp is not None:
+            self.bgp = self.planning._bgp = config.bgp
 
     def dead(self) -> str | None:
         return self.bird.dead()

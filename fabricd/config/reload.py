@@ -88,6 +88,10 @@ def peer_changes(old: BGPConfig | None, new: BGPConfig | None) -> PeerChanges:
     )
 
 
+def _runs_bfd(config: FabricConfig) -> bool:
+    return config.bgp is not None and bool(config.bgp.bfd_peers)
+
+
 def config_change(old: FabricConfig, new: FabricConfig) -> ConfigChange:
     """What differs between the running config and a new one, and what stands in the way of
     applying it live. The old config is never judged: it is already running."""
@@ -98,6 +102,9 @@ def config_change(old: FabricConfig, new: FabricConfig) -> ConfigChange:
     ):
         # lxd-cluster peers come from a poller that only runs when the agent starts with it.
         refused.append("changing overlay.peers between a list and lxd-cluster needs a restart")
+    if _runs_bfd(old) != _runs_bfd(new):
+        # The BFD daemon is part of the agent only when it starts with a peer that uses BFD.
+        refused.append("turning BFD on or off for every BGP peer needs a restart")
     peers = peer_changes(old.bgp, new.bgp)
     if new.bgp is not None and peers.any and not refused:
         try:  # a new peer the host has no source address for, say

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -175,6 +176,8 @@ class OverlayFeature(Feature):
         section = overlay_section(self.config, applied, underlay, firewall)
         problems = overlay_problems(applied, underlay, self.config.overlay.mtu is not None)
         plan = applied.plan
+        rows = overlay_peer_rows(plan)
+        by_state = Counter(str(row["state"]) for row in rows)
         metrics = (
             Metric(
                 "fabricd_overlay_peers_flooded",
@@ -182,9 +185,13 @@ class OverlayFeature(Feature):
                 help="peers in the flood list",
             ),
             Metric("fabricd_overlay_fdb_entries", applied.owned, help="FDB entries fabricd installed"),
+            *(
+                Metric("fabricd_overlay_peers", count, (("state", state),), "overlay peers by state")
+                for state, count in sorted(by_state.items())
+            ),
         )
         return FeatureStatus(
-            sections={"overlay": section, "overlay_peers": overlay_peer_rows(plan)},
+            sections={"overlay": section, "overlay_peers": rows},
             problems=tuple(problems),
             metrics=metrics,
         )

@@ -26,6 +26,7 @@ from fabricd.lxd.observer import LXD
 from fabricd.routes.incremental import IncrementalPlanner
 from fabricd.routes.merge import merge_route_plans, route_decisions
 from fabricd.routes.model import RoutePlan
+from fabricd.routes.reasons import reason_class
 from fabricd.routes.status import route_rows
 
 ROUTE_PLANS: Key[RoutePlan] = Key("routes")
@@ -104,8 +105,8 @@ class RouteFeature(Feature):
         self.observers = (self.paths,) if self.paths is not None else ()
         self.planners = (LXDRoutePlanning(self.planner, self.paths is not None),)
         self.appliers = (self.announcing,)
-        # (plan, speaker version, rows, rows by state): rebuilt only when either changed
-        self._rows: tuple[object, int, list[dict[str, Any]], Counter[str]] | None = None
+        # (plan, speaker version, rows, rows by state and reason): rebuilt only when either changed
+        self._rows: tuple[object, int, list[dict[str, Any]], Counter[tuple[str, str]]] | None = None
 
     def _peer_changed(self, status: PeerStatus, reason: str | None) -> None:
         why = f": {reason}" if reason else ""
@@ -151,29 +152,65 @@ class RouteFeature(Feature):
             self._rows = (plan, version, rows, counts)
         now = time.time()
         peers = () if self.speaker is None else self.speaker.peers()
+        metrics = _metrics(counts, peers)
+        if self.speaker is not None:
+            metrics += _exabgp_metrics(self.speaker.supervisor.starts)
         return FeatureStatus(
             sections={"bgp_peers": [p.as_dict(now) for p in peers], "routes": rows},
-            metrics=_metrics(counts, peers),
+            metrics=metrics,
         )
 
 
-def _rows(plan: RoutePlan, view: SpeakerView | None) -> tuple[list[dict[str, Any]], Counter[str]]:
+def _rows(plan: RoutePlan, view: SpeakerView | None) -> tuple[list[dict[str, Any]], Counter[tuple[str, str]]]:
     rows = route_rows(plan, view.per_peer() if view is not None else None)
-    return rows, Counter(str(row["state"]) for row in rows)
+    counts = Counter((str(row["state"]), reason_class(str(row["state"]), row["reason"])) for row in rows)
+    return rows, counts
 
 
-def _metrics(counts: Counter[str], peers: tuple[PeerStatus, ...]) -> tuple[Metric, ...]:
+def _metrics(counts: Counter[tuple[str, str]], peers: tuple[PeerStatus, ...]) -> tuple[Metric, ...]:
     metrics = [
-        Metric("fabricd_routes", count, (("state", state),), "routes by state")
-        for state, count in sorted(counts.items())
+        Metric("fabricd_routes", count, (("state", state), ("reason", reason)), "routes by state and reason")
+        for (state, reason), count in sorted(counts.items())
     ]
     for peer in peers:
-        metrics.append(
+        labels = (("peer", peer.name), ("address", str(peer.address)))
+        metrics += [
             Metric(
                 "fabricd_bgp_session_up",
                 1.0 if peer.state == "established" else 0.0,
-                (("peer", peer.name), ("address", str(peer.address))),
+                labels,
                 "1 while the BGP session is established",
-            )
-        )
+            ),
+            Metric(
+                "fabricd_bgp_session_state",
+                {"idle": 0.0, "connect": 1.0, "established": 2.0}[peer.state],
+                labels,
+                "the session's state: 0 idle, 1 connect (OPEN exchange), 2 established",
+            ),
+            Metric(
+                "fabricd_bgp_session_flaps_total",
+                peer.flaps,
+                labels,
+                "times the established session went down",
+                kind="counter",
+            ),
+            Metric(
+                "fabricd_bgp_prefixes_sent",
+                peer.prefixes_sent,
+                labels,
+                "routes ExaBGP acknowledged sending to the peer (0 while the session is down)",
+            ),
+        ]
     return tuple(metrics)
+
+
+def _exabgp_metrics(starts: int) -> tuple[Metric, ...]:
+    return (
+        Metric("fabricd_exabgp_starts_total", starts, help="ExaBGP processes started", kind="counter"),
+        Metric(
+            "fabricd_exabgp_restarts_total",
+            max(0, starts - 1),
+            help="ExaBGP restarts after it exited or hung",
+            kind="counter",
+        ),
+    )
