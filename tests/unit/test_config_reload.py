@@ -231,3 +231,17 @@ def test_taking_only_live_sections_from_another_config_is_live(
         assert {p.address for p in peers.removed} == before - after
         assert {p.address for p in (*peers.kept, *peers.changed)} == after & before
         assert set(peers.kept) <= set(old.bgp.peers if old.bgp else ())
+
+
+def test_bfd_for_a_peer_is_live_only_while_the_bfd_daemon_runs() -> None:
+    with_bfd = edited(R1, "    - {name: r1, address: 10.99.1.1, asn: 65000, bfd: true}")
+    on = config_change(load(BASE), with_bfd)
+    assert on.refused == ("turning BFD on or off for every BGP peer needs a restart",)
+    off = config_change(with_bfd, load(BASE))
+    assert off.refused == on.refused
+    both = BASE.replace(R1, R1 + "\n" + R1_V6)
+    one_more = config_change(
+        load(both.replace(R1, R1[:-1] + ", bfd: true}")),
+        load(both.replace(R1, R1[:-1] + ", bfd: true}").replace(R1_V6, R1_V6[:-1] + ", bfd: true}")),
+    )
+    assert one_more.live and [p.name for p in one_more.bgp_peers.changed] == ["r1-v6"]
