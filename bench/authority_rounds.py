@@ -45,7 +45,7 @@ from fabric_lab.dhcp_clients import (
     parse_dns_answer,
     parse_events,
 )
-from fabric_lab.node import LabError
+from fabric_lab.node import AGENT_ANSWERS, LabError
 from fabric_lab.runner import Lab, namespace_prefix
 from fabricd.authority.netns_io import in_netns
 
@@ -277,7 +277,7 @@ class AuthorityBench:
     def status(self, host: str) -> Json | None:
         with contextlib.suppress(LabError, ValueError):
             result = self.lab.node(host).run(["fabricctl", "status", "--json"], check=False, timeout=15)
-            if result.returncode == 0:
+            if result.returncode in AGENT_ANSWERS:
                 found: Json = json.loads(result.stdout)
                 return found
         return None

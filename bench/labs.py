@@ -16,7 +16,7 @@ from pathlib import Path
 from types import FrameType
 
 from fabric_lab import netns
-from fabric_lab.node import NodeRuntime
+from fabric_lab.node import AGENT_ANSWERS, NodeRuntime
 from fabric_lab.runner import Lab, namespace_prefix
 from fabric_lab.topology import load_topology
 
@@ -46,7 +46,7 @@ def wait_sessions(node: NodeRuntime, timeout: float = 60) -> float:
     peers: list[dict[str, object]] = []
     while time.monotonic() - started < timeout:
         result = node.run(["fabricctl", "status", "--json"], check=False, timeout=10)
-        if result.returncode == 0:
+        if result.returncode in AGENT_ANSWERS:
             peers = json.loads(result.stdout)["bgp_peers"]
             if peers and all(p["state"] == "established" for p in peers):
                 return time.monotonic() - started
@@ -87,7 +87,9 @@ def restart_agent(lab: Lab, host: str, timeout: float = 30) -> int:
     state.nodes[host].agent_pid = pid
     state.save()
     deadline = time.monotonic() + timeout
-    while node.run(["fabricctl", "status", "--json"], check=False, timeout=10).returncode != 0:
+    while (
+        node.run(["fabricctl", "status", "--json"], check=False, timeout=10).returncode not in AGENT_ANSWERS
+    ):
         if time.monotonic() > deadline or not netns.alive(pid):
             raise TimeoutError(f"{host}: fabricd did not come back; see {node.log_file('fabricd')}")
         time.sleep(0.1)

@@ -166,7 +166,7 @@ class Bench:
         return node.run(self.exec_argv(inst, argv), input_text="", timeout=timeout, check=check)
 
     def status(self, node: NodeRuntime) -> Json:
-        result: Json = json.loads(node.run(["fabricctl", "status", "--json"], timeout=15).stdout)
+        result: Json = json.loads(node.fabricctl("status", "--json", timeout=15).stdout)
         return result
 
     # set-up -------------------------------------------------------------------------------------

@@ -400,7 +400,7 @@ class ScaleRun:
         """A full status over the agent's control socket, answered from its status snapshot."""
         began = time.monotonic()
         socket = str(self.state / "fabricd.sock")
-        out = self.h1.run(["fabricctl", "--socket", socket, "status", "--json"], timeout=120).stdout
+        out = self.h1.fabricctl("--socket", socket, "status", "--json", timeout=120).stdout
         took = time.monotonic() - began
         status = json.loads(out)
         states: dict[str, int] = {}

@@ -17,6 +17,9 @@ from fabric_lab import netns
 # Processes inside a node never reach an image server or a proxy: LXD's start-up image lookup and any
 # HTTP client hit a closed local port instead of leaving the lab.
 CLOSED_PROXY = "http://127.0.0.1:9"
+# fabricctl's exit codes of an agent that answers: 0 healthy, 3 degraded (a session still coming up,
+# LXD away, a refused route...). 1 is an agent that did not answer.
+AGENT_ANSWERS = (0, 3)
 
 
 class LabError(Exception):
@@ -92,6 +95,16 @@ class NodeRuntime:
             detail = (result.stderr or result.stdout).strip().splitlines()[-3:]
             raise LabError(
                 f"node {self.name}: {' '.join(command)} exited {result.returncode}: {' | '.join(detail)}"
+            )
+        return result
+
+    def fabricctl(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Ask the node's fabricd; raises unless it answered, healthy or degraded."""
+        result = self.run(["fabricctl", *args], timeout=timeout, check=False)
+        if result.returncode not in AGENT_ANSWERS:
+            detail = " | ".join((result.stderr or result.stdout).strip().splitlines()[-3:])
+            raise LabError(
+                f"node {self.name}: fabricctl {' '.join(args)} exited {result.returncode}: {detail}"
             )
         return result
 

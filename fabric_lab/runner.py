@@ -18,7 +18,7 @@ from pathlib import Path
 from fabric_lab import lxd_cluster, netns, ovn_node
 from fabric_lab.image import ImageBuildError, ensure_image
 from fabric_lab.lxd_node import lxd_binds, lxd_socket, remove_pivot_cgroups, start_lxd, stop_lxd
-from fabric_lab.node import LabError, NodeRuntime, start_holder, write_node_files
+from fabric_lab.node import AGENT_ANSWERS, LabError, NodeRuntime, start_holder, write_node_files
 from fabric_lab.routers import bird_binds, frr_binds, start_bird, start_frr, wait_bird, wait_frr
 from fabric_lab.state import LabState, NodeState, state_file
 from fabric_lab.topology import Node, Topology, load_topology, namespace_name
@@ -244,7 +244,8 @@ class Lab:
         while time.monotonic() < deadline:
             if node_state.agent_pid is not None and not netns.alive(node_state.agent_pid):
                 raise LabError(f"node {runtime.name}: fabricd exited; see {runtime.log_file('fabricd')}")
-            if runtime.run(["fabricctl", "status", "--json"], check=False, timeout=10).returncode == 0:
+            answered = runtime.run(["fabricctl", "status", "--json"], check=False, timeout=10)
+            if answered.returncode in AGENT_ANSWERS:
                 return
             time.sleep(0.2)
         raise LabError(f"node {runtime.name}: fabricd did not answer within {AGENT_READY_TIMEOUT:g}s")

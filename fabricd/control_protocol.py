@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # a status with 50k routes fits comfortably
-COMMANDS = ("status", "routes", "events", "leases")
+COMMANDS = ("status", "sections", "health", "routes", "events", "leases")
 # Keys every status reply carries; later features fill the lists.
 STATUS_KEYS = ("host", "bgp_peers", "routes", "overlay_peers", "authority")
 

@@ -8,12 +8,13 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
   lxd lxd-client nftables            # LXD daemons inside lab nodes
-  frr bird2                          # upstream routers
+  frr bird2                          # upstream routers; bird2 also runs fabricd's BFD
   openvswitch-switch ovn-central ovn-host  # OVS + OVN inside lab nodes (fabric.ovn), userspace datapath
   dnsmasq-base                       # DHCP/DNS authority (binary only, no system service)
   keepalived                         # bench.authority's same-run failover baseline (VRRP + dnsmasq)
   iproute2 iputils-ping iperf3 tcpdump util-linux openssl
   python3-venv
+  systemd                            # systemd-analyze: the tests verify systemd/fabricd.service
 )
 
 missing=()

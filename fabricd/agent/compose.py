@@ -2,9 +2,9 @@
 
 The agent, the benchmarks and the tests all build their stacks here, so there is one composition.
 Order matters: shared views first (their observers run first in a pass), then features in the
-order their appliers should run (routes before the overlay, as the route applier is the one that
-keeps the BGP session fed; the overlay before the DHCP/DNS authority, whose server sits on the
-bridge).
+order their appliers should run (routes first, as the route applier is the one that keeps the BGP
+session fed; BFD for those sessions next; the overlay before the DHCP/DNS authority, whose server
+sits on the bridge).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from fabricd.agent.decisions import DecisionLog
 from fabricd.agent.feature import Feature
 from fabricd.agent.notices import UnbuiltSettings
 from fabricd.authority.feature import AuthorityFeature
+from fabricd.bfd.feature import BFDFeature
 from fabricd.config.model import FabricConfig
 from fabricd.lxd.members import MemberObserver
 from fabricd.lxd.view import LXDView
@@ -46,6 +47,9 @@ def build_features(
     if overlay_members or (authority and config.dhcp.election == "lxd-cluster"):
         features.append(MemberObserver(config.lxd, on_change))
     features.append(route_feature(config, decisions, on_change))
+    if config.bgp is not None and config.bgp.bfd_peers:
+        state_dir = config.daemon.state_dir / "bfd"
+        features.append(BFDFeature(config.bgp, config.host, state_dir, decisions, on_change))
     if config.overlay.enabled:
         features.append(OverlayFeature(config, config.daemon.state_dir))
     if authority:  # after the overlay: it plans the MTU, and the bridge must exist first

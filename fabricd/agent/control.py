@@ -21,6 +21,8 @@ from fabricd.log import get_logger
 log = get_logger("fabricd.control")
 
 Handler = Callable[[str, dict[str, Any]], Mapping[str, Any]]
+# The agent's health verdict, sent beside every result so each fabricctl view can exit by it.
+HealthView = Callable[[], Mapping[str, Any]]
 
 
 class ControlSocketInUse(Exception):
@@ -53,9 +55,16 @@ def prepare_socket_path(path: Path) -> None:
 
 class ControlServer:
     def __init__(
-        self, path: Path, mode: int, group: str | None, handler: Handler, commands: Collection[str]
+        self,
+        path: Path,
+        mode: int,
+        group: str | None,
+        handler: Handler,
+        commands: Collection[str],
+        health: HealthView | None = None,
     ) -> None:
         self.path = path
+        self._health = health
         self._commands = tuple(commands)
         self._mode = mode
         self._group = group
@@ -116,4 +125,11 @@ class ControlServer:
         args = request.get("args") or {}
         if not isinstance(args, dict):
             return {"ok": False, "error": "args must be a JSON object"}
-        return {"ok": True, "result": self._handler(str(command), args)}
+        try:
+            result = self._handler(str(command), args)
+        except ValueError as exc:  # bad args: the client is told, the agent goes on
+            return {"ok": False, "error": str(exc)}
+        reply: dict[str, Any] = {"ok": True, "result": result}
+        if self._health is not None:
+            reply["health"] = self._health()
+        return reply

@@ -1,9 +1,10 @@
 """Decisions as structured events: every route or peer state change, with its reason.
 
 Each decision is logged with a stable `event_kind` key (route.announce, route.withdraw, route.refuse,
-route.withhold, bgp.peer) and kept in a bounded in-memory ring that `fabricctl events` reads. A
-cold start or a resync can change thousands of routes at once: past `per_batch_limit` changes of
-one kind in one batch, the rest are summed up in a single event instead of one line each.
+route.withhold, bgp.peer, config.reload) and kept in a bounded in-memory ring that `fabricctl
+events` reads. A cold start or a resync can change thousands of routes at once: past
+`per_batch_limit` changes of one kind in one batch, the rest are summed up in a single event
+instead of one line each.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ PER_BATCH_LIMIT = 50
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    event: str  # stable key: route.announce, route.withdraw, route.refuse, route.withhold, bgp.peer
+    event: str  # stable key: route.announce, route.withdraw, route.refuse, route.withhold, bgp.peer, ...
     subject: str  # the prefix, or the peer
     reason: str
     at: float

@@ -10,10 +10,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fabricd.agent.loop import Applier, Observer, Planner
-from fabricd.agent.status import Metric
+from fabricd.agent.status import Sample
+
+if TYPE_CHECKING:
+    from fabricd.config.model import FabricConfig
+    from fabricd.config.reload import ConfigChange
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +27,7 @@ class FeatureStatus:
 
     sections: Mapping[str, Any] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
-    metrics: tuple[Metric, ...] = ()
+    metrics: tuple[Sample, ...] = ()
 
 
 # A control command answered from the last status snapshot (a plain dict), never by doing I/O.
@@ -51,6 +55,10 @@ class Feature:
     def dead(self) -> str | None:
         """Why the agent must be restarted (the watchdog stops pinging systemd), or None."""
         return None
+
+    async def reconfigure(self, config: FabricConfig, change: ConfigChange) -> None:
+        """Take a reloaded config that `fabricd.config.reload` judged live (only its live keys
+        differ). Called between reconcile passes; what did not change must be left alone."""
 
     async def status(self) -> FeatureStatus:
         """Built after a pass, off the control path; any I/O must run in a worker thread."""

@@ -16,11 +16,13 @@ withdraw everything).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
+from fabricd.agent.histogram import Histogram
 from fabricd.agent.status import ReconcileStats, StepHealth
 from fabricd.log import get_logger
 
@@ -135,8 +137,10 @@ class ReconcileLoop:
         self._after_pass = after_pass
         self._backoff = (backoff_initial, backoff_max)
         self._wakeup = asyncio.Event()
+        self._pass_lock = asyncio.Lock()  # held for each pass; `paused` waits for it
         self._steps: dict[int, _StepState] = {}
         self.stats = ReconcileStats()
+        self.pass_seconds = Histogram()  # replaced whole after each pass; read by the metrics endpoint
         # Monotonic times for the watchdog: when the running pass began (None between passes), and
         # when the loop last began or ended one.
         self.pass_started_at: float | None = None
@@ -153,6 +157,12 @@ class ReconcileLoop:
     def trigger(self) -> None:
         """Ask for a pass now instead of at the next interval (events call this)."""
         self._wakeup.set()
+
+    @contextlib.asynccontextmanager
+    async def paused(self) -> AsyncIterator[None]:
+        """Between passes: no step runs while the caller swaps what steps read (a new config)."""
+        async with self._pass_lock:
+            yield
 
     def health(self) -> tuple[StepHealth, ...]:
         """Steps that are failing now, with their last error."""
@@ -236,11 +246,13 @@ class ReconcileLoop:
             self._wakeup.clear()
             started = self.pass_started_at = self.progress_at = time.monotonic()
             try:
-                await self.run_pass()
+                async with self._pass_lock:
+                    await self.run_pass()
             finally:
                 self.pass_started_at = None
             took = time.monotonic() - started
             self.progress_at = time.monotonic()
+            self.pass_seconds = self.pass_seconds.observe(took)
             failing = self.health()
             self.stats = ReconcileStats(
                 passes=self.stats.passes + 1,

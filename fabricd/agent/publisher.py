@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from fabricd.agent.decisions import DecisionLog
 from fabricd.agent.feature import Feature, FeatureStatus
 from fabricd.agent.loop import ReconcileLoop
-from fabricd.agent.status import HostStatus, Metric, StatusSnapshot
+from fabricd.agent.status import HistogramMetric, HostStatus, Metric, Sample, StatusSnapshot
 from fabricd.log import get_logger
 
 log = get_logger("fabricd.status")
@@ -72,11 +72,28 @@ class StatusPublisher:
         self._last[id(feature)] = status
         return status, None
 
+    def _loop_metrics(self) -> tuple[Sample, ...]:
+        loop = self._loop
+        return (
+            Metric(
+                "fabricd_reconcile_passes_total",
+                loop.stats.passes,
+                help="reconcile passes run",
+                kind="counter",
+            ),
+            HistogramMetric(
+                "fabricd_reconcile_pass_seconds", loop.pass_seconds, help="how long each reconcile pass took"
+            ),
+            Metric(
+                "fabricd_reconcile_failing_steps", len(loop.health()), help="steps failing now (backing off)"
+            ),
+        )
+
     async def snapshot(self) -> StatusSnapshot:
         parts = await asyncio.gather(*(self._feature_status(f) for f in self._features))
         sections: dict[str, object] = {}
         problems: list[str] = [step.summary() for step in self._loop.health()]
-        metrics: list[Metric] = []
+        metrics: list[Sample] = list(self._loop_metrics())
         for status, stale in parts:
             sections.update(status.sections)
             problems += status.problems

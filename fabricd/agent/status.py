@@ -10,9 +10,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from fabricd.agent.histogram import Histogram
+
 # Every status reply carries these keys, filled by whichever feature owns them.
 EMPTY_SECTIONS: Mapping[str, Any] = {
     "bgp_peers": (),
+    "bfd_sessions": (),
     "routes": (),
     "overlay_peers": (),
     "authority": None,
@@ -80,12 +83,25 @@ class Metric:
 
 
 @dataclass(frozen=True, slots=True)
+class HistogramMetric:
+    """A distribution for the metrics endpoint (durations, lags), with its labels."""
+
+    name: str
+    histogram: Histogram
+    labels: tuple[tuple[str, str], ...] = ()
+    help: str = ""
+
+
+Sample = Metric | HistogramMetric
+
+
+@dataclass(frozen=True, slots=True)
 class StatusSnapshot:
     host: HostStatus
     reconcile: ReconcileStats = ReconcileStats()
     sections: Mapping[str, Any] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
-    metrics: tuple[Metric, ...] = ()
+    metrics: tuple[Sample, ...] = ()
     events: tuple[Mapping[str, Any], ...] = ()
     built_at: float | None = None
 

@@ -124,10 +124,13 @@ def render_config(bgp: BGPConfig, host: HostConfig, relay_argv: Sequence[str]) -
     return "\n".join(lines) + "\n"
 
 
+# Without fabricd's reactor patch (bgp.exabgp names another ExaBGP): see fabricd.bgp.exabgp_main.
 REACTOR_SPEED = "0.2"
 
 
-def exabgp_environment(log_file: Path, level: str = "INFO") -> dict[str, str]:
+def exabgp_environment(
+    log_file: Path, level: str = "INFO", reactor_speed: str = REACTOR_SPEED
+) -> dict[str, str]:
     """ExaBGP's settings, passed as environment so no machine-wide exabgp.env changes them."""
     return {
         "exabgp_daemon_user": "root",
@@ -146,9 +149,11 @@ def exabgp_environment(log_file: Path, level: str = "INFO") -> dict[str, str]:
         # Never listen on port 179; fabricd's ExaBGP only connects out.
         "exabgp_tcp_bind": "",
         "exabgp_bgp_passive": "false",
-        # The reactor runs 50 API steps (one route each) per loop and sleeps speed/100 s when no
-        # new line came in: at the default 1.0 that is 10 ms per 50 routes, ExaBGP half idle.
-        # Measured (50,000 routes, bulk lines of 1000): 1.0 → 14.3 s to r1's FIB, 0.2 → 8.8 s;
-        # the price is ExaBGP's idle CPU with sessions up: 1.3% of a core at 1.0, 3.3% at 0.2.
-        "exabgp_reactor_speed": REACTOR_SPEED,
+        # The reactor runs 50 API steps (one route each) per turn and then polls with a timeout of
+        # speed/100 s even when more steps are queued: at the default 1.0 that is 10 ms per 50
+        # routes. Measured (50,000 routes, bulk lines of 1000): 1.0 → 14.3 s to r1's FIB, 0.2 →
+        # 8.8 s; but 0.2 wakes ExaBGP 500 times a second when idle (3 % of a core). fabricd's own
+        # launcher (fabricd.bgp.exabgp_main) polls without a timeout while work is queued, so it
+        # runs at 1.0 and sleeps 250 ms when idle; another ExaBGP (bgp.exabgp) gets 0.2.
+        "exabgp_reactor_speed": reactor_speed,
     }

@@ -87,6 +87,9 @@ class SessionPathObserver:
         self._peers = tuple(peers)
         self.last = SessionPaths()
 
+    def reconfigure(self, peers: Sequence[PeerConfig]) -> None:
+        self._peers = tuple(peers)
+
     async def observe(self) -> SessionPaths:
         self.last = await asyncio.to_thread(read_session_paths, self._peers)
         return self.last

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, replace
 from ipaddress import ip_address
 from typing import Literal
@@ -95,6 +95,7 @@ class PeerStatus:
     since: float = 0.0  # unix time of the last state change; uptime when established
     prefixes_sent: int = 0  # acked announcements, counted while established
     last_error: str | None = None  # why the session last went down
+    flaps: int = 0  # times an established session went down since fabricd started
 
     def as_dict(self, now: float) -> dict[str, object]:
         return {
@@ -106,6 +107,7 @@ class PeerStatus:
             "uptime_seconds": round(max(0.0, now - self.since), 3) if self.state == "established" else None,
             "prefixes_sent": self.prefixes_sent,
             "last_error": self.last_error,
+            "flaps": self.flaps,
         }
 
 
@@ -123,16 +125,34 @@ class PeerTable:
         if old is None or (old.state == change.state and change.reason is None):
             return None
         error = change.reason if change.state == "idle" else old.last_error
-        new = replace(old, state=change.state, since=self._now(), last_error=error)
+        went_down = old.state == "established" and change.state != "established"
+        flaps = old.flaps + 1 if went_down else old.flaps
+        new = replace(old, state=change.state, since=self._now(), last_error=error, flaps=flaps)
         self._peers[change.peer] = new
         return new
+
+    def reconfigure(self, peers: Iterable[PeerConfig], restarted: Collection[IPAddress]) -> None:
+        """The peers after a config reload: a peer kept as it was keeps its state and uptime;
+        a new or changed one starts idle (its session starts over)."""
+        now, old = self._now(), self._peers
+        self._peers = {
+            p.address: old[p.address]
+            if p.address in old and p.address not in restarted
+            else PeerStatus(p.name, p.address, p.asn, since=now)
+            for p in peers
+        }
 
     def all_down(self, reason: str) -> None:
         """ExaBGP is gone: every session with it is gone too."""
         now = self._now()
         for address, status in self._peers.items():
             since = status.since if status.state == "idle" else now
-            self._peers[address] = replace(status, state="idle", since=since, last_error=reason)
+            flaps = status.flaps + 1 if status.state == "established" else status.flaps
+            self._peers[address] = replace(status, state="idle", since=since, last_error=reason, flaps=flaps)
+
+    def state(self, address: IPAddress) -> SessionState | None:
+        status = self._peers.get(address)
+        return None if status is None else status.state
 
     def established(self, address: IPAddress) -> bool:
         status = self._peers.get(address)

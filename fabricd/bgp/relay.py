@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import os
 import select
 import signal
@@ -71,7 +72,8 @@ class Relay:
                 wants[self.stdout_fd] |= select.POLLOUT
             for fd, mask in wants.items():
                 poller.register(fd, mask)
-            events = poller.poll(min(remaining, 0.2) * 1000)
+            # Only the heartbeat deadline needs a timeout: every other reason to act is an fd event.
+            events = poller.poll(math.ceil(remaining * 1000))
             for fd in wants:
                 poller.unregister(fd)
             for fd, event in events:

@@ -12,7 +12,9 @@ ExaBGP gets the full set again as soon as its relay connects.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import sys
 import time
 from collections import deque
@@ -23,10 +25,12 @@ from typing import Literal, Protocol
 
 from fabricd.bgp import commands as cmd
 from fabricd.bgp.exabgp_config import exabgp_environment, render_config
+from fabricd.bgp.exabgp_main import PATCHED_SPEED, UNPATCHED_SPEED
 from fabricd.bgp.peer_state import Ack, NeighborChange, PeerStatus, PeerTable, Shutdown, parse_line
 from fabricd.bgp.relay import DEFAULT_TIMEOUT
 from fabricd.bgp.supervisor import Supervisor
 from fabricd.config.model import BGPConfig, HostConfig, IPAddress
+from fabricd.config.reload import PeerChanges
 from fabricd.log import get_logger
 from fabricd.routes.model import IPNetwork, Route
 
@@ -39,6 +43,11 @@ PeerRouteState = Literal["announced", "pending", "session down"]
 HEARTBEAT_LINE = b"#heartbeat\n"
 HEARTBEAT_INTERVAL = 0.5
 SLICE_S = 0.02  # the longest stretch of work between two chances for other tasks to run
+# ExaBGP 5.0.15 drops a SIGUSR1 that arrives while it still has updates queued for a peer (reactor
+# loop: `if self._pending_adjribout(): continue` after rearming), without a word. So a reload is
+# signalled again until ExaBGP reports a session it touched; re-reading an unchanged file is a no-op.
+RELOAD_CONFIRM_INTERVAL = 2.0
+RELOAD_CONFIRM_TRIES = 10
 
 
 class Speaker(Protocol):
@@ -127,16 +136,21 @@ class ExaBGPSpeaker:
     ) -> None:
         self.bgp, self.state_dir = bgp, state_dir
         self.heartbeat_interval = heartbeat_interval
+        self.host = host
         self.config_file = state_dir / "exabgp.conf"
         socket_path = state_dir / "relay.sock"
         relay = [python, "-m", "fabricd.bgp.relay", str(socket_path), "--timeout", f"{watchdog_timeout:g}"]
+        self._relay_argv = relay
         self.config_text = render_config(bgp, host, relay)  # fails here, before anything runs
-        exabgp = bgp.exabgp or Path(sys.executable).parent / "exabgp"
+        if bgp.exabgp is None:  # the ExaBGP installed with fabricd, its reactor patched to idle
+            exabgp, speed = [python, "-m", "fabricd.bgp.exabgp_main"], PATCHED_SPEED
+        else:
+            exabgp, speed = [str(bgp.exabgp)], UNPATCHED_SPEED
         # Inherited exabgp_* settings must not override ours.
         env = {k: v for k, v in os.environ.items() if not k.lower().startswith(("exabgp_", "exabgp."))}
-        env |= exabgp_environment(state_dir / "exabgp.log", exabgp_log_level)
+        env |= exabgp_environment(state_dir / "exabgp.log", exabgp_log_level, speed)
         self.supervisor = Supervisor(
-            [str(exabgp), "server", str(self.config_file)],
+            [*exabgp, "server", str(self.config_file)],
             env,
             state_dir / "exabgp.out",
             socket_path,
@@ -151,6 +165,17 @@ class ExaBGPSpeaker:
         self._sent: dict[IPAddress, dict[IPNetwork, Route]] = {a: {} for a in self._addresses}
         self._acked: dict[IPAddress, dict[IPNetwork, Route]] = {a: {} for a in self._addresses}
         self._inflight: deque[cmd.Command] = deque()
+        # Peers a reload added or changed: their routes wait until ExaBGP reports their session
+        # established, which proves it runs the new config (a command for a neighbor it does not
+        # know yet fails; one sent to a changed peer's old session may be lost with it).
+        self._awaiting: set[IPAddress] = set()
+        # Peers a reload started or ended that ExaBGP has said nothing about since, and the task
+        # that signals it again meanwhile.
+        self._unconfirmed: set[IPAddress] = set()
+        self._stale: dict[IPAddress, dict[IPNetwork, Route]] = {}
+        self._resend: set[IPAddress] = set()  # restarted sessions due their whole set
+        self._confirming: asyncio.Task[None] | None = None
+        self.reload_confirm = (RELOAD_CONFIRM_INTERVAL, RELOAD_CONFIRM_TRIES)
         self._writer: asyncio.StreamWriter | None = None
         self._lock = asyncio.Lock()
         self.version = 0  # bumped whenever the status could read something new
@@ -170,10 +195,78 @@ class ExaBGPSpeaker:
         await self.supervisor.start()
 
     async def stop(self) -> None:
+        if self._confirming is not None:
+            self._confirming.cancel()
         await self.supervisor.stop()
+
+    async def reconfigure(self, bgp: BGPConfig, peers: PeerChanges) -> None:
+        """New peers (only `bgp.peers` differs): ExaBGP re-reads its config on SIGUSR1 and starts or
+        ends only the sessions of added, removed and changed peers; the others keep running, with
+        their announcements. Raises before changing anything when the file cannot be written."""
+        text = render_config(bgp, self.host, self._relay_argv)
+        async with self._lock:
+            await asyncio.to_thread(_write_private, self.config_file, text)
+            self.bgp, self.config_text = bgp, text
+            restarted = set(peers.restarted())
+            # A removed peer with a session gets a "down" when ExaBGP drops it; an idle one gets nothing.
+            ending = {p.address for p in peers.removed if self._table.state(p.address) != "idle"}
+            self._addresses = tuple(p.address for p in bgp.peers)
+            self._table.reconfigure(bgp.peers, restarted)
+            # What a changed peer had: ExaBGP may keep it (its RIB is kept by local and peer address,
+            # AS and router ID) and send it on the new session, so what is no longer wanted by
+            # then gets withdrawn explicitly.
+            self._stale = {a: dict(self._sent[a]) for a in restarted if a in self._sent}
+            for old in (self._sent, self._acked):
+                kept = {a: routes for a, routes in old.items() if a in self._addresses and a not in restarted}
+                old.clear()
+                old.update({a: kept.get(a, {}) for a in self._addresses})
+            self._awaiting = (self._awaiting & set(self._addresses)) | restarted
+            # The desired set per peer is rebuilt from the next set handed over; every prefix sent
+            # anywhere is compared again, and kept peers, whose routes are unchanged, get nothing.
+            for sent in self._sent.values():
+                self._dirty.update(sent)
+            self._desired = cmd.DesiredState(bgp.peers)
+            self._input = None
+            self.version += 1
+            self._unconfirmed = restarted | ending
+            pid = self.supervisor.pid
+            # None running: the next ExaBGP reads the new file anyway. One still starting defers
+            # the signal until it is ready, or dies of it and is restarted on the new file.
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGUSR1)
+                if self._unconfirmed and (self._confirming is None or self._confirming.done()):
+                    self._confirming = asyncio.create_task(self._confirm_reload(pid), name="exabgp-reload")
+        log.info(
+            "bgp peers reconfigured",
+            added=[p.name for p in peers.added],
+            removed=[p.name for p in peers.removed],
+            changed=[p.name for p in peers.changed],
+            exabgp_pid=pid,
+        )
+        self._notify()
 
     def dead(self) -> str | None:
         return self.supervisor.child.dead()
+
+    async def _confirm_reload(self, pid: int) -> None:
+        interval, tries = self.reload_confirm
+        for attempt in range(1, tries + 1):
+            await asyncio.sleep(interval)
+            if not self._unconfirmed or self.supervisor.pid != pid:
+                return  # confirmed, or that ExaBGP is gone and the next one reads the new file
+            log.warning(
+                "exabgp has not taken the new peers yet, signalling it again",
+                waiting_for=sorted(str(a) for a in self._unconfirmed),
+                attempt=attempt,
+            )
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGUSR1)
+        if self._unconfirmed:  # a new peer that never answers looks the same: say so, not more
+            log.warning(
+                "exabgp reported nothing about these peers since the reload",
+                peers=sorted(str(a) for a in self._unconfirmed),
+            )
 
     async def set_routes(self, routes: Collection[Route]) -> None:
         if routes is self._input and not self._dirty:
@@ -262,10 +355,18 @@ class ExaBGPSpeaker:
         desired = self._desired.by_peer
         batches: list[tuple[IPAddress, cmd.Action, list[Route]]] = []
         for peer in self._addresses:
+            if peer in self._awaiting:
+                continue  # sent once ExaBGP reports the session
             want, sent = desired.get(peer, {}), self._sent[peer]
             gone: list[Route] = []
             new: list[Route] = []
-            if changed is None:  # sent is empty (a new ExaBGP): everything
+            if peer in self._resend:
+                # A session a reload restarted: ExaBGP may or may not still hold what it had
+                # (`sent`), so everything wanted goes out and the rest is withdrawn.
+                self._resend.discard(peer)
+                gone = [r for prefix, r in sent.items() if prefix not in want]
+                new = list(want.values())
+            elif changed is None:  # sent is empty (a new ExaBGP): everything
                 new = list(want.values())
             else:
                 for n, prefix in enumerate(changed, 1):
@@ -322,6 +423,8 @@ class ExaBGPSpeaker:
             return
         self.version += 1
         command = self._inflight.popleft()
+        if command.peer not in self._acked:
+            return  # a peer removed by a reload since
         acked, sent = self._acked[command.peer], self._sent[command.peer]
         if ok and command.action == "announce":
             for route in command.routes:
@@ -363,6 +466,13 @@ class ExaBGPSpeaker:
             if not self._inflight:
                 self._notify()
         elif isinstance(message, NeighborChange):
+            self._unconfirmed.discard(message.peer)  # ExaBGP runs the new config
+            if message.peer in self._awaiting and message.state == "established":
+                # ExaBGP runs the new config now (the session is the new one): send this peer its set.
+                self._awaiting.discard(message.peer)
+                self._sent[message.peer] = self._stale.pop(message.peer, {})
+                self._resend.add(message.peer)
+                self._input = None  # the next set_routes syncs even when the set is the same
             status = self._table.apply(message)
             if status is not None:
                 log.info(
@@ -381,6 +491,10 @@ class ExaBGPSpeaker:
             log.debug("exabgp message ignored", line=message.line[:200])
 
     def _forget(self) -> None:
+        self._awaiting.clear()  # a new ExaBGP reads the current file and gets everything
+        self._unconfirmed.clear()
+        self._stale.clear()
+        self._resend.clear()
         for address in self._addresses:
             self._sent[address].clear()
             self._acked[address].clear()
@@ -411,3 +525,12 @@ class ExaBGPSpeaker:
         while not writer.is_closing():
             writer.write(HEARTBEAT_LINE)
             await asyncio.sleep(self.heartbeat_interval)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Replace the file whole (ExaBGP may read it at any time), readable by root only."""
+    tmp = path.with_suffix(".tmp")
+    tmp.unlink(missing_ok=True)
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+        out.write(text)
+    os.replace(tmp, path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import grp
 import json
 import os
 import socket
@@ -11,7 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fabricd.cli.render import render_events, render_routes, render_status
+from fabricd.agent.health import DEGRADED, HEALTHY, UNREACHABLE, Verdict, verdict
+from fabricd.cli.render import render_check, render_events, render_peers, render_routes, render_status
 from fabricd.cli.render_authority import render_leases
 from fabricd.control_protocol import MAX_MESSAGE_BYTES, ProtocolError, decode, encode
 
@@ -25,13 +27,38 @@ their next hops and reasons, overlay peers, and the DHCP/DNS authority with its 
 The socket is found in this order: --socket, $FABRICD_SOCKET, control.socket from --config,
 then /run/fabricd/fabricd.sock.
 
+exit codes (every command, so any of them works as a monitoring check):
+  0  healthy: the agent answered and has no problem
+  1  unreachable: no agent, no permission on the socket, no answer in time, or a bad --config
+  3  degraded: the agent answered, but lists a problem (LXD unreachable, a failing reconcile step,
+     a second DHCP server, no DHCP/DNS authority...), a BGP session is not established, or a route
+     is refused. `fabricctl check` prints the reasons on one line.
+
 examples:
   fabricctl status            # readable summary
-  fabricctl status --json     # the same as JSON: host, bgp_peers, routes, overlay_peers, authority
+  fabricctl status --json     # the same as JSON: host, bgp_peers, routes, overlay_peers, authority, health
+  fabricctl peers             # BGP sessions (state, uptime, routes sent, flaps) and overlay peers
+  fabricctl check             # one line: FABRICD OK / FABRICD DEGRADED - reasons (a Nagios check)
   fabricctl routes --json     # the full route table
   fabricctl events            # the last decisions (announce, withdraw, refuse, peer) with reasons
   fabricctl leases            # the DHCP lease table (on the host that serves DHCP/DNS)
 """
+
+COMMANDS = (
+    ("status", "summary of everything the agent does"),
+    ("peers", "BGP sessions with their state and routes sent, and the overlay peers"),
+    ("check", "the health verdict on one line, for monitoring"),
+    ("routes", "the full route table"),
+    ("events", "the last decisions with their reasons, oldest first"),
+    ("leases", "the DHCP leases, when this host is the DHCP/DNS authority"),
+)
+# Views whose JSON carries the verdict beside the agent's reply.
+WITH_HEALTH = ("status", "peers")
+# What each view asks the agent: a command and its args. `peers` asks only for its status keys.
+REQUESTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "peers": ("sections", {"keys": ["bgp_peers", "bfd_sessions", "overlay", "overlay_peers"]}),
+    "check": ("health", {}),  # the verdict alone: no route table crosses the socket
+}
 
 
 class AgentUnreachable(Exception):
@@ -48,12 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=5.0, help="seconds to wait for the agent (default 5)"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, text in (
-        ("status", "summary of everything the agent does"),
-        ("routes", "the full route table"),
-        ("events", "the last decisions with their reasons, oldest first"),
-        ("leases", "the DHCP leases, when this host is the DHCP/DNS authority"),
-    ):
+    for name, text in COMMANDS:
         sub = commands.add_parser(name, help=text, description=text)
         sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return parser
@@ -71,7 +93,31 @@ def resolve_socket(args: argparse.Namespace) -> Path:
     return DEFAULT_SOCKET
 
 
+def permission_hint(path: Path) -> str:
+    """Who may use the socket: its group, or why the caller cannot even reach it."""
+    try:
+        gid = path.stat().st_gid
+    except PermissionError:
+        return f"run as root ({path.parent} is closed to this user)"
+    except OSError:
+        return "run as root"
+    try:
+        group = grp.getgrgid(gid).gr_name
+    except KeyError:
+        group = str(gid)
+    if group == "root":
+        return "run as root, or set control.group in fabricd.yaml and join that group"
+    return f"run as root or as a member of group {group}"
+
+
 def request(path: Path, command: str, timeout: float) -> dict[str, Any]:
+    return exchange(path, command, timeout)[0]
+
+
+def exchange(
+    path: Path, command: str, timeout: float, args: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The agent's result and its health verdict (None from an agent that sends none)."""
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     conn.settimeout(timeout)
     try:
@@ -82,10 +128,8 @@ def request(path: Path, command: str, timeout: float) -> dict[str, Any]:
         except ConnectionRefusedError:
             raise AgentUnreachable(f"nothing listens on {path} (fabricd is not running)") from None
         except PermissionError:
-            raise AgentUnreachable(
-                f"permission denied on {path} (run as root or as the socket's group)"
-            ) from None
-        conn.sendall(encode({"command": command}))
+            raise AgentUnreachable(f"permission denied on {path}: {permission_hint(path)}") from None
+        conn.sendall(encode({"command": command, **({"args": args} if args else {})}))
         reply = _read_line(conn)
     except TimeoutError:
         raise AgentUnreachable(f"fabricd did not answer on {path} within {timeout:g}s") from None
@@ -104,7 +148,8 @@ def request(path: Path, command: str, timeout: float) -> dict[str, Any]:
     result = message.get("result")
     if not isinstance(result, dict):
         raise AgentUnreachable(f"unreadable reply from {path}: no result")
-    return result
+    health = message.get("health")
+    return result, health if isinstance(health, dict) else None
 
 
 def _read_line(conn: socket.socket) -> bytes:
@@ -121,19 +166,35 @@ def _read_line(conn: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
+def exit_code(command: str, result: dict[str, Any], health: dict[str, Any] | None) -> Verdict:
+    """The verdict to exit with: the agent's own; worked out here from a status reply otherwise."""
+    if health is not None and health.get("code") in (HEALTHY, DEGRADED):
+        return Verdict(int(health["code"]), tuple(str(r) for r in health.get("reasons") or ()))
+    if command == "status":
+        return verdict(result)
+    return Verdict(HEALTHY)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    command, command_args = REQUESTS.get(args.command, (args.command, {}))
     try:
         path = resolve_socket(args)
-        result = request(path, args.command, args.timeout)
+        result, health = exchange(path, command, args.timeout, command_args)
     except AgentUnreachable as exc:
         print(f"fabricctl: {exc}", file=sys.stderr)
-        return 1
+        return UNREACHABLE
     except Exception as exc:  # e.g. a bad --config: one line, never a traceback
         print(f"fabricctl: {exc}".splitlines()[0], file=sys.stderr)
-        return 1
+        return UNREACHABLE
+    found = exit_code(command, result, health if command != "health" else result)
     if args.json:
-        print(json.dumps(result, indent=2, sort_keys=True))
+        shown = {**result, "health": found.as_dict()} if args.command in WITH_HEALTH else result
+        print(json.dumps(shown, indent=2, sort_keys=True))
+    elif args.command == "check":
+        print(render_check(found))
+    elif args.command == "peers":
+        print(render_peers(result))
     elif args.command == "routes":
         print(render_routes(result.get("routes", [])))
     elif args.command == "events":
@@ -142,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(render_leases(result.get("leases", []), result.get("authority")))
     else:
         print(render_status(result))
-    return 0
+    return found.code
 
 
 if __name__ == "__main__":

@@ -23,6 +23,10 @@ _T = TypeVar("_T")
 
 _BOOL, _INT, _FLOAT = (TAG_PREFIX + t for t in ("bool", "int", "float"))
 _SCALARS = SafeConstructor()  # only its scalar converters are used, so YAML 1.1 forms (0x1f, 0660) work
+_STR = TAG_PREFIX + "str"
+# YAML 1.1 (PyYAML) reads a float only with a '.', so a plain `1e-5` or `2E3` would be text; YAML
+# 1.2 and every other reader take it as the number people mean, and so does fabricd.
+_EXPONENT_FLOAT = re.compile(r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)[eE][-+]?[0-9]+")
 
 MAX_ASN = 2**32 - 1
 FAMILIES: tuple[Family, ...] = ("ipv4-unicast", "ipv6-unicast")
@@ -48,6 +52,9 @@ def _float_of(node: Node) -> float | None:
             value = _SCALARS.construct_yaml_float(node)
         except ValueError:
             return None
+        return value if math.isfinite(value) else None
+    if node.tag == _STR and node.style is None and _EXPONENT_FLOAT.fullmatch(str(node.value)):
+        value = float(str(node.value))
         return value if math.isfinite(value) else None
     return None
 
@@ -77,6 +84,13 @@ def positive_number(value: Value) -> float:
     number = _float_of(value.node)
     if number is None or number <= 0:
         raise value.expected("a number > 0")
+    return number
+
+
+def non_negative_number(value: Value) -> float:
+    number = _float_of(value.node)
+    if number is None or number < 0:
+        raise value.expected("a number >= 0")
     return number
 
 

@@ -16,7 +16,10 @@ IPNetwork = IPv4Network | IPv6Network
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 LogFormat = Literal["auto", "json", "console"]
-CheckType = Literal["tcp", "http", "exec"]
+CheckType = Literal["tcp", "udp", "dns", "http", "https", "exec"]
+DNSType = Literal["A", "AAAA", "CNAME", "MX", "NS", "PTR", "SOA", "SRV", "TXT"]
+DNSRcode = Literal["NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED"]
+OnFailure = Literal["withdraw", "degrade"]
 Family = Literal["ipv4-unicast", "ipv6-unicast"]
 OvnMode = Literal["all-members", "active-chassis"]
 # What to do with an OVN next hop the BGP peer cannot reach (not on a subnet the session leaves by).
@@ -62,6 +65,20 @@ class GracefulRestartConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class BFDConfig:
+    """BFD for one BGP session: the router drops the session (and the host's routes) once
+    `multiplier` packets `interval_ms` apart went missing, instead of waiting for the hold time."""
+
+    interval_ms: int = 100
+    multiplier: int = 3
+    # Single-hop (RFC 5881, TTL 255, the peer on a connected subnet) unless the peer is routed to.
+    multihop: bool = False
+
+    def timers(self) -> tuple[int, int]:
+        return self.interval_ms, self.multiplier
+
+
+@dataclass(frozen=True, slots=True)
 class PeerConfig:
     name: str
     address: IPAddress
@@ -70,6 +87,7 @@ class PeerConfig:
     hold_time: int | None = None
     families: tuple[Family, ...] = ()
     local_address: IPAddress | None = None
+    bfd: BFDConfig | None = None  # None: no BFD for this session
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +100,12 @@ class BGPConfig:
     peers: tuple[PeerConfig, ...] = ()
     # The exabgp executable; None means the one installed next to fabricd's Python.
     exabgp: Path | None = None
+    # The bird executable that runs BFD (birdc next to it); None: found on PATH.
+    bird: Path | None = None
+
+    @property
+    def bfd_peers(self) -> tuple[PeerConfig, ...]:
+        return tuple(p for p in self.peers if p.bfd is not None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,23 +159,75 @@ class DHCPConfig:
 
 @dataclass(frozen=True, slots=True)
 class HealthCheckConfig:
+    """How one backend of a service is checked, and how many results in a row change its state.
+
+    Each check type reads only its own fields; the parser refuses the others, so an unused field
+    here is always its default."""
+
     type: CheckType
-    port: int | None = None
-    interval: float = 1.0
-    rise: int = 2
-    fall: int = 2
-    # http only: the request path.
-    path: str | None = None
-    # exec only: argv, run without a shell.
-    command: tuple[str, ...] | None = None
+    port: int | None = None  # tcp, udp, dns, http, https; None for exec
+    interval: float = 1.0  # seconds from one check's start to the next
+    timeout: float = 0.5  # seconds one check may take; at most `interval`
+    rise: int = 2  # passes in a row before a backend is up
+    fall: int = 2  # failures in a row before it is down
+    path: str = "/"  # http, https: the request path
+    status: tuple[int, ...] = (200,)  # http, https: accepted status codes
+    send: str | None = None  # udp: the payload, sent as UTF-8
+    expect: str | None = None  # udp: text the reply must contain; None: any reply passes
+    query: str | None = None  # dns: the name asked for
+    query_type: DNSType = "A"  # dns
+    rcode: DNSRcode = "NOERROR"  # dns: the response code a healthy server gives
+    answer: bool = True  # dns: the reply must carry at least one answer record
+    command: tuple[str, ...] | None = None  # exec: argv, run inside the instance without a shell
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSelector:
+    """Which LXD instances back a service: those named, those matching the glob, and (with `key`)
+    those carrying `user.fabric.anycast.<service>=true`, all in `project`. At least one is set."""
+
+    project: str = "default"
+    instances: tuple[str, ...] = ()
+    pattern: str | None = None
+    key: bool = False
+    # The NIC's network (or bridge) the host route goes through; None: the instance's first NIC
+    # (by device name) on a bridge that has an address of the family.
+    network: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FlapConfig:
+    """Keeps a flapping backend from storming the router.
+
+    A backend that falls (goes from healthy to down) more than `limit` times within `window`
+    seconds is held down for `hold_down` seconds from that fall, whatever its checks say.
+    `hold_down: 0` turns this off; `limit: 0` holds a backend down after every fall."""
+
+    limit: int = 3
+    window: float = 60.0
+    hold_down: float = 120.0
+
+
+DEFAULT_DRAIN_MED = 4294967294  # the worst MED that every router still compares (2^32-1 may mean "unusable")
 
 
 @dataclass(frozen=True, slots=True)
 class ServiceConfig:
+    """An anycast service: addresses this host announces while a local backend is healthy."""
+
     name: str
-    address: IPAddress
-    instance: str | None = None
-    check: HealthCheckConfig | None = None
+    addresses: tuple[IPAddress, ...]
+    backends: BackendSelector = BackendSelector()
+    check: HealthCheckConfig | None = None  # None: a running backend counts as healthy
+    on_failure: OnFailure = "withdraw"
+    med: int | None = None  # None: routes.med
+    communities: tuple[str, ...] | None = None  # None: routes.communities
+    # on_failure: degrade, while no local backend is healthy (at least one of the two is set).
+    degraded_med: int | None = None
+    degraded_communities: tuple[str, ...] = ()
+    drain_delay: float = 10.0  # seconds announced with GRACEFUL_SHUTDOWN before the withdraw
+    drain_med: int = DEFAULT_DRAIN_MED
+    flap: FlapConfig = FlapConfig()
 
 
 @dataclass(frozen=True, slots=True)

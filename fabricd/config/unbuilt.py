@@ -16,6 +16,4 @@ def unbuilt_settings(config: FabricConfig) -> list[tuple[str, str]]:
         found.append(
             ("services", "anycast services are not built yet; nothing is health-checked or announced")
         )
-    if config.metrics.listen is not None:
-        found.append(("metrics.listen", "the metrics endpoint is not built yet; nothing listens"))
     return found

@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
+from fabricd.agent.histogram import Histogram
 from fabricd.agent.loop import Key
 from fabricd.config.model import LXDConfig
 from fabricd.log import get_logger
@@ -72,14 +73,23 @@ class LXDObserver:
         self._networks: dict[tuple[str, str], NetworkBundle] = {}
         self._refused: dict[tuple[str, str, str], RefusedObject] = {}
         self._snapshot: LXDSnapshot | None = None
+        self._changes = 0  # snapshot changes so far: tells whether a re-read changed anything
         self._connected = False
         self._last_sync: float | None = None
         self._unreachable_since: float | None = None
         self._error: str | None = None
         self._hints: asyncio.Queue[InstanceHint | NetworkHint | ResyncHint | None] = asyncio.Queue()
         self._stream: EventStream | None = None
+        # Event lag: when each hinted object's first unread event arrived (monotonic), and the
+        # oldest event whose re-read changed the snapshot that no pass has observed yet.
+        self._arrived: dict[InstanceHint | NetworkHint, float] = {}
+        self._unobserved_since: float | None = None
+        self.event_lag = Histogram()  # replaced whole; read by the metrics endpoint
 
     async def observe(self) -> LXDObservation:
+        if self._unobserved_since is not None:
+            self.event_lag = self.event_lag.observe(time.monotonic() - self._unobserved_since)
+            self._unobserved_since = None
         return self.observation()
 
     def observation(self) -> LXDObservation:
@@ -108,6 +118,7 @@ class LXDObserver:
 
     def _changed(self) -> None:
         self._snapshot = None
+        self._changes += 1
         self._on_change()
 
     def _load_full(self, snapshot: LXDSnapshot) -> None:
@@ -180,6 +191,7 @@ class LXDObserver:
         """One connected period: events on, a full resync, then events until the stream ends."""
         loop = asyncio.get_running_loop()
         self._hints = asyncio.Queue()
+        self._arrived.clear()  # the last session's unread hints went with its queue
         self._stream = await self._blocking(self._open_stream, loop)
         await self._resync("connect")
         self._connected, self._unreachable_since, self._error = True, None, None
@@ -226,12 +238,24 @@ class LXDObserver:
             return
         hint = classify(event) if isinstance(event, dict) else None
         if hint is not None:
+            if not isinstance(hint, ResyncHint):
+                self._arrived.setdefault(hint, time.monotonic())
             self._hints.put_nowait(hint)
             if isinstance(hint, InstanceHint) and "started" in str(event.get("metadata", {}).get("action")):
                 for delay in ADDRESS_REREADS:
                     asyncio.get_running_loop().call_later(delay, self._hints.put_nowait, hint)
 
     async def _apply_hint(self, hint: InstanceHint | NetworkHint | ResyncHint) -> None:
+        arrived = None if isinstance(hint, ResyncHint) else self._arrived.pop(hint, None)
+        changes = self._changes
+        try:
+            await self._read_hinted(hint)
+        finally:
+            if arrived is not None and self._changes != changes:
+                oldest = self._unobserved_since
+                self._unobserved_since = arrived if oldest is None else min(oldest, arrived)
+
+    async def _read_hinted(self, hint: InstanceHint | NetworkHint | ResyncHint) -> None:
         try:
             if isinstance(hint, InstanceHint):
                 key = (hint.project, hint.name)

@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from fabricd.agent.feature import Feature, FeatureStatus
+from fabricd.agent.status import HistogramMetric, Metric
 from fabricd.config.model import LXDConfig
 from fabricd.lxd.observer import LXDObserver
 
@@ -31,7 +32,16 @@ class LXDView(Feature):
         if observation.snapshot is not None:
             for bad in observation.snapshot.refused:
                 problems.append(f"lxd {bad.kind} {bad.project}/{bad.name} refused: {bad.reason}")
-        return FeatureStatus(problems=tuple(problems))
+        metrics = (
+            Metric("fabricd_lxd_connected", float(observation.connected), help="1 while the LXD API answers"),
+            HistogramMetric(
+                "fabricd_lxd_event_to_pass_seconds",
+                self.observer.event_lag,
+                help="from an LXD event that changed what fabricd knows to the start of the reconcile "
+                "pass that plans with it",
+            ),
+        )
+        return FeatureStatus(problems=tuple(problems), metrics=metrics)
 
 
 def _ago(since: float | None) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +17,7 @@ from fabricd.agent.status import Metric
 from fabricd.authority.macs import server_mac
 from fabricd.authority.state import AUTHORITY
 from fabricd.config.model import FabricConfig
+from fabricd.config.reload import ConfigChange
 from fabricd.lxd.members import MEMBERS
 from fabricd.lxd.observer import LXD
 from fabricd.overlay.manager import AppliedOverlay, OverlayManager, Underlay
@@ -67,7 +69,7 @@ class OverlayPlanning:
     inputs = (UNDERLAY,)
 
     def __init__(self, config: FabricConfig) -> None:
-        self._config = config
+        self.config = config
 
     def plan(self, observed: Observations) -> OverlayIntent | None:
         underlay = observed.get(UNDERLAY)
@@ -75,7 +77,7 @@ class OverlayPlanning:
             return None
         mtu = underlay.mtu
         if mtu is None:
-            if self._config.overlay.mtu is None:
+            if self.config.overlay.mtu is None:
                 return None
             mtu = 0  # unused: overlay.mtu wins
         lxd = observed.get(LXD)
@@ -83,19 +85,19 @@ class OverlayPlanning:
         members = observed.get(MEMBERS)
         if snapshot is not None and members is not None and members.members is not None:
             snapshot = dataclasses.replace(snapshot, members=members.members)
-        plan = plan_overlay(self._config, snapshot, mtu, self._authority(observed))
+        plan = plan_overlay(self.config, snapshot, mtu, self._authority(observed))
         if snapshot is not None:
             return OverlayIntent(plan, underlay)
-        return OverlayIntent(plan, underlay, "all" if self._config.overlay.peers_from_lxd_cluster else "macs")
+        return OverlayIntent(plan, underlay, "all" if self.config.overlay.peers_from_lxd_cluster else "macs")
 
     def _authority(self, observed: Observations) -> tuple[str, str] | None:
         """(server MAC, serving peer) while another host serves DHCP/DNS, so frames to the server
         go straight to it; none while this host serves (the bridge knows its own port)."""
         state = observed.get(AUTHORITY)
         holder = state.known_holder if state is not None else None
-        if holder is None or holder == self._config.host.name:
+        if holder is None or holder == self.config.host.name:
             return None
-        return server_mac(self._config.overlay.vni), holder
+        return server_mac(self.config.overlay.vni), holder
 
 
 class OverlayApplying:
@@ -134,10 +136,16 @@ class OverlayFeature(Feature):
         self.underlay = UnderlayObserver(self.manager)
         self.applying = OverlayApplying(self.manager, recheck=config.reconcile.interval)
         self.observers = (self.underlay,)
-        self.planners = (OverlayPlanning(config),)
+        self.planning = OverlayPlanning(config)
+        self.planners = (self.planning,)
         self.appliers = (self.applying,)
         self._firewall: dict[str, Any] | None = None
         self._firewall_read: asyncio.Future[dict[str, Any]] | None = None
+
+    async def reconfigure(self, config: FabricConfig, change: ConfigChange) -> None:
+        # Only overlay.peers can differ here (the bridge, VNI and port need a restart); the next
+        # pass plans the flood list from the new peers and the applier changes just that.
+        self.config = self.manager.config = self.planning.config = config
 
     async def stop(self) -> None:
         # The overlay stays up so instances keep talking; only the VXLAN filter goes.
@@ -168,6 +176,8 @@ class OverlayFeature(Feature):
         section = overlay_section(self.config, applied, underlay, firewall)
         problems = overlay_problems(applied, underlay, self.config.overlay.mtu is not None)
         plan = applied.plan
+        rows = overlay_peer_rows(plan)
+        by_state = Counter(str(row["state"]) for row in rows)
         metrics = (
             Metric(
                 "fabricd_overlay_peers_flooded",
@@ -175,9 +185,13 @@ class OverlayFeature(Feature):
                 help="peers in the flood list",
             ),
             Metric("fabricd_overlay_fdb_entries", applied.owned, help="FDB entries fabricd installed"),
+            *(
+                Metric("fabricd_overlay_peers", count, (("state", state),), "overlay peers by state")
+                for state, count in sorted(by_state.items())
+            ),
         )
         return FeatureStatus(
-            sections={"overlay": section, "overlay_peers": overlay_peer_rows(plan)},
+            sections={"overlay": section, "overlay_peers": rows},
             problems=tuple(problems),
             metrics=metrics,
         )

@@ -14,6 +14,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
@@ -258,6 +259,9 @@ class OverlayFirewall:
         self.nft = nft
         # The handle of the table our last full apply made: another handle means someone replaced it.
         self._table_handle: int | None = None
+        # The counters of the last table read (monotonic time, packets by name): the status asks
+        # right after a pass that read the table, and need not run nft again for them.
+        self._counted: tuple[float, dict[str, int]] | None = None
 
     def apply(self, peers: Iterable[IPAddress]) -> None:
         """Full ruleset the first time, when the table is gone or not ours as built; else only the sets."""
@@ -279,14 +283,19 @@ class OverlayFirewall:
         """Delete our table if it exists; nothing else in the ruleset is touched."""
         self._batch(render_remove(), f"delete table {_QUALIFIED}")
         self._table_handle = None
+        self._counted = None
         log.info("vxlan firewall removed")
 
     def exists(self) -> bool:
         listed = self._run(["-j", "list", "tables", FAMILY], "list nftables tables")
         return parse_tables(_json(listed, "list nftables tables"))
 
-    def counters(self) -> dict[str, int]:
-        """Packets per named counter; {} when the table is not there."""
+    def counters(self, max_age: float = 0.0) -> dict[str, int]:
+        """Packets per named counter; {} when the table is not there. Counters read with the table
+        at most max_age seconds ago are returned as they were read."""
+        counted = self._counted
+        if counted is not None and time.monotonic() - counted[0] <= max_age:
+            return dict(counted[1])
         action = f"list counters of {_QUALIFIED}"
         found = self._run(["-j", "list", "counters", "table", FAMILY, TABLE], action, check=False)
         if found.returncode != 0:
@@ -314,9 +323,12 @@ class OverlayFirewall:
         if found.returncode != 0:
             # Telling "no such table" apart by asking again beats matching nft's error text.
             if not self.exists():
+                self._counted = (time.monotonic(), {})
                 return None
             raise FirewallError(action, found.stderr.strip(), found.args)
-        return parse_table(_json(found, action))
+        document = _json(found, action)
+        self._counted = (time.monotonic(), parse_counters(document))
+        return parse_table(document)
 
     def _batch(self, ruleset: str, action: str) -> None:
         self._run(["-f", "-"], action, stdin=ruleset)

@@ -42,6 +42,8 @@ from fabricd.overlay.netlink import apply_changes, delete_link, read_overlay, un
 log = get_logger("fabricd.overlay")
 STATE_FILE = "overlay.json"
 Keep = Literal["nothing", "macs", "all"]
+# The status right after a pass that read the firewall's table uses the counters read with it.
+COUNTERS_MAX_AGE = 1.0
 IPSEC_PEERS_FILE = "overlay-ipsec-peers.json"  # for teardown, which has no LXD to ask for peers
 
 
@@ -117,11 +119,14 @@ class OverlayManager:
         error = self._ensure_ipsec(plan)
         if error is not None:
             desired = frozenset()  # fail closed: no VTEP gets a frame in clear text
+        unchanged: frozenset[FdbEntry] | None = None  # the kernel's FDB when nothing was changed
         with self._ipr_factory() as ipr:
             try:
                 kernel = read_overlay(ipr, self.bridge, self.vxlan)
                 changes = diff_overlay(spec, desired, kernel, owned)
-                if not changes.empty:
+                if changes.empty:
+                    unchanged = kernel.fdb
+                else:
                     apply_changes(ipr, spec, changes)
                     log.info(
                         "overlay changed",
@@ -132,10 +137,14 @@ class OverlayManager:
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
                 log.error("overlay apply failed", reason=error)
-            try:
-                after = read_overlay(ipr, self.bridge, self.vxlan).fdb
-            except Exception:
-                after = frozenset()
+            # Read again only after a change (or a failure): an unchanged kernel was just read.
+            if unchanged is not None:
+                after = unchanged
+            else:
+                try:
+                    after = read_overlay(ipr, self.bridge, self.vxlan).fdb
+                except Exception:
+                    after = frozenset()
         # Ours: what we owned or just added, and is still there.
         now_owned = (owned | frozenset(changes.fdb_add)) & after
         if now_owned != owned:
@@ -194,7 +203,7 @@ class OverlayManager:
     def firewall_status(self) -> dict[str, Any]:
         error = self._firewall_error
         try:
-            counters = self.firewall.counters()
+            counters = self.firewall.counters(max_age=COUNTERS_MAX_AGE)
         except FirewallError as exc:
             counters, error = {}, error or str(exc)
         return {"peers": list(self._firewall_peers), "counters": counters, "error": error}

@@ -21,10 +21,12 @@ from fabricd.bgp.paths import SESSION_PATHS, SessionPathObserver
 from fabricd.bgp.peer_state import PeerStatus
 from fabricd.bgp.speaker import ExaBGPSpeaker, SpeakerView
 from fabricd.config.model import FabricConfig
+from fabricd.config.reload import ConfigChange
 from fabricd.lxd.observer import LXD
 from fabricd.routes.incremental import IncrementalPlanner
 from fabricd.routes.merge import merge_route_plans, route_decisions
 from fabricd.routes.model import RoutePlan
+from fabricd.routes.reasons import reason_class
 from fabricd.routes.status import route_rows
 
 ROUTE_PLANS: Key[RoutePlan] = Key("routes")
@@ -59,7 +61,7 @@ class RouteAnnouncing:
 
     def __init__(self, speaker: ExaBGPSpeaker | None, max_prefixes: int, decisions: DecisionLog) -> None:
         self._speaker = speaker
-        self._max_prefixes = max_prefixes
+        self.max_prefixes = max_prefixes
         self._decisions = decisions
         self.plan = RoutePlan()
 
@@ -68,7 +70,7 @@ class RouteAnnouncing:
         plan = (
             plans[0]
             if len(plans) == 1
-            else await asyncio.to_thread(merge_route_plans, plans, self._max_prefixes)
+            else await asyncio.to_thread(merge_route_plans, plans, self.max_prefixes)
         )
         old, self.plan = self.plan, plan
         if self._speaker is not None:
@@ -103,8 +105,8 @@ class RouteFeature(Feature):
         self.observers = (self.paths,) if self.paths is not None else ()
         self.planners = (LXDRoutePlanning(self.planner, self.paths is not None),)
         self.appliers = (self.announcing,)
-        # (plan, speaker version, rows, rows by state): rebuilt only when either changed
-        self._rows: tuple[object, int, list[dict[str, Any]], Counter[str]] | None = None
+        # (plan, speaker version, rows, rows by state and reason): rebuilt only when either changed
+        self._rows: tuple[object, int, list[dict[str, Any]], Counter[tuple[str, str]]] | None = None
 
     def _peer_changed(self, status: PeerStatus, reason: str | None) -> None:
         why = f": {reason}" if reason else ""
@@ -125,6 +127,15 @@ class RouteFeature(Feature):
     def dead(self) -> str | None:
         return self.speaker.dead() if self.speaker is not None else None
 
+    async def reconfigure(self, config: FabricConfig, change: ConfigChange) -> None:
+        # The speaker first: it is the one part that does I/O and can fail.
+        if self.speaker is not None and config.bgp is not None and change.bgp_peers.any:
+            await self.speaker.reconfigure(config.bgp, change.bgp_peers)
+        if self.paths is not None and config.bgp is not None:
+            self.paths.reconfigure(config.bgp.peers)
+        self.planner.reconfigure(config)
+        self.announcing.max_prefixes = config.routes.max_prefixes
+
     async def stop(self) -> None:
         if self.speaker is not None:
             await self.speaker.stop()  # ExaBGP goes: its sessions close and peers withdraw
@@ -141,29 +152,65 @@ class RouteFeature(Feature):
             self._rows = (plan, version, rows, counts)
         now = time.time()
         peers = () if self.speaker is None else self.speaker.peers()
+        metrics = _metrics(counts, peers)
+        if self.speaker is not None:
+            metrics += _exabgp_metrics(self.speaker.supervisor.starts)
         return FeatureStatus(
             sections={"bgp_peers": [p.as_dict(now) for p in peers], "routes": rows},
-            metrics=_metrics(counts, peers),
+            metrics=metrics,
         )
 
 
-def _rows(plan: RoutePlan, view: SpeakerView | None) -> tuple[list[dict[str, Any]], Counter[str]]:
+def _rows(plan: RoutePlan, view: SpeakerView | None) -> tuple[list[dict[str, Any]], Counter[tuple[str, str]]]:
     rows = route_rows(plan, view.per_peer() if view is not None else None)
-    return rows, Counter(str(row["state"]) for row in rows)
+    counts = Counter((str(row["state"]), reason_class(str(row["state"]), row["reason"])) for row in rows)
+    return rows, counts
 
 
-def _metrics(counts: Counter[str], peers: tuple[PeerStatus, ...]) -> tuple[Metric, ...]:
+def _metrics(counts: Counter[tuple[str, str]], peers: tuple[PeerStatus, ...]) -> tuple[Metric, ...]:
     metrics = [
-        Metric("fabricd_routes", count, (("state", state),), "routes by state")
-        for state, count in sorted(counts.items())
+        Metric("fabricd_routes", count, (("state", state), ("reason", reason)), "routes by state and reason")
+        for (state, reason), count in sorted(counts.items())
     ]
     for peer in peers:
-        metrics.append(
+        labels = (("peer", peer.name), ("address", str(peer.address)))
+        metrics += [
             Metric(
                 "fabricd_bgp_session_up",
                 1.0 if peer.state == "established" else 0.0,
-                (("peer", peer.name), ("address", str(peer.address))),
+                labels,
                 "1 while the BGP session is established",
-            )
-        )
+            ),
+            Metric(
+                "fabricd_bgp_session_state",
+                {"idle": 0.0, "connect": 1.0, "established": 2.0}[peer.state],
+                labels,
+                "the session's state: 0 idle, 1 connect (OPEN exchange), 2 established",
+            ),
+            Metric(
+                "fabricd_bgp_session_flaps_total",
+                peer.flaps,
+                labels,
+                "times the established session went down",
+                kind="counter",
+            ),
+            Metric(
+                "fabricd_bgp_prefixes_sent",
+                peer.prefixes_sent,
+                labels,
+                "routes ExaBGP acknowledged sending to the peer (0 while the session is down)",
+            ),
+        ]
     return tuple(metrics)
+
+
+def _exabgp_metrics(starts: int) -> tuple[Metric, ...]:
+    return (
+        Metric("fabricd_exabgp_starts_total", starts, help="ExaBGP processes started", kind="counter"),
+        Metric(
+            "fabricd_exabgp_restarts_total",
+            max(0, starts - 1),
+            help="ExaBGP restarts after it exited or hung",
+            kind="counter",
+        ),
+    )

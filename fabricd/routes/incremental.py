@@ -102,6 +102,11 @@ class IncrementalPlanner:
         self._withheld: SortedBag[Refusal, RefusalKey] = SortedBag(refusal_key)
         self._plan = RoutePlan()
 
+    def reconfigure(self, config: FabricConfig) -> None:
+        """A reloaded config: a changed route policy is part of the plan context, so the next
+        update starts over from it; anything else leaves the warm state as it is."""
+        self._config = config
+
     def update(self, snapshot: LXDSnapshot, paths: SessionPaths | None = None) -> RoutePlan:
         with gc_paused():
             return self._update(snapshot, paths)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from fabric_lab import netns
+from fabric_lab.node import AGENT_ANSWERS
 from fabric_lab.runner import Lab, namespace_prefix
 from fabric_lab.topology import load_topology
 
@@ -103,6 +104,6 @@ def start_agent(lab: Lab, host: str, timeout: float = 20, extra_env: dict[str, s
     state.nodes[host].agent_pid = node.spawn(argv, "fabricd", extra_env=extra_env)
     state.save()
     deadline = time.monotonic() + timeout
-    while node.run(["fabricctl", "status", "--json"], check=False).returncode != 0:
+    while node.run(["fabricctl", "status", "--json"], check=False).returncode not in AGENT_ANSWERS:
         assert time.monotonic() < deadline, f"fabricd on {host} did not come back"
         time.sleep(0.2)

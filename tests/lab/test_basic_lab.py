@@ -64,10 +64,10 @@ def test_instance_gets_an_address_from_its_host_bridge(basic_lab: Lab) -> None:
 @pytest.mark.parametrize("host", ["h1", "h2"])
 def test_fabricctl_status_on_each_host(basic_lab: Lab, host: str) -> None:
     node = basic_lab.node(host)
-    status = json.loads(node.run(["fabricctl", "status", "--json"]).stdout)
+    status = json.loads(node.fabricctl("status", "--json").stdout)
     assert status["host"]["name"] == host
     assert {"host", "bgp_peers", "routes", "overlay_peers", "authority"} <= set(status)
-    assert "fabricd" in node.run(["fabricctl", "status"]).stdout
+    assert "fabricd" in node.fabricctl("status").stdout
 
 
 def test_nodes_are_isolated(basic_lab: Lab) -> None:

@@ -110,7 +110,7 @@ def flood(node: NodeRuntime) -> set[str]:
 
 
 def status(node: NodeRuntime) -> dict[str, Any]:
-    return dict(json.loads(node.run(["fabricctl", "status", "--json"]).stdout))
+    return dict(json.loads(node.fabricctl("status", "--json").stdout))
 
 
 def link(node: NodeRuntime, name: str) -> dict[str, Any]:
@@ -167,7 +167,7 @@ def test_every_host_builds_the_bridge_vxlan_and_flood_list(lab: Lab) -> None:
         assert {f["vtep"] for f in overlay["flood"]} == others
         peers = {p["name"]: (p["address"], p["state"], p["flood"]) for p in status(node)["overlay_peers"]}
         assert peers == {h: (a, "self" if h == host else "up", h != host) for h, a in HOSTS.items()}
-        text = node.run(["fabricctl", "status"]).stdout
+        text = node.fabricctl("status").stdout
         assert f"mtu {OVERLAY_MTU}" in text and "flood list: " in text
 
 

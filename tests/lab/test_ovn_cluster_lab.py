@@ -51,12 +51,12 @@ def lab(lab_host: None, state_root: Path) -> Iterator[Lab]:
 
 
 def status(node: NodeRuntime) -> dict[str, object]:
-    result: dict[str, object] = json.loads(node.run(["fabricctl", "status", "--json"]).stdout)
+    result: dict[str, object] = json.loads(node.fabricctl("status", "--json").stdout)
     return result
 
 
 def route_row(node: NodeRuntime, prefix: str) -> dict[str, object]:
-    rows: list[dict[str, object]] = json.loads(node.run(["fabricctl", "routes", "--json"]).stdout)["routes"]
+    rows: list[dict[str, object]] = json.loads(node.fabricctl("routes", "--json").stdout)["routes"]
     return next((r for r in rows if r["prefix"] == prefix), {})
 
 

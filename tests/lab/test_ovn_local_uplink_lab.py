@@ -26,7 +26,7 @@ import yaml
 
 from fabric_lab import ovn_node
 from fabric_lab.fib import routes_to, wait_for
-from fabric_lab.node import NodeRuntime
+from fabric_lab.node import AGENT_ANSWERS, NodeRuntime
 from fabric_lab.runner import Lab
 from tests.lab.conftest import REPO, fresh_lab, stop_agent
 
@@ -214,7 +214,7 @@ def wait_address(node: NodeRuntime, instance: str, subnet: str, timeout: float =
 
 
 def route_row(node: NodeRuntime, prefix: str) -> dict[str, Any]:
-    rows: list[dict[str, Any]] = json.loads(node.run(["fabricctl", "routes", "--json"]).stdout)["routes"]
+    rows: list[dict[str, Any]] = json.loads(node.fabricctl("routes", "--json").stdout)["routes"]
     return next((r for r in rows if r["prefix"] == prefix), {})
 
 
@@ -249,7 +249,7 @@ def restart_agent(lab: Lab, host: str, unusable_next_hop: str | None = None, tim
     state.nodes[host].agent_pid = node.spawn(["fabricd", "run", "--config", str(config)], "fabricd")
     state.save()
     deadline = time.monotonic() + timeout
-    while node.run(["fabricctl", "status", "--json"], check=False).returncode != 0:
+    while node.run(["fabricctl", "status", "--json"], check=False).returncode not in AGENT_ANSWERS:
         assert time.monotonic() < deadline, f"fabricd on {host} did not come back"
         time.sleep(0.2)
 

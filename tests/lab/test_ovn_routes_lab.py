@@ -91,7 +91,7 @@ def test_nat_network_is_withheld(lab: Lab) -> None:
         deadline = time.monotonic() + 10
         row: dict[str, object] = {}
         while time.monotonic() < deadline and not row:
-            routes = json.loads(h2.run(["fabricctl", "routes", "--json"]).stdout)["routes"]
+            routes = json.loads(h2.fabricctl("routes", "--json").stdout)["routes"]
             row = next((r for r in routes if r["prefix"] == "10.211.96.0/24"), {})
             time.sleep(0.2)
         assert row.get("state") == "withheld" and "nat" in str(row.get("reason")), row

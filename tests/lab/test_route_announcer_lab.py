@@ -18,9 +18,16 @@ import pytest
 
 from fabric_lab.fib import routes_to, wait_for
 from fabric_lab.lxd_node import respawn_lxd
-from fabric_lab.node import NodeRuntime
+from fabric_lab.node import AGENT_ANSWERS, NodeRuntime
 from fabric_lab.runner import Lab
-from tests.lab.conftest import REPO, agent_pid, fresh_lab, processes_mentioning, start_agent, stop_agent
+from tests.lab.conftest import (
+    REPO,
+    agent_pid,
+    fresh_lab,
+    processes_mentioning,
+    start_agent,
+    stop_agent,
+)
 
 pytestmark = pytest.mark.lab
 
@@ -34,7 +41,7 @@ def lab(lab_host: None, state_root: Path) -> Iterator[Lab]:
 
 
 def routes_json(node: NodeRuntime) -> list[dict[str, object]]:
-    out = node.run(["fabricctl", "routes", "--json"]).stdout
+    out = node.fabricctl("routes", "--json").stdout
     rows: list[dict[str, object]] = json.loads(out)["routes"]
     return rows
 
@@ -52,7 +59,7 @@ def test_sessions_come_up(lab: Lab) -> None:
     deadline = time.monotonic() + 20
     peers: list[dict[str, object]] = []
     while time.monotonic() < deadline:
-        peers = json.loads(node.run(["fabricctl", "status", "--json"]).stdout)["bgp_peers"]
+        peers = json.loads(node.fabricctl("status", "--json").stdout)["bgp_peers"]
         if len(peers) == 2 and all(p["state"] == "established" for p in peers):
             break
         time.sleep(0.2)
@@ -100,8 +107,8 @@ def test_route_outside_allowed_ranges_is_refused_and_shown(lab: Lab) -> None:
         assert "allowed" in str(row.get("reason")), row
         time.sleep(1.0)  # long enough for a wrongly sent announcement to reach r1
         assert routes_to(r1.netns_name, "10.250.0.0/24") == set()
-        assert "10.250.0.0/24" in h1.run(["fabricctl", "routes"]).stdout
-        events = json.loads(h1.run(["fabricctl", "events", "--json"]).stdout)["events"]
+        assert "10.250.0.0/24" in h1.fabricctl("routes").stdout
+        events = json.loads(h1.fabricctl("events", "--json").stdout)["events"]
         refusals = [e for e in events if e["event"] == "route.refuse" and e["subject"] == "10.250.0.0/24"]
         assert refusals and "allowed" in refusals[-1]["reason"], events[-5:]
     finally:
@@ -153,7 +160,7 @@ def test_lxd_outage_holds_routes_and_reconciles(lab: Lab) -> None:
         assert lxd_pid is not None
         os.kill(lxd_pid, signal.SIGKILL)  # containers keep running without the daemon
         time.sleep(2.0)
-        status = json.loads(h1.run(["fabricctl", "status", "--json"]).stdout)
+        status = json.loads(h1.fabricctl("status", "--json").stdout)
         assert any("lxd unreachable" in p for p in status["problems"]), status["problems"]
         # No flapping: both routes stay while LXD is away.
         assert routes_to(r1.netns_name, "10.201.4.0/24") == {H1_V4}
@@ -211,7 +218,7 @@ def test_a_hung_nft_never_stalls_the_bgp_session(lab: Lab, tmp_path: Path) -> No
             asked = time.monotonic()
             out = h1.run(["fabricctl", "--timeout", "3", "status", "--json"], check=False)
             worst = max(worst, time.monotonic() - asked)
-            assert out.returncode == 0, out.stderr
+            assert out.returncode in AGENT_ANSWERS, out.stderr
             answers += 1
             overlay_error = str((json.loads(out.stdout)["overlay"]["firewall"] or {}).get("error"))
             assert routes_to(r1.netns_name, "10.201.6.0/24") == {H1_V4}

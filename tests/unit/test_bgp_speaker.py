@@ -107,6 +107,20 @@ def test_peer_table_follows_sessions() -> None:
     assert table.snapshot({})[0].as_dict(10.0)["uptime_seconds"] is None
 
 
+def test_peer_flaps_count_established_sessions_going_down() -> None:
+    table = PeerTable([V4, V6])
+    up, down = NeighborChange(V4.address, "established"), NeighborChange(V4.address, "idle", "hold timer")
+    connect = NeighborChange(V4.address, "connect")
+    for change in (connect, up, down, connect, down, up, connect):  # two falls from established
+        table.apply(change)
+    table.all_down("exabgp stopped")  # r1 was not established: no flap; r1-v6 never was either
+    assert [(p.name, p.flaps) for p in table.snapshot({})] == [("r1", 2), ("r1-v6", 0)]
+    table.apply(up)
+    table.all_down("exabgp stopped")  # an established session dropped with ExaBGP is a flap
+    assert table.snapshot({})[0].flaps == 3
+    assert table.snapshot({})[0].as_dict(0.0)["flaps"] == 3
+
+
 # ---- the relay's watchdog, with `sleep` standing in for ExaBGP ------------------------------
 
 

@@ -41,6 +41,8 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fabricd.yaml"
 # Three lines, so a body appended to it starts on line 4.
 HOST = "host:\n  name: node1\n  underlay_address: 192.0.2.11\n"
 HOST6 = "host:\n  name: node1\n  underlay_address: 2001:db8::11\n"
+# One service on line 5, open for more of its keys.
+SERVICE = HOST + "services:\n  - {name: a, addresses: [10.0.0.1], backends: {key: true}, "
 
 
 def config(body: str = "", host: str = HOST) -> str:
@@ -79,7 +81,8 @@ def test_example_file_loads_with_both_address_families() -> None:
     # VXLAN runs from host.underlay_address (IPv4 here): the example's VTEPs share its family.
     assert {peer.address.version for peer in cfg.overlay.peers} == {cfg.host.underlay_address.version}
     assert cfg.dhcp.server_address == IPv4Interface("10.200.0.1/24")
-    assert [s.check.type for s in cfg.services if s.check] == ["tcp", "http", "exec"]
+    assert [s.check.type for s in cfg.services if s.check] == ["dns", "https", "udp", "exec"]
+    assert {a.version for s in cfg.services for a in s.addresses} == {4, 6}
     assert cfg.control.mode == 0o660
 
 
@@ -238,21 +241,45 @@ def test_service_check_defaults() -> None:
         config(
             """\
             services:
-              - {name: a, address: 10.1.0.1, check: {type: tcp, port: 22}}
-              - {name: b, address: 10.1.0.2, check: {type: http, port: 80}}
-              - {name: c, address: "2001:db8::53", instance: dns1, check: {type: exec, command: [/bin/true]}}
-              - {name: d, address: 10.1.0.4}
+              - {name: a, addresses: [10.1.0.1], backends: {key: true}, check: {type: tcp, port: 22}}
+              - {name: b, addresses: [10.1.0.2], backends: {key: true}, check: {type: http, interval: 0.2}}
+              - name: c
+                addresses: ["2001:db8::53"]
+                backends: {instances: [dns1]}
+                check: {type: exec, command: [/bin/true]}
+              - {name: d, addresses: [10.1.0.4], backends: {pattern: "d-*"}, check: {type: dns, query: x.y}}
+              - {name: e, addresses: [10.1.0.5], backends: {key: true}}
             """
         )
     )
     checks = [service.check for service in cfg.services]
     assert checks == [
-        HealthCheckConfig("tcp", 22, 1.0, 2, 2),
-        HealthCheckConfig("http", 80, 1.0, 2, 2, path="/"),
-        HealthCheckConfig("exec", None, 1.0, 2, 2, command=("/bin/true",)),
+        HealthCheckConfig("tcp", 22, 1.0, 0.5, 2, 2),
+        HealthCheckConfig("http", 80, 0.2, 0.2, 2, 2, path="/", status=(200,)),
+        HealthCheckConfig("exec", None, 1.0, 0.5, 2, 2, command=("/bin/true",)),
+        HealthCheckConfig("dns", 53, query="x.y", query_type="A", rcode="NOERROR", answer=True),
         None,
     ]
-    assert cfg.services[2].instance == "dns1"
+    assert cfg.services[2].backends.instances == ("dns1",)
+    assert cfg.services[4].backends.project == "default"
+    assert cfg.services[4].on_failure == "withdraw"
+
+
+def test_a_plain_exponent_is_a_number_as_in_yaml_1_2() -> None:
+    """PyYAML (YAML 1.1) reads `1e-1` as text; fabricd reads it as the number it is."""
+    cfg = load_config_text(
+        HOST + "services:\n  - {name: a, addresses: [10.1.0.1], backends: {key: true},"
+        " check: {type: tcp, port: 1, interval: 2E0, timeout: 1e-1}}\n"
+    )
+    check = cfg.services[0].check
+    assert check is not None and (check.interval, check.timeout) == (2.0, 0.1)
+    assert_problem(
+        HOST + "services:\n  - {name: a, addresses: [10.1.0.1], backends: {key: true},"
+        " check: {type: tcp, port: 1, timeout: '1e-1'}}\n",
+        "services[0].check.timeout",
+        5,
+        "expected a number > 0, got '1e-1'",
+    )
 
 
 def test_routes_and_dhcp_values() -> None:
@@ -586,68 +613,185 @@ CASES = [
     ),
     # services
     (HOST + "services: {name: a}\n", "services", 4, "expected a list, got a mapping"),
-    (HOST + "services:\n  - address: 10.0.0.1\n", "services[0].name", 5, "missing required key 'name'"),
-    (HOST + "services:\n  - {name: a, address: nope}\n", "services[0].address", 5, "expected an IP address"),
     (
-        HOST + "services:\n  - {name: a, address: 10.0.0.1}\n  - {name: a, address: 10.0.0.2}\n",
+        HOST + "services:\n  - {addresses: [10.0.0.1], backends: {key: true}}\n",
+        "services[0].name",
+        5,
+        "missing required key 'name'",
+    ),
+    (
+        HOST + "services:\n  - {name: a.b, addresses: [10.0.0.1], backends: {key: true}}\n",
+        "services[0].name",
+        5,
+        "expected a service name",
+    ),
+    (
+        HOST + "services:\n  - {name: a, addresses: [nope], backends: {key: true}}\n",
+        "services[0].addresses[0]",
+        5,
+        "expected an IP address",
+    ),
+    (
+        HOST + "services:\n  - name: a\n    addresses:\n      - 10.0.0.1\n      - 127.0.0.1\n"
+        "    backends: {key: true}\n",
+        "services[0].addresses[1]",
+        8,
+        "expected an address to announce (127.0.0.1 is loopback)",
+    ),
+    (
+        HOST + "services:\n  - {name: a, addresses: [10.0.0.1, 10.0.0.1], backends: {key: true}}\n",
+        "services[0].addresses",
+        5,
+        "each address may be listed only once",
+    ),
+    (
+        HOST
+        + "services:\n  - {name: a, addresses: [10.0.0.1], backends: {key: true}}\n"
+        + "  - {name: a, addresses: [10.0.0.2], backends: {key: true}}\n",
         "services[1].name",
         6,
         "duplicate service name 'a'; already used by services[0]",
     ),
     (
-        HOST + "services:\n  - {name: a, address: 10.0.0.1, instance: web_1}\n",
-        "services[0].instance",
+        HOST
+        + "services:\n  - {name: a, addresses: [10.0.0.1], backends: {key: true}}\n"
+        + "  - name: b\n    addresses: [10.0.0.2, 10.0.0.1]\n    backends: {key: true}\n",
+        "services[1].addresses[1]",
+        7,
+        "address 10.0.0.1 is already used by services[0]",
+    ),
+    (
+        HOST + "services:\n  - {name: a, addresses: [10.0.0.1]}\n",
+        "services[0].backends",
+        5,
+        "missing required key 'backends'",
+    ),
+    (
+        HOST + "services:\n  - name: a\n    addresses: [10.0.0.1]\n    backends: {project: p}\n",
+        "services[0].backends",
+        7,
+        "choose the backends: instances (names), pattern (a glob) or key: true",
+    ),
+    (
+        HOST + "services:\n  - {name: a, addresses: [10.0.0.1], backends: {instances: [web_1]}}\n",
+        "services[0].backends.instances[0]",
         5,
         "expected an LXD instance name",
     ),
     (
-        HOST + "services:\n  - name: a\n    address: 10.0.0.1\n    check:\n      type: icmp\n",
+        HOST + "services:\n  - name: a\n    addresses: [10.0.0.1]\n    backends: {key: true}\n"
+        "    check:\n      type: icmp\n",
         "services[0].check.type",
-        8,
-        "expected one of: tcp, http, exec, got 'icmp'",
+        9,
+        "expected one of: tcp, udp, dns, http, https, exec, got 'icmp'",
     ),
     (
-        HOST + "services:\n  - name: a\n    address: 10.0.0.1\n    check:\n      type: tcp\n",
+        HOST + "services:\n  - name: a\n    addresses: [10.0.0.1]\n    backends: {key: true}\n"
+        "    check:\n      type: tcp\n",
         "services[0].check.port",
-        8,
+        9,
         "missing required key 'port' (needed for a tcp check)",
     ),
     (
-        HOST + "services:\n  - name: a\n    address: 10.0.0.1\n    check:\n      type: exec\n",
+        HOST + "services:\n  - name: a\n    addresses: [10.0.0.1]\n    backends: {key: true}\n"
+        "    check:\n      type: udp\n      port: 7\n",
+        "services[0].check.send",
+        9,
+        "missing required key 'send' (needed for a udp check)",
+    ),
+    (
+        HOST + "services:\n  - name: a\n    addresses: [10.0.0.1]\n    backends: {key: true}\n"
+        "    check:\n      type: dns\n",
+        "services[0].check.query",
+        9,
+        "(needed for a dns check)",
+    ),
+    (
+        HOST + "services:\n  - name: a\n    addresses: [10.0.0.1]\n    backends: {key: true}\n"
+        "    check:\n      type: exec\n",
         "services[0].check.command",
-        8,
+        9,
         "(needed for an exec check)",
     ),
     (
-        HOST + "services:\n  - {name: a, address: 10.0.0.1, check: {type: exec, command: [x], port: 1}}\n",
+        SERVICE + "check: {type: exec, command: [x], port: 1}}\n",
         "services[0].check.port",
         5,
-        "not used by an exec check",
+        "not used by an exec check (only by tcp, udp, dns, http, https)",
     ),
     (
-        HOST + "services:\n  - {name: a, address: 10.0.0.1, check: {type: tcp, port: 1, path: /x}}\n",
+        SERVICE + "check: {type: tcp, port: 1, path: /x}}\n",
         "services[0].check.path",
         5,
-        "only used by an http check",
+        "not used by a tcp check (only by http, https)",
     ),
     (
-        HOST + "services:\n  - {name: a, address: 10.0.0.1, check: {type: http, port: 1, path: x}}\n",
+        SERVICE + "check: {type: http, query: x}}\n",
+        "services[0].check.query",
+        5,
+        "not used by an http check (only by dns)",
+    ),
+    (
+        SERVICE + "check: {type: http, port: 1, path: x}}\n",
         "services[0].check.path",
         5,
         "starting with '/'",
     ),
     (
-        HOST
-        + "services:\n  - name: a\n    address: 10.0.0.1\n    check: {type: tcp, port: 1, interval: -1}\n",
+        HOST + "services:\n  - name: a\n    addresses: [10.0.0.1]\n    backends: {key: true}\n"
+        "    check: {type: tcp, port: 1, interval: -1}\n",
         "services[0].check.interval",
-        7,
+        8,
         "expected a number > 0, got -1",
     ),
     (
-        HOST + "services:\n  - {name: a, address: 10.0.0.1, check: {type: tcp, port: 1, rise: 0}}\n",
+        HOST + "services:\n  - name: a\n    addresses: [10.0.0.1]\n    backends: {key: true}\n"
+        "    check:\n      type: tcp\n      port: 1\n      interval: 1\n      timeout: 2\n",
+        "services[0].check.timeout",
+        12,
+        "must not exceed interval (1 s)",
+    ),
+    (
+        SERVICE + "check: {type: tcp, port: 1, rise: 0}}\n",
         "services[0].check.rise",
         5,
         "1..100",
+    ),
+    (
+        SERVICE + "on_failure: degrade}\n",
+        "services[0].on_failure",
+        5,
+        "degrade needs degraded_med or degraded_communities",
+    ),
+    (
+        HOST + "services:\n  - {name: a, addresses: [10.0.0.1], backends: {key: true}, degraded_med: 500}\n",
+        "services[0].degraded_med",
+        5,
+        "only used with on_failure: degrade",
+    ),
+    (
+        SERVICE + "on_failure: degrade, med: 10, degraded_med: 5}\n",
+        "services[0].degraded_med",
+        5,
+        "degraded_med (5) must be greater than med (10)",
+    ),
+    (
+        HOST + "services:\n  - {name: a, addresses: [10.0.0.1], backends: {key: true}, med: 4294967295}\n",
+        "services[0].med",
+        5,
+        "drain_med (4294967294) must be greater than med (4294967295)",
+    ),
+    (
+        SERVICE + "flap: {limit: 1.5}}\n",
+        "services[0].flap.limit",
+        5,
+        "expected an integer 0..1000, got 1.5",
+    ),
+    (
+        SERVICE + "flap: {window: 0}}\n",
+        "services[0].flap.window",
+        5,
+        "expected a number > 0, got 0",
     ),
     # routes
     (

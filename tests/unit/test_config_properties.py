@@ -210,30 +210,93 @@ def dhcp_sections(draw: st.DrawFn) -> Data:
 
 @st.composite
 def checks(draw: st.DrawFn) -> Data:
-    kind = draw(st.sampled_from(["tcp", "http", "exec"]))
+    kind = draw(st.sampled_from(["tcp", "udp", "dns", "http", "https", "exec"]))
     check: Data = {"type": kind}
     if kind == "exec":
         check["command"] = draw(
             st.lists(labels, min_size=1, max_size=3).map(lambda a: ["/usr/bin/" + a[0], *a[1:]])
         )
-    else:
+    elif kind in ("tcp", "udp"):
         check["port"] = draw(st.integers(1, 65535))
-    if kind == "http":
+    else:
+        maybe(draw, check, "port", st.integers(1, 65535))
+    if kind == "udp":
+        check["send"] = draw(printable)
+        maybe(draw, check, "expect", printable)
+    if kind == "dns":
+        check["query"] = draw(st.lists(labels, min_size=1, max_size=3).map(".".join))
+        maybe(draw, check, "query_type", st.sampled_from(["A", "AAAA", "SOA", "TXT"]))
+        maybe(draw, check, "rcode", st.sampled_from(["NOERROR", "NXDOMAIN", "REFUSED"]))
+        maybe(draw, check, "answer", st.booleans())
+    if kind in ("http", "https"):
         maybe(draw, check, "path", labels.map(lambda name: "/" + name))
+        maybe(draw, check, "status", st.lists(st.integers(100, 599), min_size=1, max_size=3))
     maybe(draw, check, "interval", positive)
+    # The timeout may not exceed the interval (default 1 s).
+    share = st.floats(min_value=0.01, max_value=1.0)
+    maybe(draw, check, "timeout", share.map(lambda f: f * check.get("interval", 1.0)))
     maybe(draw, check, "rise", st.integers(1, 100))
     maybe(draw, check, "fall", st.integers(1, 100))
     return check
 
 
+def announceable(address: IPv4Address | IPv6Address) -> bool:
+    if address.is_loopback or address.is_link_local:
+        return False
+    if isinstance(address, IPv4Address):
+        return not (address.is_reserved or address.packed[0] == 0)
+    return address.ipv4_mapped is None
+
+
+@st.composite
+def backend_selectors(draw: st.DrawFn) -> Data:
+    backends: Data = {}
+    maybe(draw, backends, "project", labels)
+    maybe(draw, backends, "network", labels)
+    chosen = draw(st.sets(st.sampled_from(["instances", "pattern", "key"]), min_size=1))
+    if "instances" in chosen:
+        backends["instances"] = draw(st.lists(labels, min_size=1, max_size=3, unique=True))
+    if "pattern" in chosen:
+        backends["pattern"] = draw(labels.map(lambda name: name + "-*"))
+    if "key" in chosen:
+        backends["key"] = True
+    return backends
+
+
+@st.composite
+def flaps(draw: st.DrawFn) -> Data:
+    flap: Data = {}
+    maybe(draw, flap, "limit", st.integers(0, 1000))
+    maybe(draw, flap, "window", positive)
+    maybe(draw, flap, "hold_down", st.one_of(st.just(0), positive))
+    return flap
+
+
 @st.composite
 def service_lists(draw: st.DrawFn) -> list[Data]:
     names = draw(st.lists(labels, max_size=3, unique=True))
+    pool = draw(st.lists(any_unicast.filter(announceable), min_size=3 * len(names), max_size=3 * len(names),
+                         unique=True))  # fmt: skip
     services = []
-    for name in names:
-        service: Data = {"name": name, "address": str(draw(any_unicast))}
-        maybe(draw, service, "instance", labels)
+    for n, name in enumerate(names):
+        count = draw(st.integers(1, 3))
+        service: Data = {"name": name, "addresses": [str(a) for a in pool[3 * n : 3 * n + count]]}
+        service["backends"] = draw(backend_selectors())
         maybe(draw, service, "check", checks())
+        maybe(draw, service, "med", st.integers(0, 2**31))
+        maybe(
+            draw, service, "communities", st.lists(st.sampled_from(["65000:1", "65000:2", "0:0"]), max_size=2)
+        )
+        med = service.get("med", -1)
+        if draw(st.booleans()):
+            service["on_failure"] = "degrade"
+            service["degraded_med"] = draw(st.integers(med + 1, 2**32 - 1))
+            maybe(
+                draw, service, "degraded_communities", st.lists(st.just("65000:666"), min_size=1, max_size=1)
+            )
+        maybe(draw, service, "drain_delay", st.one_of(st.just(0), positive))
+        maybe(draw, service, "drain_med", st.integers(med + 1, 2**32 - 1))
+        maybe(draw, service, "flap", flaps())
         services.append(service)
     return services
 
@@ -349,19 +412,7 @@ def check_reflects(cfg: FabricConfig, data: Data) -> None:
         assert cfg.dhcp.priority == tuple(dhcp.get("priority", ()))
         assert cfg.dhcp.ipv6_ra == dhcp.get("ipv6_ra", False)
 
-    services = data.get("services", [])
-    assert [(s.name, s.address, s.instance) for s in cfg.services] == [
-        (s["name"], addr(s["address"]), s.get("instance")) for s in services
-    ]
-    for service, spec in zip(cfg.services, services, strict=True):
-        check = spec.get("check")
-        assert (service.check is None) == (check is None)
-        if service.check is not None and check is not None:
-            assert service.check.type == check["type"]
-            assert service.check.port == check.get("port")
-            assert service.check.interval == check.get("interval", 1.0)
-            assert (service.check.rise, service.check.fall) == (check.get("rise", 2), check.get("fall", 2))
-            assert service.check.command == (tuple(check["command"]) if "command" in check else None)
+    check_services(cfg, data.get("services", []))
 
     routes = data.get("routes", {})
     assert cfg.routes.allowed_ranges == tuple(ip_network(n) for n in routes.get("allowed_ranges", []))
@@ -376,6 +427,51 @@ def check_reflects(cfg: FabricConfig, data: Data) -> None:
     assert cfg.metrics.listen == data.get("metrics", {}).get("listen")
     assert cfg.logging.level == data.get("logging", {}).get("level", "info")
     assert cfg.reconcile.interval == data.get("reconcile", {}).get("interval", 30.0)
+
+
+def check_services(cfg: FabricConfig, services: list[Data]) -> None:
+    assert [(s.name, s.addresses) for s in cfg.services] == [
+        (s["name"], tuple(addr(a) for a in s["addresses"])) for s in services
+    ]
+    for service, spec in zip(cfg.services, services, strict=True):
+        backends = spec["backends"]
+        assert service.backends.project == backends.get("project", "default")
+        assert service.backends.instances == tuple(backends.get("instances", ()))
+        assert service.backends.pattern == backends.get("pattern")
+        assert service.backends.key == backends.get("key", False)
+        assert service.backends.network == backends.get("network")
+        assert service.on_failure == spec.get("on_failure", "withdraw")
+        assert service.med == spec.get("med")
+        assert service.communities == (
+            tuple(dict.fromkeys(spec["communities"])) if "communities" in spec else None
+        )
+        assert service.degraded_med == spec.get("degraded_med")
+        assert service.drain_delay == spec.get("drain_delay", 10)
+        assert service.drain_med == spec.get("drain_med", 4294967294)
+        flap = spec.get("flap", {})
+        assert service.flap.limit == flap.get("limit", 3)
+        assert (service.flap.window, service.flap.hold_down) == (
+            flap.get("window", 60),
+            flap.get("hold_down", 120),
+        )
+        check = spec.get("check")
+        assert (service.check is None) == (check is None)
+        if service.check is None or check is None:
+            continue
+        kind = check["type"]
+        assert service.check.type == kind
+        assert service.check.port == check.get("port", {"dns": 53, "http": 80, "https": 443}.get(kind))
+        assert service.check.interval == check.get("interval", 1.0)
+        assert service.check.timeout == check.get("timeout", min(0.5, check.get("interval", 1.0)))
+        assert (service.check.rise, service.check.fall) == (check.get("rise", 2), check.get("fall", 2))
+        assert service.check.command == (tuple(check["command"]) if "command" in check else None)
+        assert (service.check.send, service.check.expect) == (check.get("send"), check.get("expect"))
+        assert service.check.query == check.get("query")
+        rcode = check.get("rcode", "NOERROR")
+        assert service.check.rcode == rcode
+        assert service.check.answer == check.get("answer", rcode == "NOERROR")
+        assert service.check.path == check.get("path", "/")
+        assert service.check.status == tuple(dict.fromkeys(check.get("status", [200])))
 
 
 def check_bgp(cfg: FabricConfig, data: Data) -> None:
@@ -473,16 +569,42 @@ INVALID: dict[str, list[Any]] = {
     "dhcp.ranges": ["10.0.0.1-10.0.0.2", 5],
     "dhcp.ranges[*]": ["10.0.0.5", "b-a", "10.0.0.9-10.0.0.1"],
     "dhcp.lease_time": [59, "1h", 2**31],
-    "services[*].name": NOT_A_NAME,
-    "services[*].address": NOT_AN_IP,
-    "services[*].instance": ["a_b", "-a"],
+    "services[*].name": [*NOT_A_NAME, "a.b", "a_b"],
+    "services[*].addresses": ["10.0.0.1", [], 5],
+    "services[*].addresses[*]": [*NOT_AN_IP, "127.0.0.1", "fe80::1", "240.0.0.1"],
+    "services[*].backends.project": ["a b", "*", ""],
+    "services[*].backends.instances": [[], "dns1"],
+    "services[*].backends.instances[*]": ["a_b", "-a"],
+    "services[*].backends.pattern": ["a b", "", "a/b"],
+    "services[*].backends.key": ["yes", 1],
+    "services[*].backends.network": ["x" * 16, "a b"],
     "services[*].check.type": ["icmp", 1],
     "services[*].check.port": [0, 65536, "http"],
     "services[*].check.interval": NOT_POSITIVE,
+    "services[*].check.timeout": NOT_POSITIVE,
     "services[*].check.rise": [0, 101],
     "services[*].check.fall": [0, 101],
     "services[*].check.path": ["healthz", ""],
+    "services[*].check.status": [[], 200],
+    "services[*].check.status[*]": [99, 600, "ok"],
+    "services[*].check.send": ["", "x" * 1025],
+    "services[*].check.expect": [""],
+    "services[*].check.query": ["a..b", "-", ""],
+    "services[*].check.query_type": ["a", "ANY"],
+    "services[*].check.rcode": ["ok"],
+    "services[*].check.answer": ["yes"],
     "services[*].check.command": [[], "/bin/true"],
+    "services[*].on_failure": ["drop"],
+    "services[*].med": [-1, 2**32],
+    "services[*].communities": ["65000:1"],
+    "services[*].communities[*]": ["65536:1", "a:b"],
+    "services[*].degraded_med": [-1],
+    "services[*].degraded_communities[*]": ["1:2:3"],
+    "services[*].drain_delay": [-1, "soon"],
+    "services[*].drain_med": [-1],
+    "services[*].flap.limit": [-1, 1001, 2.5, "often"],
+    "services[*].flap.window": NOT_POSITIVE,
+    "services[*].flap.hold_down": [-1, "long"],
     "routes.allowed_ranges": ["10.0.0.0/8"],
     "routes.allowed_ranges[*]": ["10.0.0.1/8", "10.0.0.0", "nope/8", "2001:db8::1/32"],
     "routes.max_prefix_length_v4": [33, -1],

@@ -351,6 +351,43 @@ def test_hints_reread_single_objects_through_the_api() -> None:
     asyncio.run(body())
 
 
+def queued(obs: LXDObserver) -> InstanceHint | NetworkHint | ResyncHint:
+    hint = obs._hints.get_nowait()
+    assert hint is not None
+    return hint
+
+
+def test_event_lag_runs_from_a_changing_event_to_the_pass_that_observes_it() -> None:
+    obs, _ = make(LXDConfig(socket=NOWHERE, project="*"))
+    routes = standard_routes()
+    obs._api = FakeApi(routes)  # type: ignore[assignment]
+    source = "/1.0/instances/c1?project=p1"
+    metadata = {"action": "instance-updated", "source": source}
+    event = {"type": "lifecycle", "metadata": metadata, "project": "p1"}
+
+    async def body() -> None:
+        obs._hints = asyncio.Queue()
+        await obs._resync("test")
+        for _ in range(2):  # the second time nothing changed in LXD: that re-read changes nothing
+            obs._on_event(json.dumps(event).encode())
+            await obs._apply_hint(queued(obs))
+            await obs.observe()
+        assert obs.event_lag.count <= 1  # the first re-read may differ from the full read
+        before = obs.event_lag
+        routes[("/instances/c1", "p1")] = variant(CONTAINER, expanded_config={"user.fabric.announce": "no"})
+        routes[("/instances/c1/state", "p1")] = CONTAINER["state"]
+        obs._on_event(json.dumps(event).encode())
+        await asyncio.sleep(0.05)  # the event waits in the queue
+        await obs._apply_hint(queued(obs))
+        await asyncio.sleep(0.05)  # the snapshot changed; the next pass is later
+        await obs.observe()
+        await obs.observe()  # a second pass observes nothing new
+        assert obs.event_lag.count == before.count + 1
+        assert 0.1 <= obs.event_lag.total - before.total < 2.0
+
+    asyncio.run(body())
+
+
 # --- running: unreachable LXD, failing LXD, and a good session -------------------------------------
 
 

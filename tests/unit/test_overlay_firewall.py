@@ -377,6 +377,24 @@ def test_remove_forgets_the_table(fake: FakeNft) -> None:
     assert kinds(fake) == ["full", "table", "full"]
 
 
+def test_counters_read_with_the_table_serve_the_status_for_max_age_without_nft(
+    fake: FakeNft, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [100.0]
+    monkeypatch.setattr("time.monotonic", lambda: now[0])
+    fw = OverlayFirewall(4789)
+    fw.apply([A2])
+    runs = len(fake.argvs)
+    assert fw.counters(max_age=1.0) == {"vxlan_accepted": 3, "vxlan_dropped": 7}
+    assert len(fake.argvs) == runs  # the apply's own read
+    now[0] += 1.5
+    assert fw.counters(max_age=1.0) == {"vxlan_accepted": 3, "vxlan_dropped": 7}
+    assert len(fake.argvs) == runs + 1  # too old: nft asked again
+    assert fw.counters() == {"vxlan_accepted": 3, "vxlan_dropped": 7} and len(fake.argvs) == runs + 2
+    fw.remove()
+    assert fw.counters(max_age=1.0) == {} and len(fake.argvs) > runs + 3  # forgotten with the table
+
+
 def test_a_bad_peer_changes_nothing(fake: FakeNft) -> None:
     fw = OverlayFirewall(4789)
     with pytest.raises(TypeError):

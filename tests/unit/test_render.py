@@ -114,3 +114,20 @@ def test_leases_table_and_where_they_are() -> None:
     standby = {**AUTHORITY, "role": "standby", "holder": "h3"}
     assert render_leases([], standby) == "this host does not serve DHCP; h3 does: run fabricctl leases there"
     assert "not enabled" in render_leases([], None)
+
+
+def test_status_shows_the_last_config_reload() -> None:
+    base = {"host": {}, "bgp_peers": [], "routes": [], "overlay_peers": [], "authority": None}
+    never = render_status({**base, "config": {"file": "/etc/fabricd/fabricd.yaml", "last_reload": None}})
+    assert "config: /etc/fabricd/fabricd.yaml (no reload since start)" in never
+    refused = {
+        "at": time.time(),
+        "ok": False,
+        "outcome": "refused",
+        "reason": "changing overlay.vni needs a restart",
+    }
+    text = render_status({**base, "config": {"file": "/etc/fabricd/fabricd.yaml", "last_reload": refused}})
+    assert "refused (NOT APPLIED): changing overlay.vni needs a restart" in text
+    applied = {**refused, "ok": True, "outcome": "applied", "reason": "changed bgp.peers"}
+    text = render_status({**base, "config": {"file": "/etc/fabricd/fabricd.yaml", "last_reload": applied}})
+    assert "applied (ok): changed bgp.peers" in text

@@ -1,0 +1,1 @@
+"""Anycast services: the pure core (definitions, per-backend health, the plan); no I/O here."""
