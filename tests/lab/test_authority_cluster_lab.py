@@ -40,7 +40,7 @@ from fabric_lab.dhcp_clients import (
     lxc_exec,
     nslookup,
 )
-from fabric_lab.node import LabError, NodeRuntime
+from fabric_lab.node import AGENT_ANSWERS, LabError, NodeRuntime
 from fabric_lab.runner import Lab, namespace_prefix
 from fabricd.authority.macs import server_mac
 from tests.lab.conftest import REPO, agent_pid, fresh_lab, start_agent, stop_agent
@@ -136,7 +136,7 @@ def mac_of(node: NodeRuntime, name: str, project: str = "default") -> str:
 def full_status(node: NodeRuntime) -> dict[str, Any] | None:
     """fabricctl status, or None while fabricd does not answer."""
     result = node.run(["fabricctl", "status", "--json"], check=False, timeout=15)
-    return dict(json.loads(result.stdout)) if result.returncode == 0 else None
+    return dict(json.loads(result.stdout)) if result.returncode in AGENT_ANSWERS else None
 
 
 def authority(node: NodeRuntime) -> dict[str, Any] | None:
@@ -147,7 +147,9 @@ def authority(node: NodeRuntime) -> dict[str, Any] | None:
 
 
 def leases(node: NodeRuntime) -> dict[str, Any]:
-    return dict(json.loads(node.run(["fabricctl", "leases", "--json"]).stdout))
+    result = node.run(["fabricctl", "leases", "--json"], check=False, timeout=15)
+    assert result.returncode in AGENT_ANSWERS, (node.name, result.returncode, result.stderr)
+    return dict(json.loads(result.stdout))
 
 
 def one_authority(lab: Lab, hosts: Sequence[str] = HOSTS) -> str | None:
@@ -750,7 +752,15 @@ def test_a_second_server_is_reported_and_standbys_never_answer(lab: Lab, tmp_pat
                 return not pending
 
             # One probe interval and one probe window, with room for a pass and a busy machine.
-            wait_until(all_reported, PROBE_INTERVAL + PROBE_WINDOW + 4.0, "every host to report the rogue")
+            try:
+                wait_until(
+                    all_reported, PROBE_INTERVAL + PROBE_WINDOW + 4.0, "every host to report the rogue"
+                )
+            except AssertionError as failure:
+                probes = {h: (authority(lab.node(h)) or {}).get("probe") for h in sorted(pending)}
+                raise AssertionError(
+                    f"{failure}; reported {reported}; rogue up at {started:.2f}; {probes}"
+                ) from None
             time.sleep(2 * PROBE_INTERVAL)
             window_end = time.time() - PING_CHECK - 1.0
             assert wait_one_authority(lab, timeout=5) == holder  # a foreign server moves no one
