@@ -98,7 +98,7 @@ def test_peers_and_check_views_of_a_real_agent(agent: tuple[subprocess.Popen[str
     peers = ctl("--socket", str(sock), "peers", "--json")
     assert peers.returncode == 3, peers.stderr  # answered, degraded: no LXD here
     shown = json.loads(peers.stdout)
-    assert set(shown) == {"bgp_peers", "overlay", "overlay_peers", "health"}
+    assert set(shown) == {"bgp_peers", "bfd_sessions", "overlay", "overlay_peers", "health"}
     assert shown["bgp_peers"] == [] and shown["overlay"] is None
     check = ctl("--socket", str(sock), "check")
     assert check.returncode == 3 and check.stdout.startswith("FABRICD DEGRADED - ")

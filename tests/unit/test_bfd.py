@@ -176,10 +176,11 @@ def test_status_text_shows_bfd_per_bgp_peer() -> None:
         "bfd_daemon": {"pid": 4242, "starts": 2, "last_exit": "bird exited with status -9"},
     }
     lines = render_status(status).splitlines()
-    header = next(line for line in lines if line.startswith("BGP PEER"))
-    assert header.split()[-1] == "BFD"
-    assert next(line for line in lines if line.startswith("10.99.1.1")).split()[-1] == "Up"
-    assert next(line for line in lines if line.startswith("10.99.9.9")).split()[-1] == "off"
+    header = next(line for line in lines if line.startswith("BGP PEER")).replace("BGP PEER", "PEER").split()
+    column = header.index("BFD")
+    rows = {line.split()[1]: line.split() for line in lines if line.startswith("-  ")}
+    assert rows["10.99.1.1"][column] == "Up"
+    assert rows["10.99.9.9"][column] == "off"
     bfd = next(line for line in lines if line.startswith("p-10.99.1.1")).split()
     assert "bfd: bird pid 4242, 2 start(s), last exit: bird exited with status -9" in lines
     assert bfd == ["p-10.99.1.1", "10.99.1.1", "Up", "1m5s", "100", "ms", "x", "3", "300.0", "ms", "eth1"]
