@@ -92,7 +92,11 @@ def clients(lab: Lab) -> Iterator[dict[str, DhcpClient]]:
     """One recording udhcpc per instance, driven through its own member's LXD."""
     started = {name: DhcpClient(lab.node(host), name) for name, host in INSTANCES.items()}
     for client in started.values():
-        client.start()
+        try:
+            client.start()
+        except LabError as failure:  # an `lxc exec` LXD left hanging (seen under load): once more
+            print(f"\n(udhcpc in {client.instance} started again: {failure})")
+            client.start()
     for client in started.values():
         client.wait_bound(timeout=30)
     yield started
