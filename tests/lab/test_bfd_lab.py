@@ -66,7 +66,7 @@ def launch(node: NodeRuntime, name: str, v4: str, v6: str) -> None:
 
 
 def status(node: NodeRuntime) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads(node.run(["fabricctl", "status", "--json"]).stdout)
+    result: dict[str, Any] = json.loads(node.fabricctl("status", "--json").stdout)
     return result
 
 
@@ -164,7 +164,7 @@ def test_bfd_comes_up_on_both_sides_and_status_shows_it(lab: Lab) -> None:
         assert seen[peer]["status"] == "up"
         assert seen[peer]["detect-multiplier"] == 3 and seen[peer]["receive-interval"] == 100
         assert seen[peer]["remote-detect-multiplier"] == 3 and seen[peer]["remote-receive-interval"] == 100
-    text = h1.run(["fabricctl", "status"]).stdout
+    text = h1.fabricctl("status").stdout
     assert "BFD PEER" in text and "100 ms x 3" in text
     bgp_lines = [
         line.split() for line in text.splitlines() if line.startswith(("10.99.1.1 ", "fd00:99:1::1 "))
@@ -173,7 +173,7 @@ def test_bfd_comes_up_on_both_sides_and_status_shows_it(lab: Lab) -> None:
     # h2 has no BFD: nothing configured, nothing running, nothing to complain about.
     other = status(h2)
     assert other["bfd_sessions"] == [] and "bfd_daemon" not in other
-    assert "BFD PEER" not in h2.run(["fabricctl", "status"]).stdout
+    assert "BFD PEER" not in h2.fabricctl("status").stdout
 
 
 def test_link_cut_drops_the_bfd_host_at_once_and_the_other_at_hold_time(lab: Lab) -> None:
@@ -212,7 +212,7 @@ def test_link_cut_drops_the_bfd_host_at_once_and_the_other_at_hold_time(lab: Lab
     problems = h1_down["problems"]
     assert "bfd session with r1 (10.99.1.1) is Down" in problems, problems
     assert "bfd session with r1-v6 (fd00:99:1::1) is Down" in problems, problems
-    events = json.loads(h1.run(["fabricctl", "events", "--json"]).stdout)["events"]
+    events = json.loads(h1.fabricctl("events", "--json").stdout)["events"]
     assert any(e["event"] == "bfd.session" and e.get("state") == "Down" for e in events), events[-5:]
     # Healed: BFD, BGP and the routes come back by themselves.
     wait_all_up(lab)

@@ -118,7 +118,7 @@ def flood(node: NodeRuntime) -> set[str]:
 
 
 def status(node: NodeRuntime) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads(node.run(["fabricctl", "status", "--json"]).stdout)
+    result: dict[str, Any] = json.loads(node.fabricctl("status", "--json").stdout)
     return result
 
 
@@ -194,7 +194,7 @@ def test_a_valid_reload_adds_a_peer_and_widens_the_policy_without_resetting_the_
     assert session(r1, H1_V6)["state"] == "Established"
     peers = {p["name"]: p for p in status(h1)["bgp_peers"]}
     assert peers["r1"]["since"] == since and peers["r1-v6"]["state"] == "established"
-    events = json.loads(h1.run(["fabricctl", "events", "--json"]).stdout)["events"]
+    events = json.loads(h1.fabricctl("events", "--json").stdout)["events"]
     reloads = [e for e in events if e["event"] == "config.reload"]
     assert reloads and reloads[-1]["outcome"] == "applied", reloads
 
@@ -209,7 +209,7 @@ def test_an_invalid_file_keeps_the_running_config_and_says_why(
     assert last["outcome"] == "invalid"
     assert last["problems"] == [f"{config_file}:6: bgp.hold_time: expected 0 or an integer 3..65535, got 1"]
     assert any(p.startswith("config reload invalid, the running config stays") for p in seen["problems"])
-    assert "NOT APPLIED" in h1.run(["fabricctl", "status"]).stdout
+    assert "NOT APPLIED" in h1.fabricctl("status").stdout
     log = Path(h1.log_file("fabricd")).read_text()
     assert "config reload: invalid config" in log and "bgp.hold_time" in log
     time.sleep(2.0)  # long enough for a wrongly applied config to reach r1
