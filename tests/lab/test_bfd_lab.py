@@ -166,10 +166,12 @@ def test_bfd_comes_up_on_both_sides_and_status_shows_it(lab: Lab) -> None:
         assert seen[peer]["remote-detect-multiplier"] == 3 and seen[peer]["remote-receive-interval"] == 100
     text = h1.fabricctl("status").stdout
     assert "BFD PEER" in text and "100 ms x 3" in text
-    bgp_lines = [
-        line.split() for line in text.splitlines() if line.startswith(("10.99.1.1 ", "fd00:99:1::1 "))
-    ]
-    assert [line[-1] for line in bgp_lines] == ["Up", "Up"], text
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("BGP PEER"))
+    end = lines.index("", start)
+    column = lines[start].replace("BGP PEER", "PEER").split().index("BFD")
+    bgp_lines = [line.split() for line in lines[start + 1 : end]]
+    assert [line[column] for line in bgp_lines] == ["Up", "Up"], text
     # h2 has no BFD: nothing configured, nothing running, nothing to complain about.
     other = status(h2)
     assert other["bfd_sessions"] == [] and "bfd_daemon" not in other
