@@ -18,6 +18,7 @@ from typing import TypeVar
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from fabricd.config.errors import ConfigProblem
+from fabricd.config.upgrades import changed_key_message
 from fabricd.yaml_lines import TAG_PREFIX, closest_match, item_path, key_path, mapping_pairs, node_line
 
 _T = TypeVar("_T")
@@ -138,7 +139,9 @@ class CheckedMapping:
             return
         self.key_lines[key] = node_line(key_node)
         if key not in self.allowed:
-            self.report(path, node_line(key_node), _unknown_key_message(key, self.allowed))
+            changed = changed_key_message(self.path, key)
+            message = f"{changed}; fabricd no longer takes '{key}'" if changed else None
+            self.report(path, node_line(key_node), message or _unknown_key_message(key, self.allowed))
             return
         self.entries[key] = Value(self.value.ctx, path, value_node)
 
