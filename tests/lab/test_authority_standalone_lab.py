@@ -469,13 +469,22 @@ def test_sigkill_hands_over_and_the_restarted_host_takes_the_authority_back(
             assert lookup(s3, "tas3", f"tas1.{DOMAIN}") == {before["tas1"]}
 
             # s1 comes back: it hears s2 answer for silent_probes probes and takes the authority back;
-            # s2 yields at its next probe that hears s1.
+            # s2 yields at its next probe that s1's new dnsmasq answers. That dnsmasq ping-checks every
+            # client new to it first (3 s each, answering nothing meanwhile): only the counter on s3
+            # goes on, so it is busy with two (that counter and fabricd's probe MAC), not four.
+            for host in ("s1", "s2"):
+                counters.pop(host).stop()
             start_agent(lab, "s1")
             back = time.time()
             wait_until(lambda: role(s1) == "authority", TAKE_BACK, "s1 to take the authority back")
             timings["s1 restarted → s1 serving (status)"] = time.time() - back
             assert authority(s1)["reason"] == "taking the authority back from s2, ranked below this host"
-            wait_until(lambda: agreed(lab, "s1"), ONE_PROBE + BUSY, "s2 to yield and every host to agree")
+            wait_until(
+                lambda: agreed(lab, "s1"),
+                ONE_PROBE + BUSY + 4.0,
+                "s2 to yield and every host to agree",
+                lambda: holders(lab),
+            )
             timings["s1 restarted → s2 yielded, all agree on s1"] = time.time() - back
             fences = [e["reason"] for e in log_events(s2, "authority.fence")]
             assert fences[-1:] == ["yielding to s1, ranked above this host"], fences
@@ -600,7 +609,7 @@ def test_partition_both_sides_serve_then_the_worse_ranked_yields(
                 heal(s1)
                 healed = time.time()
             assert reaches(s1, "10.98.2.12")
-            wait_until(lambda: role(s2) == "standby", ONE_PROBE + BUSY, "s2 to yield")
+            wait_until(lambda: role(s2) == "standby", ONE_PROBE + BUSY, "s2 to yield", lambda: holders(lab))
             timings["link up → s2 yielded (status)"] = time.time() - healed
             fences = [e["reason"] for e in log_events(s2, "authority.fence")]
             assert fences[-1:] == ["yielding to s1, ranked above this host"], fences
