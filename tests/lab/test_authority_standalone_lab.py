@@ -115,7 +115,8 @@ def status(node: NodeRuntime) -> dict[str, Any]:
 
 
 def authority(node: NodeRuntime) -> dict[str, Any]:
-    return dict(status(node)["authority"])
+    """The status's authority section; empty while a fabricd just started has none yet."""
+    return dict(status(node).get("authority") or {})
 
 
 def holders(lab: Lab, hosts: tuple[str, ...] = HOSTS) -> dict[str, tuple[str, str | None]]:
@@ -123,7 +124,7 @@ def holders(lab: Lab, hosts: tuple[str, ...] = HOSTS) -> dict[str, tuple[str, st
     found = {}
     for host in hosts:
         section = authority(lab.node(host))
-        found[host] = (str(section["role"]), section["holder"])
+        found[host] = (str(section.get("role")), section.get("holder"))
     return found
 
 
@@ -133,7 +134,7 @@ def agreed(lab: Lab, holder: str, hosts: tuple[str, ...] = HOSTS) -> bool:
 
 
 def role(node: NodeRuntime) -> str:
-    return str(authority(node)["role"])
+    return str(authority(node).get("role"))
 
 
 def has_floating(node: NodeRuntime) -> bool:
