@@ -11,6 +11,7 @@ APT_PACKAGES=(
   frr bird2                          # upstream routers
   openvswitch-switch ovn-central ovn-host  # OVS + OVN inside lab nodes (fabric.ovn), userspace datapath
   dnsmasq-base                       # DHCP/DNS authority (binary only, no system service)
+  keepalived                         # bench.authority's same-run failover baseline (VRRP + dnsmasq)
   iproute2 iputils-ping iperf3 tcpdump util-linux openssl
   python3-venv
 )

@@ -65,7 +65,12 @@ Reservations (`dhcp-hostsfile`, one line per known instance MAC)
     hostname: a lease must never publish a name that belongs to someone else, and client-sent
     names are ignored (`dhcp-ignore-names`), so no client can claim a name either.
   - A MAC claimed by several NICs goes to the single running claimant if there is one; every
-    other claim (or every claim, when none or several claimants run) is refused.
+    other claim (or every claim, when none or several claimants run) is refused. The server's
+    and the probe's MACs (macs.py) are refused on any NIC.
+  - fabricd's own DHCP probe has a line too: the last address of the highest pool of two or
+    more addresses. Else each probe is a new client, and dnsmasq pings for 3 s before offering
+    a pool address, answering nothing meanwhile. The probe never requests, so the address is
+    only ever offered.
 
 Among several standalone hosts (`dhcp.election: standalone`, more than one host in `priority`)
   Each authority sees only its own host's LXD, so an address planned here would be unknown to the
@@ -109,6 +114,7 @@ from ipaddress import IPv4Address, IPv4Interface, ip_interface
 from pathlib import Path
 from typing import TypeGuard
 
+from fabricd.authority.macs import probe_mac, server_mac
 from fabricd.config.model import FabricConfig, IPAddress
 from fabricd.lxd.nics import normalize_mac, on_bridge
 from fabricd.lxd.records import STANDALONE, InstanceRecord, LXDSnapshot, NicRecord
@@ -186,6 +192,7 @@ class DnsmasqPlan:
     records: tuple[HostRecord, ...] = ()
     refused: tuple[Refusal, ...] = ()
     conflicts: tuple[NameConflict, ...] = ()
+    probe: Reservation | None = None  # fabricd's own DHCP probe: the last line of hosts_dhcp
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,6 +315,7 @@ class _Planner:
         self.space = InstanceSpace(server, self.pools)
         self.directory = dnsmasq_directory(config)
         self.bridge = config.overlay.bridge
+        self.vni = config.overlay.vni
         self.host = config.host.name.lower()
         self.fixed = fixed_addresses(config)
         self.snapshot = snapshot
@@ -461,6 +469,8 @@ class _Planner:
         for member in members:
             for nic in member.nics:
                 mac, why = normalize_mac(nic.hwaddr)
+                if mac in (probe_mac(self.vni), server_mac(self.vni)):
+                    mac, why = None, f"MAC {mac} is the DHCP server's or its probe's"
                 if mac is None:
                     self.refuse(f"nic {member.nic_ident(nic)}", f"{why}: no DHCP reservation")
                 else:
@@ -509,6 +519,16 @@ class _Planner:
                 holder_name = None  # the hostname goes to the first NIC only
         return result
 
+    def probe(self) -> Reservation | None:
+        """A reservation for fabricd's own DHCP probe: the last address of the highest pool.
+        Without one, every probe is a new client to dnsmasq, which pings a pool address for 3 s
+        before it offers it and answers nothing else meanwhile. The probe never requests, so
+        the address is only ever offered, and a pool client is never given it."""
+        shared = [hi for lo, hi in self.pools if hi > lo]  # never a one-address pool's only address
+        if not shared:
+            return None  # a static range pings nothing
+        return Reservation(probe_mac(self.vni), max(shared), None, "fabricd DHCP probe")
+
     def stable(self, address: IPAddress) -> TypeGuard[IPv4Address]:
         """In the server subnet (checked before) and outside every dynamic pool."""
         return isinstance(address, IPv4Address) and not any(lo <= address <= hi for lo, hi in self.pools)
@@ -536,6 +556,7 @@ class _Planner:
         names = self.names(members)
         addresses = self.nic_addresses(members)
         reservations = sorted(self.reservations(members, addresses, names), key=lambda r: r.mac)
+        probe = self.probe()
         reserved = {r.nic: r.address for r in reservations if r.address is not None}
         records = []
         for member in members:
@@ -554,12 +575,13 @@ class _Planner:
         records.sort(key=lambda r: _address_key(r.address))
         return DnsmasqPlan(
             conf=self.conf(interface, mtu),
-            hosts_dhcp="".join(r.line() + "\n" for r in reservations),
+            hosts_dhcp="".join(r.line() + "\n" for r in (*reservations, *filter(None, [probe]))),
             hosts_dns="".join(r.line() + "\n" for r in records),
             reservations=tuple(reservations),
             records=tuple(records),
             refused=tuple(sorted(self.refused, key=lambda r: (r.subject, r.reason))),
             conflicts=tuple(sorted(self.conflicts, key=lambda c: (c.name, c.instances))),
+            probe=probe,
         )
 
     def conf(self, interface: str, mtu: int) -> str:

@@ -320,8 +320,9 @@ class FloatingAddress:
             addresses=_addresses(ipr, device.index) if device is not None else (),
         )
 
-    def claim(self, *, announce: bool | None = None) -> tuple[str, ...]:
-        """Make the device serve the spec; announce it when anything changed (or `announce=True`).
+    def claim(self, *, announce: bool | None = None, rounds: int | None = None) -> tuple[str, ...]:
+        """Make the device serve the spec; announce it (`rounds`, default all) when anything
+        changed (or `announce=True`).
 
         Returns what was done, empty when the device already served. Raises FloatingError.
         """
@@ -333,7 +334,7 @@ class FloatingAddress:
             self._apply(ipr, state.bridge, changes)
         done = [str(c) for c in changes]
         if announce or (announce is None and changes):
-            done.append(f"announce {self.spec.mac} ({self.announce()} frames)")
+            done.append(f"announce {self.spec.mac} ({self.announce(rounds)} frames)")
         return tuple(done)
 
     def release(self) -> tuple[str, ...]:
@@ -344,8 +345,17 @@ class FloatingAddress:
             self._apply(ipr, state.bridge, changes)
         return tuple(str(c) for c in changes)
 
-    def announce(self) -> int:
-        """Send the gratuitous ARP / unsolicited NAs on the device, in rounds; returns frames sent.
+    @property
+    def announce_rounds(self) -> int:
+        return self._announce_count
+
+    @property
+    def announce_interval(self) -> float:
+        return self._announce_interval
+
+    def announce(self, rounds: int | None = None) -> int:
+        """Send the gratuitous ARP / unsolicited NAs on the device, in `rounds` (default all);
+        returns frames sent.
 
         The first round goes at once; the repeats cover a frame lost while a bridge on the way
         was still learning. Raises FloatingError (no device, say).
@@ -354,7 +364,7 @@ class FloatingAddress:
         sent = 0
         try:
             with packet_socket(self.spec.device, 0, self._netns) as sock:
-                for round_ in range(self._announce_count):
+                for round_ in range(self._announce_count if rounds is None else rounds):
                     if round_:
                         time.sleep(self._announce_interval)
                     for frame in frames:

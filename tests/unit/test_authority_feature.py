@@ -152,14 +152,28 @@ def test_prober_asks_for_a_pass_when_what_the_status_shows_changes() -> None:
 
 
 class FakeFloating:
-    def __init__(self) -> None:
+    announce_rounds = 3
+    announce_interval = 0.0
+
+    def __init__(self, changes: tuple[str, ...] = ()) -> None:
         self.spec = dataclasses.replace(SPEC, bridge="fl-test-none")
         self.claims = 0
         self.releases = 0
+        self.changes = changes
+        self.rounds: list[int | None] = []
+        self.on_announce: Any = None
 
-    def claim(self) -> tuple[str, ...]:
+    def claim(self, rounds: int | None = None) -> tuple[str, ...]:
         self.claims += 1
-        return ()
+        if self.changes:
+            self.rounds.append(rounds)
+        return self.changes
+
+    def announce(self, rounds: int | None = None) -> int:
+        self.rounds.append(rounds)
+        if self.on_announce:
+            self.on_announce()
+        return 1
 
     def release(self) -> tuple[str, ...]:
         self.releases += 1
@@ -192,6 +206,24 @@ def test_serving_asks_the_election_right_before_claiming() -> None:
         assert floating.claims == 1 and dnsmasq.served == ["plan"]
         await serving.withdraw("fenced")
         assert floating.releases == 1 and dnsmasq.stops == 1 and serving.last_action == "stopped: fenced"
+
+    asyncio.run(main())
+
+
+def test_a_claim_announces_once_before_dnsmasq_and_repeats_after_while_allowed() -> None:
+    async def main() -> None:
+        allowed = [True]
+        floating, dnsmasq = FakeFloating(changes=("add device",)), FakeDnsmasq()
+        floating.on_announce = lambda: dnsmasq.served == ["plan"] or pytest.fail("repeat before dnsmasq")
+        serving = Serving(floating, dnsmasq, lambda: allowed[0])  # type: ignore[arg-type]
+        serving.deadman.arm = lambda: None  # type: ignore[method-assign]
+        assert await serving.serve("plan") == "started"  # type: ignore[arg-type]
+        assert floating.rounds == [1, 1, 1]  # one round in the claim, two repeats after dnsmasq
+        # A fence after the first repeat stops the rest.
+        floating.rounds.clear()
+        floating.on_announce = lambda: allowed.__setitem__(0, False)
+        assert await serving.serve("plan") == "started"  # type: ignore[arg-type]
+        assert floating.rounds == [1, 1]
 
     asyncio.run(main())
 

@@ -74,7 +74,7 @@ def full_reason(size: int) -> str:
 def test_a_created_instance_has_its_address_and_names_before_it_starts() -> None:
     p = plan(new("c1", 1))
     assert home(mac(1)) == ip_address("10.200.0.45")
-    assert p.hosts_dhcp == "02:00:00:00:00:01,10.200.0.45,c1\n"
+    assert p.hosts_dhcp == "02:00:00:00:00:01,10.200.0.45,c1\n02:fd:02:00:00:64,10.200.0.199\n"
     assert p.hosts_dns == "10.200.0.45 c1.fabric.internal c1 c1.m1.fabric.internal\n"
     assert p.refused == ()
     # Started and given that address by DHCP, LXD reports it: the plan does not change.

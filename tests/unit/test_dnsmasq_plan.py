@@ -70,7 +70,9 @@ def names_of(p: DnsmasqPlan) -> dict[str, set[str]]:
 
 
 def hosts(p: DnsmasqPlan) -> list[list[str]]:
-    return [line.split(",") for line in p.hosts_dhcp.splitlines()]
+    """The instances' dhcp-host lines (the probe's is left out)."""
+    probe = p.probe.line() if p.probe else None
+    return [line.split(",") for line in p.hosts_dhcp.splitlines() if line != probe]
 
 
 # The instance space of CONFIG, by its definition: the subnet's host addresses minus the server
@@ -88,7 +90,8 @@ def home(mac: str, space: tuple[IPv4Address, ...] = SPACE) -> IPv4Address:
 
 def test_one_instance_gives_exact_files() -> None:
     p = plan(instance("c1", on("02:00:00:00:00:01", "10.200.0.5/24", "fd00:200::5/64")))
-    assert p.hosts_dhcp == "02:00:00:00:00:01,10.200.0.5,c1\n"
+    # the probe's line last: MAC 02:fd:02:<VNI 100>, the last address of the highest pool
+    assert p.hosts_dhcp == "02:00:00:00:00:01,10.200.0.5,c1\n02:fd:02:00:00:64,10.200.0.199\n"
     assert p.hosts_dns == (
         "10.200.0.5 c1.fabric.internal c1 c1.m1.fabric.internal\n"
         "fd00:200::5 c1.fabric.internal c1 c1.m1.fabric.internal\n"
@@ -326,11 +329,24 @@ def test_hostile_names_are_refused_and_the_rest_is_served() -> None:
         assert "dhcp-range" not in line and "_" not in line
 
 
+def test_the_probe_has_a_pool_address_and_its_mac_is_refused_on_an_instance() -> None:
+    probe = "02:fd:02:00:00:64"  # 02:fd:02:<VNI>, VNI 100
+    p = plan(instance("c1", on(probe)), instance("c2", on("02:FD:01:00:00:64")))
+    assert p.hosts_dhcp == f"{probe},10.200.0.199\n"  # only the probe's own line
+    assert {r.subject for r in p.refused} == {"nic default/c1@m1/eth0", "nic default/c2@m1/eth0"}
+    two_pools = config(
+        DHCP.replace("[10.200.0.100-10.200.0.199]", "[10.200.0.10-10.200.0.20, 10.200.0.250-10.200.0.250]")
+    )
+    assert plan(cfg=two_pools).hosts_dhcp == f"{probe},10.200.0.20\n"  # a one-address pool stays whole
+    static = config(DHCP.replace("  ranges: [10.200.0.100-10.200.0.199]\n", ""))
+    assert plan(cfg=static).probe is None  # no pool: dnsmasq pings nothing
+
+
 def test_instance_listed_twice_differently_is_refused() -> None:
     one = instance("c1", on("02:00:00:00:00:01"))
     two = instance("c1", on("02:00:00:00:00:02"))
     p = plan(one, two, one)
-    assert p.hosts_dhcp == ""
+    assert p.reservations == () and hosts(p) == []
     assert p.refused == (
         Refusal("instance default/c1@m1", "LXD lists this instance more than once, with different data"),
     )
@@ -426,7 +442,7 @@ def test_plan_properties(snap: LXDSnapshot, rnd: random.Random) -> None:
     assert len(addresses) == len(set(addresses))
     # the texts are the records
     assert p.hosts_dns == "".join(r.line() + "\n" for r in p.records)
-    assert p.hosts_dhcp == "".join(r.line() + "\n" for r in p.reservations)
+    assert p.hosts_dhcp == "".join(r.line() + "\n" for r in (*p.reservations, *filter(None, [p.probe])))
 
     # every shared name is reported, with every instance that has it, and the bare-name rule holds
     groups: dict[str, list[InstanceRecord]] = defaultdict(list)
