@@ -6,7 +6,9 @@
 - only `hosts.dhcp` / `hosts.dns` changed: write them and send SIGHUP, which makes dnsmasq re-read
   both without dropping a lease (leases live in the lease file and in memory, not in the files);
 - nothing changed: nothing.
-`stop()` stops it; the files and the lease file stay for the next `serve`.
+`stop()` stops it; the files and the lease file stay for the next `serve`, unless
+`forget_leases()` was called: then the next start begins with an empty lease file (a standalone
+host taking over, whose old leases another server may have handed out again meanwhile).
 
 The child is a `SupervisedChild`: it dies with fabricd (PR_SET_PDEATHSIG, even on SIGKILL), is
 restarted with backoff when it exits, is always reaped, and writes to `dnsmasq.log` in the
@@ -124,6 +126,7 @@ class DnsmasqServer:
         self._conf: str | None = None  # the dnsmasq.conf the running child was started with
         self._hosts: tuple[str, str] | None = None  # what the running child has (after SIGHUP)
         self._starts_before = 0  # starts of children replaced by a restart
+        self._forget_leases = False  # the next start empties the lease file
         self._lock = asyncio.Lock()
 
     @property
@@ -168,6 +171,10 @@ class DnsmasqServer:
         drop = [self.setpriv, f"--reuid={self.user}", f"--regid={gid}", "--clear-groups", *caps]
         return [*drop, "--no-new-privs", "--pdeathsig=SIGKILL", "--", *argv]
 
+    def forget_leases(self) -> None:
+        """The next start of dnsmasq begins with an empty lease file; a running one keeps its leases."""
+        self._forget_leases = True
+
     async def serve(self, plan: DnsmasqPlan) -> ServeAction:
         """Make a running dnsmasq serve `plan` with the smallest change; says what it did."""
         async with self._lock:
@@ -188,6 +195,10 @@ class DnsmasqServer:
             gid = await asyncio.to_thread(self._write, plan)
             if action == "started":
                 await asyncio.to_thread(self._kill_leftovers)
+                if self._forget_leases:
+                    await asyncio.to_thread(self.lease_file.write_text, "")
+                    self._forget_leases = False
+                    log.info("dnsmasq starts with no leases", event_kind="authority.leases_forgotten")
             self._start(gid)
             self._conf, self._hosts = plan.conf, hosts
             log.info("dnsmasq serving", action=action, directory=str(self.directory))

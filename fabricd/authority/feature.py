@@ -21,7 +21,7 @@ from typing import Protocol
 from fabricd.agent.feature import CommandHandler, Feature, FeatureStatus
 from fabricd.agent.loop import Key, Observations
 from fabricd.authority.dnsmasq import DnsmasqServer, LeaseTable, read_leases
-from fabricd.authority.dnsmasq_plan import DnsmasqPlan, dnsmasq_directory, plan_dnsmasq
+from fabricd.authority.dnsmasq_plan import DnsmasqPlan, dnsmasq_directory, fixed_addresses, plan_dnsmasq
 from fabricd.authority.election import Elector
 from fabricd.authority.floating import FloatingAddress, FloatingError, FloatingSpec
 from fabricd.authority.lease_store import LeaseStore
@@ -171,7 +171,10 @@ class AuthorityFeature(Feature):
                 rank_probes(interval),
                 busy_probes(interval),
             )
-            self.election = StandaloneRunner(elector, on_change, self._withdraw)
+            # Among several hosts another may have served since: each tenure starts without leases.
+            shared = not fixed_addresses(config)
+            on_take = self.dnsmasq.forget_leases if shared else _nothing
+            self.election = StandaloneRunner(elector, on_change, self._withdraw, on_take)
             on_probe = self.election.on_probe
         self.serving = Serving(FloatingAddress(self.spec), self.dnsmasq, self.election.serving)
         self.prober = Prober(self.spec, dhcp.probe_interval, on_probe, on_news=on_change)
@@ -230,3 +233,7 @@ class AuthorityFeature(Feature):
             problems=authority_problems(state, facts, intent, probe),
             metrics=authority_metrics(state, facts, leases, now),
         )
+
+
+def _nothing() -> None:
+    return None

@@ -3,6 +3,11 @@
 A probe that failed (no bridge yet, a socket error) is no evidence of silence: the state stays.
 Taking over asks the reconcile loop for a pass (it claims the address and starts dnsmasq);
 yielding withdraws at once, like a fence in cluster mode.
+Each tenure starts with an empty lease file (`on_take`): another host may have served since this
+one last did, and handed an address this host's old lease file still gives to a client gone
+since to someone else; with that file the returning server NAKed the renewal and re-addressed
+the client (lab test). Clients' renewals rebuild the table (dhcp-authoritative), and a new client
+is offered an address only after the ping check, as by any new server.
 """
 
 from __future__ import annotations
@@ -26,10 +31,12 @@ class StandaloneRunner:
         elector: StandaloneElector,
         on_change: Callable[[], None],
         on_yield: Callable[[str], Awaitable[None]],
+        on_take: Callable[[], None] = lambda: None,
     ) -> None:
         self._elector = elector
         self._on_change = on_change
         self._on_yield = on_yield
+        self._on_take = on_take
         self.memory = StandaloneMemory()
         self._since: float | None = None
         self._seen: tuple[str, ...] = ()  # hosts whose authority answered the last good probe
@@ -55,6 +62,7 @@ class StandaloneRunner:
         if self.memory.serving and not was:
             self._since = time.time()
             log.info("authority taken", event_kind="authority.take", reason=self.memory.reason)
+            self._on_take()
             self._on_change()
         elif was and not self.memory.serving:
             self._since = None

@@ -86,6 +86,28 @@ def test_standalone_runner_takes_over_after_silence_and_yields_to_a_better_host(
     asyncio.run(main())
 
 
+def test_standalone_runner_forgets_the_leases_at_each_take_over_only() -> None:
+    async def main() -> None:
+        takes: list[str] = []
+        elector = StandaloneElector("m2", ("m1", "m2"), 2, rank_probes=1, busy_probes=0)
+        run = StandaloneRunner(elector, lambda: None, _ignore, lambda: takes.append("take"))
+        for _ in range(3):
+            await run.on_probe(answered())
+        assert run.serving() and takes == ["take"]
+        await run.on_probe(answered())
+        await run.on_probe(answered("m1", "m2"))  # yields
+        assert not run.serving() and takes == ["take"]
+        for _ in range(3):
+            await run.on_probe(answered())
+        assert run.serving() and takes == ["take", "take"]
+
+    asyncio.run(main())
+
+
+async def _ignore(why: str) -> None:
+    return None
+
+
 def test_standalone_runner_takes_back_from_a_worse_ranked_server_after_silent_probes() -> None:
     async def main() -> None:
         run, calls = runner(me="m1")

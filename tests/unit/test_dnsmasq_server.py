@@ -122,6 +122,34 @@ def test_start_reload_restart_and_stop(tmp_path: Path) -> None:
     assert (directory / "dnsmasq.log").exists()
 
 
+def test_forgotten_leases_are_gone_at_the_next_start_only(tmp_path: Path) -> None:
+    executable, _ = fake_dnsmasq(tmp_path)
+    directory = tmp_path / "state" / "dnsmasq"
+    lease = "1700000000 02:00:00:00:00:01 10.0.0.5 c1 *\n"
+
+    async def main() -> None:
+        server = DnsmasqServer(directory, executable=executable, user=None, backoff_initial=0.05)
+        assert await server.serve(plan()) == "started"
+        (directory / "leases").write_text(lease)
+        await server.stop()
+        assert await server.serve(plan()) == "started"  # kept without being told
+        assert (directory / "leases").read_text() == lease
+        server.forget_leases()
+        assert await server.serve(plan(names="10.0.0.6 c2\n")) == "reloaded"  # a running one keeps them
+        assert (directory / "leases").read_text() == lease
+        await server.stop()
+        assert (directory / "leases").read_text() == lease
+        assert await server.serve(plan()) == "started"
+        assert (directory / "leases").read_text() == ""
+        (directory / "leases").write_text(lease)
+        await server.stop()
+        assert await server.serve(plan()) == "started"  # once: the start after that keeps them
+        assert (directory / "leases").read_text() == lease
+        await server.stop()
+
+    run(main)
+
+
 def test_as_root_dnsmasq_starts_as_nobody_through_setpriv_and_keeps_its_death_signal(tmp_path: Path) -> None:
     server = DnsmasqServer(tmp_path, executable="/usr/sbin/dnsmasq", user="nobody")
     caps = "-all,+net_bind_service,+net_admin,+net_raw"
