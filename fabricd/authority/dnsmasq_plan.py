@@ -72,11 +72,27 @@ Reservations (`dhcp-hostsfile`, one line per known instance MAC)
     a pool address, answering nothing meanwhile. The probe never requests, so the address is
     only ever offered.
 
+Among several standalone hosts (`dhcp.election: standalone`, more than one host in `priority`)
+  Each authority sees only its own host's LXD, so an address planned here would be unknown to the
+  next authority, which would NAK its renewal and re-address the client. So no fixed addresses:
+  no sticky address, no slot, no "instance space full" refusal; a `dhcp-host` line is the MAC and
+  the hostname rule above (`MAC[,hostname]`). Every instance takes a pool address, which a new
+  authority keeps through the client's renewal (`dhcp-authoritative`). Names are published for the
+  addresses LXD reports only.
+  Instances on other hosts are unknown to this host's LXD: their names can only come from the
+  client. So `dhcp-ignore-names=tag:known` ignores the name a client sends only when a
+  `dhcp-host` line matches it (dnsmasq's `known` tag): an instance of this host keeps its planned
+  name and claims no other, while an unknown client's own hostname is published for its lease
+  (dnsmasq refuses it when the name is in `addn-hosts`, one of this host's instances, and keeps a
+  name on one lease only). Qualified names (`name.<host>.<domain>`) exist only for this host's own
+  instances.
+
 dnsmasq.conf
   Bound to one interface (the floating server device), `bind-interfaces`, `except-interface=lo`;
   no upstream servers (`no-resolv`, `no-hosts`, `no-poll`), `domain-needed`, `bogus-priv`;
   `domain=` and `local=/<domain>/` (and the subnet's reverse zone when the prefix is /8, /16 or
-  /24); `dhcp-authoritative`; the ping check stays on (no `no-ping`); one `dhcp-range` per pool
+  /24); `dhcp-authoritative`; `dhcp-ignore-names` (`=tag:known` among several standalone hosts,
+  see above); the ping check stays on (no `no-ping`); one `dhcp-range` per pool
   with `dhcp.lease_time` (a `static` range when there is no pool, so reservations are still
   served); the overlay MTU as option 26, forced (sent even to clients that do not ask, since a
   client left at 1500 silently drops large packets); no router option (the overlay has no
@@ -301,6 +317,7 @@ class _Planner:
         self.bridge = config.overlay.bridge
         self.vni = config.overlay.vni
         self.host = config.host.name.lower()
+        self.fixed = fixed_addresses(config)
         self.snapshot = snapshot
         self.refused: set[Refusal] = set()
         self.conflicts: set[NameConflict] = set()
@@ -471,7 +488,7 @@ class _Planner:
                     f"nic {member.nic_ident(nic)}", f"MAC {mac} is also on {others}: no DHCP reservation"
                 )
         sticky: dict[str, IPv4Address] = {}  # mac -> the address it keeps
-        for member in members:
+        for member in members if self.fixed else ():
             taken: set[IPv4Address] = set()  # one address on two of its NICs: the first keeps it
             for nic in member.nics:
                 mac = granted.get((member.ident, nic.device))
@@ -483,7 +500,7 @@ class _Planner:
                     taken.add(address)
                     sticky[mac] = address
         unplaced = sorted(mac for mac in granted.values() if mac not in sticky)
-        slots = self.space.place(unplaced, self.in_use())
+        slots = self.space.place(unplaced, self.in_use()) if self.fixed else {}
         result = []
         for member in members:
             holder_name = member.label if member.label in names.get(member.ident, ()) else None
@@ -492,7 +509,7 @@ class _Planner:
                 if mac is None:
                     continue
                 address = sticky[mac] if mac in sticky else slots.get(mac)
-                if address is None:
+                if address is None and self.fixed:
                     self.refuse(
                         f"nic {member.nic_ident(nic)}",
                         f"the instance space ({self.space.size} addresses) is full: no fixed address,"
@@ -595,7 +612,9 @@ class _Planner:
             f"dhcp-hostsfile={directory / HOSTS_DHCP_FILE}",
             f"dhcp-leasefile={directory / LEASE_FILE}",
             "dhcp-authoritative",
-            "dhcp-ignore-names",
+            # Standalone hosts: a client LXD does not list here (another host's instance) names
+            # itself; the names of clients LXD lists are the plan's alone.
+            "dhcp-ignore-names" if self.fixed else "dhcp-ignore-names=tag:known",
         ]
         for start, end in sorted(self.pools):
             lines.append(f"dhcp-range={start},{end},{netmask},{lease_time}")
@@ -639,6 +658,14 @@ def _bare_holder(group: list[_Member]) -> _Member | None:
     lowest = min(m.location for m in default)
     at_lowest = [m for m in default if m.location == lowest]
     return at_lowest[0] if len(at_lowest) == 1 else None
+
+
+def fixed_addresses(config: FabricConfig) -> bool:
+    """Whether reservations carry addresses: not among several standalone hosts, where each
+    authority sees only its own host's LXD, so the next one could not know an address planned
+    here and would NAK its renewal."""
+    dhcp = config.dhcp
+    return not (dhcp.election == "standalone" and len(set(dhcp.priority)) > 1)
 
 
 def plan_dnsmasq(snapshot: LXDSnapshot, config: FabricConfig, *, interface: str, mtu: int) -> DnsmasqPlan:

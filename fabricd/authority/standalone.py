@@ -18,6 +18,14 @@ who answers.
   counters kept it from answering the next host in line, which took over too), so the spacing
   per rank covers a busy spell as well.
 - A serving host yields as soon as it sees a better-ranked host answering.
+- A better-ranked host that comes back (restarted, repaired) takes the authority back: as a
+  standby that hears only worse-ranked hosts of the list answering, for `silent_probes` probes in
+  a row (so it knows the overlay works both ways before it serves), it takes over, and the worse
+  one yields at its next probe that hears it. Both answer for that long: up to one probe interval
+  and the window (plus a busy spell of the returning dnsmasq, which keeps the old server serving
+  meanwhile). An answer that names no host of the list ("?") is never taken over: nothing would
+  make it yield. If the returning host hears the server but the server does not hear it (a one-way
+  overlay), both keep serving; `fabricctl status` says so (two hosts answer).
 - Partition: each side sees silence and one host per side serves; when the partition heals, the
   worse-ranked server yields within one probe interval of hearing the better-ranked one (whose
   dnsmasq may first be busy with clients new to it, up to 18 s). Two servers answer during the
@@ -58,6 +66,7 @@ class StandaloneMemory:
     serving: bool = False
     silent: int = 0  # probes in a row that nobody answered
     reason: str = "no probe yet"
+    outranked: int = 0  # probes in a row answered only by hosts ranked below this one
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +94,19 @@ class StandaloneElector:
                 return StandaloneMemory(False, 0, f"yielding to {better[0]}, ranked above this host")
             return replace(memory, silent=0, reason="serving")
         if others:
-            return StandaloneMemory(False, 0, f"standby: {others[0]} answers")
+            if self.rank(others[0]) < mine or not set(others) <= set(self.priority):
+                return StandaloneMemory(False, 0, f"standby: {others[0]} answers")
+            outranked = memory.outranked + 1
+            if outranked >= self.silent_probes:
+                return StandaloneMemory(
+                    True, 0, f"taking the authority back from {others[0]}, ranked below this host"
+                )
+            return StandaloneMemory(
+                False,
+                0,
+                f"{others[0]}, ranked below this host, answers ({outranked} of {self.silent_probes})",
+                outranked,
+            )
         silent = memory.silent + 1
         needed = max(self.silent_probes, self.busy_probes) + mine * self.rank_probes
         if silent >= needed:

@@ -3,6 +3,8 @@
 A probe that failed (no bridge yet, a socket error) is no evidence of silence: the state stays.
 Taking over asks the reconcile loop for a pass (it claims the address and starts dnsmasq);
 yielding withdraws at once, like a fence in cluster mode.
+Each tenure starts with an empty lease file, as in cluster mode (`DnsmasqServer` sets the old one
+aside at a fresh start).
 """
 
 from __future__ import annotations

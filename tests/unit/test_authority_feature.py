@@ -86,12 +86,16 @@ def test_standalone_runner_takes_over_after_silence_and_yields_to_a_better_host(
     asyncio.run(main())
 
 
-def test_standalone_runner_does_not_take_back_from_a_working_server() -> None:
+def test_standalone_runner_takes_back_from_a_worse_ranked_server_after_silent_probes() -> None:
     async def main() -> None:
-        run, _ = runner(me="m1")
-        for _ in range(5):
-            await run.on_probe(answered("m2"))
+        run, calls = runner(me="m1")
+        await run.on_probe(answered("m2"))
         assert not run.serving() and run.state().holder == "m2"
+        await run.on_probe(answered("m2"))  # silent_probes (2) in a row hearing only m2
+        assert run.serving() and run.state().holder == "m1" and calls[-1] == "pass"
+        assert run.state().reason == "taking the authority back from m2, ranked below this host"
+        await run.on_probe(answered("m2"))  # m2 has not yielded yet: m1 keeps serving
+        assert run.serving() and not any(c.startswith("yield") for c in calls)
 
     asyncio.run(main())
 
