@@ -12,7 +12,8 @@ it cannot win.
 - Reading lists the chain and reads the newest; its sequence number is the "ETag".
 - After creating, the writer lists again: a name it re-created after the cleanup had deleted
   it (a writer that slept through many writes) is not the newest, so that write lost.
-- Each writer deletes the records older than the newest `KEEP`, so the chain stays short.
+- Each writer deletes the records older than the newest `KEEP` after its write, so the chain stays
+  short.
 
 Why network ACLs: creating or deleting one that nothing uses stores config and does nothing else
 (LXD applies an ACL only to the OVN networks and NICs that name it). The LXD observer ignores
@@ -69,11 +70,14 @@ class LeaseStore:
         }
         try:
             self._api.post("/network-acls", body, project=self._project)
-            won = self._chain()[-1] == seq
+            chain = self._chain()
         except (LXDUnavailable, LXDRequestFailed):
             return False  # exists already (another host wrote first), or LXD did not answer
+        # Pruned from the listing after this write, so the chain holds KEEP records between writes
+        # and KEEP + 1 only from one create to its cleanup.
+        self._stale = chain[:-KEEP]
         self._clean_up()
-        return won
+        return chain[-1] == seq
 
     def _chain(self) -> tuple[int, ...]:
         urls: Any = self._api.get("/network-acls", project=self._project)
