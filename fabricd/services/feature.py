@@ -160,6 +160,7 @@ class HostRouteApplying:
 
     def __init__(self, feature: ServicesFeature) -> None:
         self._feature = feature
+        self._last_done: list[tuple[str, Any]] = []
 
     async def apply(self, desired: Observations) -> RouteOutcome | None:
         plan = desired.get(SERVICE_PLAN)
@@ -171,13 +172,17 @@ class HostRouteApplying:
             seen.installed, feature.routes.announced(SERVICE_KIND), plan.host_routes, plan.routes.routes
         )
         if not any(s.kind.startswith("route.") for s in steps.steps):
+            self._last_done = []
             return None
         outcome = await asyncio.to_thread(apply_route_steps, steps, feature.kernel)
         for kind, prefix in outcome.done:
             feature.decisions.record(f"service.{kind}", str(prefix), f"host route {kind.split('.')[1]}")
             log.info("service host route", event_kind=f"service.{kind}", prefix=str(prefix))
-        if outcome.changed or outcome.skipped:
-            feature.on_change()  # the next pass sees the kernel as it is now (and retries skips)
+        # The next pass sees the kernel as it is now (and announces what went in). Not twice for
+        # the same steps: a step that "succeeds" without effect must not spin the loop.
+        if outcome.changed and outcome.done != self._last_done:
+            feature.on_change()
+        self._last_done = list(outcome.done)
         if outcome.failed:
             raise RuntimeError("; ".join(f"{kind} {prefix}: {why}" for kind, prefix, why in outcome.failed))
         return outcome

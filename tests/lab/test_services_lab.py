@@ -1,0 +1,267 @@
+"""Anycast services on labs/services.clab.yml: FRR router r1, LXD host h1 running fabricd.
+
+h1's fabricd serves `web` (10.250.0.80 and fd00:250::80, TCP check on port 8080 every 0.5 s,
+rise 2, fall 2, drain_delay 4 s) from the instance tsvc-web1, which carries both addresses on its
+loopback and runs busybox httpd. r1's kernel table (proto bgp), r1's BGP table (communities, MED),
+h1's kernel (fabricd's route protocol 251) and real HTTP requests from r1 are the judges.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyroute2 import NetNS
+
+from fabric_lab.fib import routes_to, wait_for
+from fabric_lab.node import NodeRuntime
+from fabric_lab.runner import Lab
+from fabricd.services.host_routes import RTPROT_FABRICD_SERVICES
+from tests.lab.conftest import REPO, fresh_lab, start_agent, stop_agent
+
+pytestmark = pytest.mark.lab
+
+INSTANCE = "tsvc-web1"
+V4, V6 = "10.250.0.80", "fd00:250::80"
+PREFIXES = {f"{V4}/32": "10.99.1.11", f"{V6}/128": "fd00:99:1::11"}
+INTERVAL, FALL, RISE, DRAIN_DELAY = 0.5, 2, 2, 4.0
+# A failed backend is out after `fall` failed checks, `interval` apart (the first one comes within
+# an interval of the kill), then a reconcile pass, ExaBGP and FRR: measured 0.66 s here; the bound
+# leaves a second for a machine loaded by other labs.
+WITHDRAW_BOUND = INTERVAL * FALL + 1.0
+GRACEFUL_SHUTDOWN = ("graceful-shutdown", "65535:0")
+DRAIN_MED = 4294967294
+
+
+@pytest.fixture(scope="module")
+def lab(lab_host: None, state_root: Path) -> Iterator[Lab]:
+    with fresh_lab(REPO / "labs" / "services.clab.yml", "tsvc", state_root) as lab:
+        h1 = lab.node("h1")
+        h1.run(["lxc", "launch", "busybox", INSTANCE])
+        script = (
+            f"ip addr add {V4}/32 dev lo && ip -6 addr add {V6}/128 dev lo"
+            " && mkdir -p /www && echo ok > /www/index.html"
+        )
+        h1.run(["lxc", "exec", INSTANCE, "--", "sh", "-c", script])
+        start_httpd(h1)
+        yield lab
+
+
+def start_httpd(h1: NodeRuntime) -> None:
+    h1.run(["lxc", "exec", INSTANCE, "--", "httpd", "-p", "8080", "-h", "/www"])
+
+
+def stop_httpd(h1: NodeRuntime) -> None:
+    pids = h1.run(["lxc", "exec", INSTANCE, "--", "pidof", "httpd"]).stdout.split()
+    assert pids, "httpd is not running in the instance"
+    h1.run(["lxc", "exec", INSTANCE, "--", "kill", *pids])
+
+
+def services(node: NodeRuntime) -> dict[str, Any]:
+    reply: dict[str, Any] = json.loads(node.fabricctl("services", "--json").stdout)
+    return reply["services"]
+
+
+def web(node: NodeRuntime) -> dict[str, Any]:
+    found: dict[str, Any] = next(s for s in services(node)["services"] if s["name"] == "web")
+    return found
+
+
+def address_states(node: NodeRuntime) -> dict[str, str]:
+    return {a["address"]: a["state"] for a in web(node)["addresses"]}
+
+
+def wait_until(
+    check: Callable[[], bool], what: str, timeout: float = 30, detail: Callable[[], Any] = lambda: ""
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:g} s; {detail()}")
+        time.sleep(0.1)
+
+
+def host_routes(h1: NodeRuntime) -> dict[str, set[str]]:
+    """fabricd's service routes in h1's kernel: prefix -> gateways."""
+    found: dict[str, set[str]] = {}
+    with NetNS(h1.netns_name) as ns:
+        for family, length in ((2, 32), (10, 128)):
+            for route in ns.get_routes(family=family, table=254):
+                if route["proto"] != RTPROT_FABRICD_SERVICES:
+                    continue
+                prefix = f"{route.get_attr('RTA_DST')}/{route['dst_len']}"
+                hops = {route.get_attr("RTA_GATEWAY")} - {None}
+                hops |= {h.get_attr("RTA_GATEWAY") for h in route.get_attr("RTA_MULTIPATH") or []}
+                assert route["dst_len"] == length
+                found.setdefault(prefix, set()).update(hops)
+    return found
+
+
+def router_path(r1: NodeRuntime, prefix: str) -> dict[str, Any] | None:
+    family = "ipv4" if ":" not in prefix else "ipv6"
+    reply = json.loads(r1.run(["vtysh", "-c", f"show bgp {family} unicast {prefix} json"]).stdout or "{}")
+    paths = reply.get("paths") or []
+    return paths[0] if paths else None
+
+
+def communities(path: dict[str, Any] | None) -> str:
+    return "" if path is None else str((path.get("community") or {}).get("string", ""))
+
+
+def http_from_router(r1: NodeRuntime, address: str) -> str:
+    host = f"[{address}]" if ":" in address else address
+    argv = ["curl", "-s", "-m", "2", "--noproxy", "*", f"http://{host}:8080/"]
+    return r1.run(argv, check=False).stdout.strip()
+
+
+def wait_announced(lab: Lab, timeout: float = 60) -> None:
+    r1 = lab.node("r1")
+    for prefix, hop in PREFIXES.items():
+        wait_for(r1.netns_name, prefix, {hop}, timeout=timeout)
+
+
+def backend_address(h1: NodeRuntime, version: int) -> str:
+    (backend,) = web(h1)["backends"]
+    return next(a for a in backend["addresses"] if (":" in a) == (version == 6))
+
+
+def test_service_is_announced_over_its_host_route_and_serves_traffic(lab: Lab) -> None:
+    h1, r1 = lab.node("h1"), lab.node("r1")
+    wait_announced(lab)
+    assert address_states(h1) == {V4: "announced", V6: "announced"}
+    (backend,) = web(h1)["backends"]
+    assert backend["instance"] == INSTANCE and backend["state"] == "up" and backend["device"] == "lxdbr0"
+    assert backend["last_result"]["ok"] and "connected to" in backend["last_result"]["reason"]
+    # The host route to the backend's own address, IPv4 and IPv6, with fabricd's protocol number.
+    assert host_routes(h1) == {
+        f"{V4}/32": {backend_address(h1, 4)},
+        f"{V6}/128": {backend_address(h1, 6)},
+    }
+    for prefix in PREFIXES:
+        path = router_path(r1, prefix)
+        assert path is not None and path["metric"] == 10 and communities(path) == "65011:80", path
+    assert http_from_router(r1, V4) == "ok"
+    assert http_from_router(r1, V6) == "ok"
+    status = json.loads(h1.fabricctl("status", "--json").stdout)
+    assert not [p for p in status["problems"] if "service" in p], status["problems"]
+    text = h1.fabricctl("services").stdout
+    assert "announced" in text and INSTANCE in text
+    metrics = h1.run(["fabricctl", "status"], check=False).stdout
+    assert "web" in metrics and V4 in metrics  # the services lines in the status summary
+
+
+def test_failed_check_withdraws_within_interval_times_fall_and_recovery_reannounces(lab: Lab) -> None:
+    h1, r1 = lab.node("h1"), lab.node("r1")
+    wait_announced(lab)
+    stop_httpd(h1)
+    killed = time.monotonic()
+    gone = {prefix: wait_for(r1.netns_name, prefix, None, timeout=15) for prefix in PREFIXES}
+    took = time.monotonic() - killed
+    print(f"\nbackend failure -> withdrawn at r1: {took:.2f} s (bound {WITHDRAW_BOUND:.2f} s)")
+    assert took < WITHDRAW_BOUND, gone
+    wait_until(
+        lambda: host_routes(h1) == {}, "host routes removed after the withdraw", 10, lambda: host_routes(h1)
+    )
+    current = web(h1)
+    assert {a["state"] for a in current["addresses"]} == {"withdrawn"}
+    assert all("no healthy backend here" in a["reason"] for a in current["addresses"]), current
+    (backend,) = current["backends"]
+    assert backend["state"] == "down" and backend["reason"] == "connection refused", backend
+    status = json.loads(h1.fabricctl("status", "--json").stdout)
+    assert any("service web" in p and "withdrawn" in p for p in status["problems"]), status["problems"]
+    assert h1.run(["fabricctl", "check"], check=False).returncode == 3
+    # Back: `rise` passing checks, then route in, then announced.
+    start_httpd(h1)
+    back = time.monotonic()
+    wait_announced(lab, timeout=15)
+    print(f"backend recovered -> announced at r1: {time.monotonic() - back:.2f} s")
+    assert http_from_router(r1, V4) == "ok"
+
+
+def test_drain_shuts_down_gracefully_then_withdraws_and_undrain_returns(lab: Lab) -> None:
+    h1, r1 = lab.node("h1"), lab.node("r1")
+    wait_announced(lab)
+    routes_before = host_routes(h1)
+    h1.fabricctl("drain", "--service", "web")
+    drained_at = time.monotonic()
+
+    def graceful() -> bool:
+        paths = [router_path(r1, p) for p in PREFIXES]
+        return all(
+            p is not None and any(c in communities(p) for c in GRACEFUL_SHUTDOWN) and p["metric"] == DRAIN_MED
+            for p in paths
+        )
+
+    wait_until(
+        graceful,
+        "GRACEFUL_SHUTDOWN and the drain MED at r1",
+        5,
+        lambda: [router_path(r1, p) for p in PREFIXES],
+    )
+    assert "65011:80" in communities(router_path(r1, f"{V4}/32"))
+    assert address_states(h1) == {V4: "draining", V6: "draining"}
+    assert web(h1)["backends"][0]["state"] == "drained"
+    # Still delivered while draining: traffic moves off, nothing breaks.
+    assert http_from_router(r1, V4) == "ok"
+    for prefix in PREFIXES:
+        wait_for(r1.netns_name, prefix, None, timeout=DRAIN_DELAY + 5)
+    withdrawn_after = time.monotonic() - drained_at
+    print(f"\ndrain -> withdrawn at r1 after {withdrawn_after:.2f} s (drain_delay {DRAIN_DELAY:g} s)")
+    assert withdrawn_after >= DRAIN_DELAY - 0.5
+    assert address_states(h1) == {V4: "withdrawn", V6: "withdrawn"}
+    assert all("drained" in a["reason"] for a in web(h1)["addresses"])
+    assert host_routes(h1) == routes_before  # the host route stays while drained
+    h1.fabricctl("undrain", "--service", "web")
+    wait_announced(lab, timeout=10)
+    wait_until(
+        lambda: communities(router_path(r1, f"{V4}/32")) == "65011:80",
+        "normal attributes after the undrain",
+        5,
+    )
+    assert router_path(r1, f"{V4}/32")["metric"] == 10  # type: ignore[index]
+    assert address_states(h1) == {V4: "announced", V6: "announced"}
+
+
+def test_host_drain_survives_an_agent_restart(lab: Lab) -> None:
+    h1, r1 = lab.node("h1"), lab.node("r1")
+    wait_announced(lab)
+    h1.fabricctl("drain")
+    assert services(h1)["drain"]["host"] is not None
+    for prefix in PREFIXES:
+        wait_for(r1.netns_name, prefix, None, timeout=DRAIN_DELAY + 5)
+    stop_agent(lab, "h1")
+    start_agent(lab, "h1")
+    # Started drained: nothing is announced, and the drain time is the one from before.
+    time.sleep(3)
+    assert all(not routes_to(r1.netns_name, p) for p in PREFIXES)
+    assert services(h1)["drain"]["host"] is not None
+    assert {a["state"] for a in web(h1)["addresses"]} == {"withdrawn"}
+    h1.fabricctl("undrain")
+    wait_announced(lab, timeout=15)
+
+
+def test_stop_withdraws_then_removes_host_routes_and_a_start_clears_stale_ones(lab: Lab) -> None:
+    h1, r1 = lab.node("h1"), lab.node("r1")
+    wait_announced(lab)
+    stop_agent(lab, "h1")
+    # Withdrawn (the UPDATE, then the session's end), and only then the host routes removed.
+    for prefix in PREFIXES:
+        wait_for(r1.netns_name, prefix, None, timeout=1.0)
+    assert host_routes(h1) == {}
+    # A route left with fabricd's protocol number by an earlier run goes at the next start.
+    proto = str(RTPROT_FABRICD_SERVICES)
+    h1.run(["ip", "route", "add", "10.250.9.9/32", "dev", "lxdbr0", "proto", proto])
+    assert "10.250.9.9/32" in host_routes(h1)
+    start_agent(lab, "h1")
+    wait_announced(lab, timeout=30)
+    wait_until(
+        lambda: "10.250.9.9/32" not in host_routes(h1),
+        "stale host route removed",
+        15,
+        lambda: host_routes(h1),
+    )
+    assert set(host_routes(h1)) == set(PREFIXES)
