@@ -44,7 +44,7 @@ def lab(lab_host: None, state_root: Path) -> Iterator[Lab]:
         h1.run(["lxc", "launch", "busybox", INSTANCE])
         script = (
             f"ip addr add {V4}/32 dev lo && ip -6 addr add {V6}/128 dev lo"
-            " && mkdir -p /www && echo ok > /www/index.html"
+            " && mkdir -p /www && echo ok > /www/index.html && touch /www/up"
         )
         h1.run(["lxc", "exec", INSTANCE, "--", "sh", "-c", script])
         start_httpd(h1)
@@ -129,6 +129,18 @@ def backend_address(h1: NodeRuntime, version: int) -> str:
     return next(a for a in backend["addresses"] if (":" in a) == (version == 6))
 
 
+def test_exec_check_runs_in_the_instance_through_the_lxd_api(lab: Lab) -> None:
+    h1, r1 = lab.node("h1"), lab.node("r1")
+    probe = "10.250.0.81/32"
+    wait_for(r1.netns_name, probe, {"10.99.1.11"}, timeout=60)
+    h1.run(["lxc", "exec", INSTANCE, "--", "rm", "/www/up"])
+    wait_for(r1.netns_name, probe, None, timeout=5)
+    (row,) = [s for s in services(h1)["services"] if s["name"] == "probe"]
+    assert row["backends"][0]["last_result"]["reason"] == "test exited with 1", row
+    h1.run(["lxc", "exec", INSTANCE, "--", "touch", "/www/up"])
+    wait_for(r1.netns_name, probe, {"10.99.1.11"}, timeout=5)
+
+
 def test_service_is_announced_over_its_host_route_and_serves_traffic(lab: Lab) -> None:
     h1, r1 = lab.node("h1"), lab.node("r1")
     wait_announced(lab)
@@ -140,6 +152,7 @@ def test_service_is_announced_over_its_host_route_and_serves_traffic(lab: Lab) -
     assert host_routes(h1) == {
         f"{V4}/32": {backend_address(h1, 4)},
         f"{V6}/128": {backend_address(h1, 6)},
+        "10.250.0.81/32": {backend_address(h1, 4)},
     }
     for prefix in PREFIXES:
         path = router_path(r1, prefix)
@@ -164,7 +177,10 @@ def test_failed_check_withdraws_within_interval_times_fall_and_recovery_reannoun
     print(f"\nbackend failure -> withdrawn at r1: {took:.2f} s (bound {WITHDRAW_BOUND:.2f} s)")
     assert took < WITHDRAW_BOUND, gone
     wait_until(
-        lambda: host_routes(h1) == {}, "host routes removed after the withdraw", 10, lambda: host_routes(h1)
+        lambda: not set(PREFIXES) & set(host_routes(h1)),
+        "host routes removed after the withdraw",
+        10,
+        lambda: host_routes(h1),
     )
     current = web(h1)
     assert {a["state"] for a in current["addresses"]} == {"withdrawn"}
@@ -264,4 +280,4 @@ def test_stop_withdraws_then_removes_host_routes_and_a_start_clears_stale_ones(l
         15,
         lambda: host_routes(h1),
     )
-    assert set(host_routes(h1)) == set(PREFIXES)
+    assert set(host_routes(h1)) == {*PREFIXES, "10.250.0.81/32"}
