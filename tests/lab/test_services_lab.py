@@ -48,17 +48,24 @@ def lab(lab_host: None, state_root: Path) -> Iterator[Lab]:
         )
         h1.run(["lxc", "exec", INSTANCE, "--", "sh", "-c", script])
         start_httpd(h1)
+        # The instance's IPv6 default route comes with a later router advertisement than its
+        # address: replies over IPv6 need it (the check itself goes over IPv4).
+        wait_until(
+            lambda: "default" in h1.run(["lxc", "exec", INSTANCE, "--", "ip", "-6", "route"]).stdout,
+            "the instance's IPv6 default route",
+            30,
+        )
         yield lab
 
 
-def start_httpd(h1: NodeRuntime) -> None:
-    h1.run(["lxc", "exec", INSTANCE, "--", "httpd", "-p", "8080", "-h", "/www"])
+def start_httpd(h1: NodeRuntime, instance: str = INSTANCE) -> None:
+    h1.run(["lxc", "exec", instance, "--", "httpd", "-p", "8080", "-h", "/www"])
 
 
-def stop_httpd(h1: NodeRuntime) -> None:
-    pids = h1.run(["lxc", "exec", INSTANCE, "--", "pidof", "httpd"]).stdout.split()
+def stop_httpd(h1: NodeRuntime, instance: str = INSTANCE) -> None:
+    pids = h1.run(["lxc", "exec", instance, "--", "pidof", "httpd"]).stdout.split()
     assert pids, "httpd is not running in the instance"
-    h1.run(["lxc", "exec", INSTANCE, "--", "kill", *pids])
+    h1.run(["lxc", "exec", instance, "--", "kill", *pids])
 
 
 def services(node: NodeRuntime) -> dict[str, Any]:
@@ -281,3 +288,38 @@ def test_stop_withdraws_then_removes_host_routes_and_a_start_clears_stale_ones(l
         lambda: host_routes(h1),
     )
     assert set(host_routes(h1)) == {*PREFIXES, "10.250.0.81/32"}
+
+
+def test_two_local_backends_share_the_address_by_ecmp_without_a_withdraw(lab: Lab) -> None:
+    h1, r1 = lab.node("h1"), lab.node("r1")
+    second = "tsvc-web2"
+    wait_announced(lab)
+    h1.run(["lxc", "launch", "busybox", second])
+    try:
+        script = (
+            f"ip addr add {V4}/32 dev lo && ip -6 addr add {V6}/128 dev lo"
+            " && mkdir -p /www && echo two > /www/index.html"
+        )
+        h1.run(["lxc", "exec", second, "--", "sh", "-c", script])
+        start_httpd(h1, second)
+        # Both backends healthy: one route per address with two next hops (replaced in place).
+        wait_until(
+            lambda: all(len(host_routes(h1).get(p, ())) == 2 for p in PREFIXES),
+            "ECMP host routes",
+            60,
+            lambda: (host_routes(h1), web(h1)),
+        )
+        answers = {http_from_router(r1, V4) for _ in range(20)}
+        assert answers <= {"ok", "two"} and answers, answers
+        # One of the two fails: the route narrows to the other, and r1 never loses the path.
+        stop_httpd(h1, second)
+        deadline = time.monotonic() + 10
+        while any(len(host_routes(h1).get(p, ())) != 1 for p in PREFIXES):
+            assert all(routes_to(r1.netns_name, p) for p in PREFIXES), "withdrawn while a backend was healthy"
+            assert time.monotonic() < deadline, host_routes(h1)
+            time.sleep(0.05)
+        assert all(routes_to(r1.netns_name, p) for p in PREFIXES)
+        assert http_from_router(r1, V4) == "ok"
+    finally:
+        h1.run(["lxc", "delete", "--force", second], check=False)
+    wait_until(lambda: len(web(h1)["backends"]) == 1, "the deleted backend gone from the service", 30)
