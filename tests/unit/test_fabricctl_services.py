@@ -10,46 +10,49 @@ from typing import Any
 from fabricd.cli.render_services import render_drain, render_services
 from tests.unit.test_fabricctl_exit_codes import PEERS_UP, FakeAgent, ctl, fake_agent, status
 
-SECTION: dict[str, Any] = {
-    "drain": {"host": None, "services": {"web": time.time() - 5}},
-    "services": [
-        {
-            "name": "web",
-            "source": "config",
-            "project": "default",
-            "check": "tcp port 8080 every 0.5 s (timeout 0.4 s, rise 2, fall 2)",
-            "drained_since": time.time() - 5,
-            "backends": [
-                {
-                    "instance": "web-1",
-                    "project": "default",
-                    "device": "lxdbr0",
-                    "addresses": ["10.210.1.11", "fd00:210:1::11"],
-                    "state": "drained",
-                    "reason": "drained",
-                    "since_seconds": 5.0,
-                    "last_result": {"ok": True, "reason": "connected in 0.4 ms", "seconds_ago": 0.2},
-                },
-                {
-                    "instance": "web-9",
-                    "project": "default",
-                    "device": "",
-                    "addresses": [],
-                    "state": "excluded",
-                    "reason": "instance is stopped",
-                    "since_seconds": None,
-                    "last_result": None,
-                },
-            ],
-            "addresses": [
-                {"address": "10.250.0.80", "state": "draining", "reason": "draining: GRACEFUL_SHUTDOWN"},
-                {"address": "fd00:250::80", "state": "draining", "reason": "draining: GRACEFUL_SHUTDOWN"},
-            ],
-        }
-    ],
-    "problems": [{"service": "dns", "project": "default", "instance": "d1", "reason": "disagrees"}],
-    "host_routes": [],
-}
+
+def section() -> dict[str, Any]:
+    """The services section as the agent sends it, drained 5 s before now."""
+    return {
+        "drain": {"host": None, "services": {"web": time.time() - 5}},
+        "services": [
+            {
+                "name": "web",
+                "source": "config",
+                "project": "default",
+                "check": "tcp port 8080 every 0.5 s (timeout 0.4 s, rise 2, fall 2)",
+                "drained_since": time.time() - 5,
+                "backends": [
+                    {
+                        "instance": "web-1",
+                        "project": "default",
+                        "device": "lxdbr0",
+                        "addresses": ["10.210.1.11", "fd00:210:1::11"],
+                        "state": "drained",
+                        "reason": "drained",
+                        "since_seconds": 5.0,
+                        "last_result": {"ok": True, "reason": "connected in 0.4 ms", "seconds_ago": 0.2},
+                    },
+                    {
+                        "instance": "web-9",
+                        "project": "default",
+                        "device": "",
+                        "addresses": [],
+                        "state": "excluded",
+                        "reason": "instance is stopped",
+                        "since_seconds": None,
+                        "last_result": None,
+                    },
+                ],
+                "addresses": [
+                    {"address": "10.250.0.80", "state": "draining", "reason": "draining: GRACEFUL_SHUTDOWN"},
+                    {"address": "fd00:250::80", "state": "draining", "reason": "draining: GRACEFUL_SHUTDOWN"},
+                ],
+            }
+        ],
+        "problems": [{"service": "dns", "project": "default", "instance": "d1", "reason": "disagrees"}],
+        "host_routes": [],
+    }
 
 
 class ServicesAgent(FakeAgent):
@@ -68,7 +71,7 @@ class ServicesAgent(FakeAgent):
 
 
 def test_services_asks_only_for_its_section_and_shows_addresses_backends_and_refusals(tmp_path: Path) -> None:
-    with fake_agent(tmp_path, {**status(PEERS_UP), "services": SECTION}) as agent:
+    with fake_agent(tmp_path, {**status(PEERS_UP), "services": section()}) as agent:
         out = ctl(agent.path, "services")
         assert out.returncode == 0, out.stderr
         assert agent.commands == ["sections"]
