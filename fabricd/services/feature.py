@@ -31,10 +31,10 @@ from fabricd.log import get_logger
 from fabricd.lxd.api import LXDApi
 from fabricd.lxd.observer import LXD
 from fabricd.routes.feature import ROUTE_PLANS
-from fabricd.routes.model import Route, RoutePlan
+from fabricd.routes.model import IPNetwork, Route, RoutePlan
 from fabricd.services.checkers import Checker
 from fabricd.services.drain_store import DrainFileError, DrainStore, drained, undrained
-from fabricd.services.health import BackendHealth, Rules
+from fabricd.services.health import BackendHealth, Change, Rules
 from fabricd.services.host_routes import NetlinkRoutes, RouteOutcome, apply_route_steps
 from fabricd.services.model import BackendId, DrainState, HostRoute, ServicePlan
 from fabricd.services.ordering import ordered_steps
@@ -67,7 +67,7 @@ class HostRouteKernel(Protocol):
 
     def replace(self, route: HostRoute) -> None: ...
 
-    def remove(self, prefix: Any) -> None: ...
+    def remove(self, prefix: IPNetwork) -> None: ...
 
 
 class Announcements(Protocol):
@@ -213,7 +213,7 @@ class ServicesFeature(Feature):
         if checker is None:
             api = LXDApi(config.lxd)
             checker = Checker(api.exec_in_instance, self._exec_pool)
-        self.runner = HealthRunner(checker, on_change)
+        self.runner = HealthRunner(checker, on_change, on_serving=self._serving_changed)
         self.plan = ServicePlan()
         self.installed: tuple[HostRoute, ...] = ()
         self._wake: asyncio.TimerHandle | None = None
@@ -222,6 +222,12 @@ class ServicesFeature(Feature):
         self.observers = (ServiceObserver(self),)
         self.planners = (ServicePlanning(self), ServiceRoutePlanning())
         self.appliers = (HealthChecksApplying(self), HostRouteApplying(self))
+
+    def _serving_changed(self, backend: BackendId, change: Change, health: BackendHealth) -> None:
+        verb = "serves" if change.serving else "stopped serving"
+        self.decisions.record(
+            "service.backend", str(backend), f"{backend} {verb}: {change.reason}", state=health.state
+        )
 
     async def start(self) -> None:
         try:
@@ -279,9 +285,6 @@ class ServicesFeature(Feature):
         if not drain and service is not None and new.host is not None:
             note = "the whole host is still drained (fabricctl undrain without --service ends that)"
         return {"drain": drain_dict(new), "changed": what, "note": note}
-
-    def background(self, stop: asyncio.Event) -> tuple[Awaitable[None], ...]:
-        return ()
 
     async def stop(self) -> None:
         if self._wake is not None:

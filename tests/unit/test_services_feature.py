@@ -247,6 +247,10 @@ def test_a_pass_installs_first_announces_next_and_withdraws_before_removing(tmp_
         web = status.sections["services"]["services"][0]
         assert [b["state"] for b in web["backends"]] == ["down"]
         assert any("service web" in p for p in status.problems)
+        events = [(e["event"], e["reason"]) for e in stack.decisions.recent()]
+        assert ("service.backend", "web:default/web-1 serves: connected") in events
+        assert ("service.backend", "web:default/web-1 stopped serving: connection refused") in events
+        assert ("service.route.install", "host route install") in events
         await stack.services.stop()
 
     asyncio.run(main())

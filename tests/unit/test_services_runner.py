@@ -130,3 +130,52 @@ def test_drained_services_show_drained_and_checks_go_on_underneath() -> None:
         await runner.stop()
 
     asyncio.run(main())
+
+
+class RaisingChecker:
+    async def check(
+        self, check: HealthCheckConfig, backend: BackendId, target: IPAddress | None
+    ) -> CheckResult:
+        await asyncio.sleep(0)
+        raise RuntimeError("boom")
+
+
+def test_a_checker_that_raises_counts_as_a_failed_check_and_the_task_goes_on() -> None:
+    async def main() -> None:
+        clock = FakeClock()
+        heard: list[tuple[BackendId, bool, str]] = []
+        runner = HealthRunner(
+            RaisingChecker(),
+            lambda: None,
+            clock=clock,
+            sleep=clock.sleep,
+            on_serving=lambda b, change, health: heard.append((b, change.serving, health.state)),
+        )
+        runner.set_checks({WEB1: spec(rise=1, fall=1)})
+        await until(lambda: runner.results[(WEB1, False)] >= 3)
+        health = runner.health()[WEB1]
+        assert health.state == "down" and health.reason == "check failed: RuntimeError: boom"
+        assert heard == []  # never served, so never stopped serving
+        await runner.stop()
+
+    asyncio.run(main())
+
+
+def test_every_serving_change_is_heard_once() -> None:
+    async def main() -> None:
+        clock = FakeClock()
+        checker = ScriptedChecker(clock, {WEB1: "++--++"})
+        heard: list[tuple[bool, str]] = []
+        runner = HealthRunner(
+            checker,
+            lambda: None,
+            clock=clock,
+            sleep=clock.sleep,
+            on_serving=lambda b, change, health: heard.append((change.serving, health.state)),
+        )
+        runner.set_checks({WEB1: spec()})
+        await until(lambda: len(checker.started) >= 7)
+        await runner.stop()
+        assert heard == [(True, "up"), (False, "down"), (True, "up")]
+
+    asyncio.run(main())
