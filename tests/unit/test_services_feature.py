@@ -373,3 +373,12 @@ def test_status_rows_and_metrics_cover_backends_addresses_and_checks(tmp_path: P
         await stack.services.stop()
 
     asyncio.run(main())
+
+
+def test_teardown_removes_the_host_routes_a_crashed_agent_left() -> None:
+    from fabricd.cli.teardown import remove_service_routes
+
+    kernel = FakeKernel()
+    kernel.routes = {A: route(A, "10.0.0.1"), C: route(C, "fd00::1")}
+    assert remove_service_routes(kernel) == [f"service host route {A}", f"service host route {C}"]
+    assert kernel.routes == {} and remove_service_routes(kernel) == []
