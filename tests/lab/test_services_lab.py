@@ -327,3 +327,40 @@ def test_two_local_backends_share_the_address_by_ecmp_without_a_withdraw(lab: La
     finally:
         h1.run(["lxc", "delete", "--force", second], check=False)
     wait_until(lambda: len(web(h1)["backends"]) == 1, "the deleted backend gone from the service", 30)
+
+
+def test_a_service_defined_on_the_instance_is_announced_and_goes_with_its_keys(lab: Lab) -> None:
+    h1, r1 = lab.node("h1"), lab.node("r1")
+    keys = {
+        "user.fabric.anycast.tenant.addresses": "10.201.8.8",
+        "user.fabric.anycast.tenant.check.type": "tcp",
+        "user.fabric.anycast.tenant.check.port": "8080",
+    }
+    wait_announced(lab)
+    h1.run(["lxc", "config", "set", INSTANCE, *(f"{k}={v}" for k, v in keys.items())])
+    wait_for(r1.netns_name, "10.201.8.8/32", {"10.99.1.11"}, timeout=30)
+    (row,) = [s for s in services(h1)["services"] if s["name"] == "tenant"]
+    assert row["source"] == "instances" and row["addresses"][0]["state"] == "announced", row
+    # Outside routes.allowed_ranges: refused, with the reason, and never announced.
+    h1.run(["lxc", "config", "set", INSTANCE, "user.fabric.anycast.tenant.addresses=10.202.8.8"])
+    wait_for(r1.netns_name, "10.201.8.8/32", None, timeout=15)
+    wait_until(
+        lambda: (
+            [a["state"] for s in services(h1)["services"] if s["name"] == "tenant" for a in s["addresses"]]
+            == ["refused"]
+        ),
+        "an instance-defined address outside the allowed ranges refused",
+        15,
+        lambda: services(h1),
+    )
+    assert routes_to(r1.netns_name, "10.202.8.8/32") == set()
+    for key in keys:
+        h1.run(["lxc", "config", "unset", INSTANCE, key])
+    wait_until(
+        lambda: "tenant" not in {s["name"] for s in services(h1)["services"]},
+        "the service gone with its keys",
+        15,
+    )
+    wait_until(
+        lambda: not {"10.201.8.8/32", "10.202.8.8/32"} & set(host_routes(h1)), "its host route removed", 15
+    )
