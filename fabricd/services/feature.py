@@ -176,7 +176,9 @@ class HostRouteApplying:
             return None
         outcome = await asyncio.to_thread(apply_route_steps, steps, feature.kernel)
         for kind, prefix in outcome.done:
-            feature.decisions.record(f"service.{kind}", str(prefix), f"host route {kind.split('.')[1]}")
+            done = {"route.install": "installed", "route.replace": "replaced (next hops changed)"}
+            why = f"host route to {prefix} {done.get(kind, 'removed')}"
+            feature.decisions.record(f"service.{kind}", str(prefix), why)
             log.info("service host route", event_kind=f"service.{kind}", prefix=str(prefix))
         # The next pass sees the kernel as it is now (and announces what went in). Not twice for
         # the same steps: a step that "succeeds" without effect must not spin the loop.

@@ -250,7 +250,8 @@ def test_a_pass_installs_first_announces_next_and_withdraws_before_removing(tmp_
         events = [(e["event"], e["reason"]) for e in stack.decisions.recent()]
         assert ("service.backend", "web:default/web-1 serves: connected") in events
         assert ("service.backend", "web:default/web-1 stopped serving: connection refused") in events
-        assert ("service.route.install", "host route install") in events
+        assert ("service.route.install", "host route to 10.250.0.80/32 installed") in events
+        assert ("service.route.remove", "host route to fd00:250::80/128 removed") in events
         await stack.services.stop()
 
     asyncio.run(main())
