@@ -9,6 +9,7 @@ h1's kernel (fabricd's route protocol 251) and real HTTP requests from r1 are th
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -125,6 +126,19 @@ def http_from_router(r1: NodeRuntime, address: str) -> str:
     return r1.run(argv, check=False).stdout.strip()
 
 
+def metric_samples(h1: NodeRuntime) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The metrics endpoint's samples: (name, sorted labels) -> value."""
+    text = h1.run(["curl", "-s", "-m", "5", "--noproxy", "*", "http://10.99.1.11:9464/metrics"]).stdout
+    found = {}
+    for line in text.splitlines():
+        match = re.fullmatch(r"(\w+)(?:\{(.*)\})? (\S+)", line)
+        if match is None or line.startswith("#"):
+            continue
+        labels = tuple(sorted(re.findall(r'(\w+)="([^"]*)"', match.group(2) or "")))
+        found[(match.group(1), labels)] = float(match.group(3))
+    return found
+
+
 def wait_announced(lab: Lab, timeout: float = 60) -> None:
     r1 = lab.node("r1")
     for prefix, hop in PREFIXES.items():
@@ -170,8 +184,18 @@ def test_service_is_announced_over_its_host_route_and_serves_traffic(lab: Lab) -
     assert not [p for p in status["problems"] if "service" in p], status["problems"]
     text = h1.fabricctl("services").stdout
     assert "announced" in text and INSTANCE in text
-    metrics = h1.run(["fabricctl", "status"], check=False).stdout
-    assert "web" in metrics and V4 in metrics  # the services lines in the status summary
+    summary = h1.run(["fabricctl", "status"], check=False).stdout
+    assert "web" in summary and V4 in summary  # the services lines in the status summary
+    wanted = {
+        ("fabricd_service_address_announced", (("address", V4), ("service", "web"), ("state", "announced"))),
+        ("fabricd_service_backend_up", (("backend", INSTANCE), ("project", "default"), ("service", "web"))),
+    }
+    wait_until(
+        lambda: all(metric_samples(h1).get(key) == 1.0 for key in wanted),
+        "service metrics",
+        15,
+        lambda: {k: v for k, v in metric_samples(h1).items() if "service" in k[0]},
+    )
 
 
 def test_failed_check_withdraws_within_interval_times_fall_and_recovery_reannounces(lab: Lab) -> None:
