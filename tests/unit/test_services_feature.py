@@ -383,3 +383,33 @@ def test_teardown_removes_the_host_routes_a_crashed_agent_left() -> None:
     kernel.routes = {A: route(A, "10.0.0.1"), C: route(C, "fd00::1")}
     assert remove_service_routes(kernel) == [f"service host route {A}", f"service host route {C}"]
     assert kernel.routes == {} and remove_service_routes(kernel) == []
+
+
+def test_ovn_backends_and_refused_definitions_are_problems_a_service_elsewhere_is_not() -> None:
+    from fabricd.config.model import BackendSelector, ServiceConfig
+    from fabricd.services.backends import OVN_UNROUTABLE
+    from fabricd.services.model import AddressState, Backend, Service, ServicePlan, ServiceProblem
+    from fabricd.services.model import DrainState as Drains
+    from fabricd.services.status import service_problems, service_rows
+
+    web = Service(ServiceConfig("web", (ip_address("10.250.0.80"),), BackendSelector(pattern="web-*")))
+    far = Service(ServiceConfig("far", (ip_address("10.250.0.90"),), BackendSelector(pattern="far-*")))
+    ovn = Backend(BackendId("web", "default", "web-2"), problem=OVN_UNROUTABLE.format(network="ovn0"))
+    plan = ServicePlan(
+        services=(far, web),
+        backends=(ovn,),
+        addresses=(
+            AddressState("far", ip_address("10.250.0.90"), "withdrawn", "no backend on this host"),
+            AddressState(
+                "web", ip_address("10.250.0.80"), "withdrawn", "no healthy backend here (web-2 ...)"
+            ),
+        ),
+        problems=(ServiceProblem("dns", "default", "d1", "disagrees with d2"),),
+    )
+    rows = service_rows(plan, {}, Drains(), 0.0)
+    assert [b["state"] for r in rows for b in r["backends"]] == ["excluded"]
+    problems = service_problems(plan, rows)
+    assert problems[0] == "service dns: instance default/d1 refused: disagrees with d2"
+    assert any("backend web-2 is on OVN network ovn0" in p for p in problems)
+    assert any(p.startswith("service web: 10.250.0.80 withdrawn") for p in problems)
+    assert not any("far" in p for p in problems)
