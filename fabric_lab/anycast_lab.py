@@ -19,8 +19,11 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Any
+
+from pyroute2 import NetNS
 
 from fabric_lab import netns, static_address
 from fabric_lab.node import LabError, NodeRuntime
@@ -242,3 +245,102 @@ def summed(lines: Sequence[dict[str, Any]]) -> Window:
         late=sum(line["late"] for line in lines),
         seconds=list(lines),
     )
+
+
+class RouterFib:
+    """r1's kernel table, read through one open netlink socket in its namespace (poll every 5 ms)."""
+
+    def __init__(self, ns_name: str) -> None:
+        self.ns = NetNS(ns_name)
+
+    def close(self) -> None:
+        self.ns.close()
+
+    def __enter__(self) -> RouterFib:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def hops(self, prefix: str) -> set[str]:
+        """Gateways of the route for exactly this prefix (ECMP next hops included)."""
+        net = ip_network(prefix)
+        family = 2 if net.version == 4 else 10
+        found: set[str] = set()
+        for route in self.ns.get_routes(family=family, table=254):
+            dst = route.get_attr("RTA_DST")
+            if dst is None or route["dst_len"] != net.prefixlen or ip_address(dst) != net.network_address:
+                continue
+            if route.get_attr("RTA_GATEWAY"):
+                found.add(route.get_attr("RTA_GATEWAY"))
+            for hop in route.get_attr("RTA_MULTIPATH") or []:
+                if hop.get_attr("RTA_GATEWAY"):
+                    found.add(hop.get_attr("RTA_GATEWAY"))
+        return found
+
+    def wait(self, prefix: str, wanted: set[str], timeout: float, since: float | None = None) -> float:
+        """Seconds from `since` (default now) until the prefix's next hops are exactly `wanted`."""
+        started = time.monotonic() if since is None else since
+        seen: set[str] = set()
+        while time.monotonic() - started < timeout:
+            seen = self.hops(prefix)
+            if seen == wanted:
+                return time.monotonic() - started
+            time.sleep(0.005)
+        raise AssertionError(f"{prefix} at r1: want {sorted(wanted)}, have {sorted(seen)} after {timeout:g}s")
+
+
+def all_hops(family: int, hosts: Sequence[str] = HOSTS) -> set[str]:
+    """The next hops r1 has for the anycast address of this family when these hosts announce it."""
+    return {UNDERLAY[h][0 if family == 4 else 1] for h in hosts}
+
+
+def cut_table(lab_name: str) -> str:
+    return f"{lab_name}_cut"
+
+
+def cut_link(router: NodeRuntime, lab_name: str, host: str) -> None:
+    """Drop every packet on r1's interface to `host` with nftables in r1 (the link stays up, so only
+    BFD or the hold time can tell)."""
+    port = ROUTER_PORT[host]
+    rules = (
+        f"table inet {cut_table(lab_name)} {{\n"
+        f'    chain pre {{ type filter hook prerouting priority -400; iifname "{port}" drop; }}\n'
+        f'    chain out {{ type filter hook output priority -400; oifname "{port}" drop; }}\n'
+        "}\n"
+    )
+    router.run(["nft", "-f", "-"], input_text=rules)
+
+
+def heal_link(router: NodeRuntime, lab_name: str) -> None:
+    router.run(["nft", "delete", "table", "inet", cut_table(lab_name)], check=False)
+
+
+def vtysh_json(router: NodeRuntime, command: str) -> Any:
+    return json.loads(router.run(["vtysh", "-c", command]).stdout or "{}")
+
+
+def updates_received(router: NodeRuntime, host: str) -> dict[str, int]:
+    """BGP UPDATEs r1 has received from the host, per session (IPv4 and IPv6 neighbor)."""
+    counts = {}
+    for address in UNDERLAY[host]:
+        neighbor = vtysh_json(router, f"show bgp neighbors {address} json").get(address, {})
+        counts[address] = int(neighbor.get("messageStats", {}).get("updatesRecv", 0))
+    return counts
+
+
+def router_bfd(router: NodeRuntime, host: str, enabled: bool) -> None:
+    """BGP on r1 follows BFD for this host's sessions, or only its hold time (the baseline)."""
+    lines = []
+    for address in UNDERLAY[host]:
+        lines.append(f"neighbor {address} bfd profile fast" if enabled else f"no neighbor {address} bfd")
+    argv = ["vtysh", "-c", "configure terminal", "-c", "router bgp 65000"]
+    for line in lines:
+        argv += ["-c", line]
+    router.run(argv)
+
+
+def bfd_up_at_router(router: NodeRuntime) -> dict[str, str]:
+    """r1's BFD session state per peer address."""
+    peers = json.loads(router.run(["vtysh", "-c", "show bfd peers json"]).stdout or "[]")
+    return {p["peer"]: p["status"] for p in peers}

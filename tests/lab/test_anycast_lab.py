@@ -1,0 +1,244 @@
+"""Anycast services with real client traffic on labs/anycast.clab.yml.
+
+Three hosts run one echo instance each on 10.250.0.53 and fd00:250::53 (service `echo`, udp check
+every 1 s, fall 2, rise 2, drain_delay 3 s, BFD 100 ms x 3); r1 (FRR) spreads the client's queries
+over the hosts that announce (ECMP). The client sends 1,000 queries/s to each address and names the
+host of every answer (fabric_lab/anycast_client.py). r1's kernel table, polled every 5 ms, is the
+judge of paths; the client's lines are the judge of answers and losses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fabric_lab import netns
+from fabric_lab.anycast_lab import (
+    ANYCAST_V4,
+    ANYCAST_V6,
+    HOSTS,
+    SERVICE,
+    EchoBackend,
+    RouterFib,
+    Traffic,
+    all_hops,
+    cut_link,
+    heal_link,
+    updates_received,
+)
+from fabric_lab.runner import Lab
+from tests.lab.conftest import REPO, agent_pid, fresh_lab, start_agent
+
+pytestmark = pytest.mark.lab
+
+LAB = "tany"
+PREFIXES = {4: f"{ANYCAST_V4}/32", 6: f"{ANYCAST_V6}/128"}
+INTERVAL, FALL, RISE, TIMEOUT, DRAIN_DELAY = 1.0, 2, 2, 0.5, 3.0  # labs/anycast/h*/fabricd.yaml
+# A health failure is seen up to one interval after the kill (the next check), then FALL checks fail,
+# the last one after its timeout; BGP to r1's kernel takes tens of ms, more on a loaded machine.
+FAIL_BOUND = INTERVAL + (FALL - 1) * INTERVAL + TIMEOUT + 0.7
+# 0.3 s BFD detection and FRR's withdrawal (0.32-0.51 s in the bfd lab), with a margin for a loaded machine.
+BFD_BOUND = 0.6
+KILL_LOSS_GOAL = 200  # 0.2 s worth at 1,000 queries/s
+
+BACKENDS: dict[str, EchoBackend] = {}
+
+
+@pytest.fixture(scope="module")
+def lab(lab_host: None, state_root: Path) -> Iterator[Lab]:
+    with fresh_lab(REPO / "labs" / "anycast.clab.yml", LAB, state_root) as lab:
+        try:
+            for host in HOSTS:
+                backend = EchoBackend(lab.node(host), f"{LAB}-echo-{host}")
+                BACKENDS[host] = backend
+                backend.launch()
+            yield lab
+        finally:
+            for backend in BACKENDS.values():
+                backend.stop()
+    assert [p for b in BACKENDS.values() for p in b.pids if netns.alive(p)] == [], (
+        "a responder outlived the lab"
+    )
+
+
+@pytest.fixture
+def fib(lab: Lab) -> Iterator[RouterFib]:
+    with RouterFib(lab.node("r1").netns_name) as fib:
+        for family, prefix in PREFIXES.items():
+            fib.wait(prefix, all_hops(family), timeout=60)
+        yield fib
+
+
+@pytest.fixture
+def traffic(lab: Lab, state_root: Path) -> Iterator[dict[int, Traffic]]:
+    client = lab.node("client")
+    flows = {
+        4: Traffic(client, ANYCAST_V4, state_root / f"{LAB}-client4.jsonl"),
+        6: Traffic(client, ANYCAST_V6, state_root / f"{LAB}-client6.jsonl"),
+    }
+    for flow in flows.values():
+        flow.start()
+    try:
+        for flow in flows.values():
+            flow.wait_settled(time.monotonic() + 0.5)
+        yield flows
+    finally:
+        for flow in flows.values():
+            flow.stop()
+
+
+def services(lab: Lab, host: str) -> dict[str, Any]:
+    found: dict[str, Any] = json.loads(lab.node(host).fabricctl("services", "--json").stdout)
+    return found
+
+
+def watch_hops(fib: RouterFib, wanted: dict[int, set[str]], since: float, timeout: float) -> dict[int, float]:
+    """Seconds from `since` until each family's next hops are `wanted`; every hop sampled on the way
+    must be a superset of the wanted ones (no other path may leave)."""
+    reached: dict[int, float] = {}
+    while len(reached) < len(wanted):
+        elapsed = time.monotonic() - since
+        assert elapsed < timeout, f"not within {timeout:g}s: { ({f: fib.hops(PREFIXES[f]) for f in wanted}) }"
+        for family, hops in wanted.items():
+            seen = fib.hops(PREFIXES[family])
+            assert hops <= seen, f"IPv{family}: a path that should stay left: {sorted(seen)}"
+            if family not in reached and seen == hops:
+                reached[family] = elapsed
+        time.sleep(0.005)
+    return reached
+
+
+def test_all_three_paths_are_in_the_router_fib_and_answer(
+    lab: Lab, fib: RouterFib, traffic: dict[int, Traffic]
+) -> None:
+    for family, prefix in PREFIXES.items():
+        assert fib.hops(prefix) == all_hops(family)
+    start = time.monotonic()
+    for family, flow in traffic.items():
+        flow.wait_settled(start + 3)
+        window = flow.window(start, start + 3)
+        assert window.lost == 0, f"IPv{family}: {window.lost} lost with every path up"
+        assert set(window.answered) == set(HOSTS), f"IPv{family}: answered by {dict(window.answered)}"
+    for host in HOSTS:
+        shown = services(lab, host)
+        assert SERVICE in json.dumps(shown), shown
+
+
+def test_failed_health_check_removes_only_that_path_and_recovery_waits_for_rise(
+    lab: Lab, fib: RouterFib, traffic: dict[int, Traffic]
+) -> None:
+    r1, backend = lab.node("r1"), BACKENDS["h1"]
+    others = {f: all_hops(f, ("h2", "h3")) for f in PREFIXES}
+    updates_before = updates_received(r1, "h1")
+    killed = time.monotonic()
+    backend.kill_responder()
+    removed = watch_hops(fib, others, killed, timeout=FAIL_BOUND + 5)
+    gone = max(removed.values())
+    updates_after = updates_received(r1, "h1")
+    sent = {address: updates_after[address] - updates_before[address] for address in updates_after}
+    restarted = time.monotonic()
+    backend.start_responder()
+    back = watch_hops(fib, {f: all_hops(f) for f in PREFIXES}, restarted, timeout=RISE * INTERVAL + 10)
+    settled = time.monotonic() + 0.5
+    print(
+        f"\nhealth check failed (responder SIGKILL) -> path gone at r1: {removed} s "
+        f"(bound {FAIL_BOUND:.1f}); responder back -> path back: {back} s; "
+        f"UPDATEs from h1 for the fall: {sent}"
+    )
+    assert gone <= FAIL_BOUND, removed
+    # rise 2: the first passing check cannot bring the path back; the second, one interval later, can.
+    for seconds in back.values():
+        assert (RISE - 1) * INTERVAL - 0.1 <= seconds <= RISE * INTERVAL + INTERVAL + 1.0, back
+    for address, count in updates_after.items():
+        assert count - updates_before[address] == 1, (
+            f"{address}: one health change, one UPDATE: {updates_after}"
+        )
+    for family, flow in traffic.items():
+        flow.wait_settled(settled)
+        window = flow.window(killed - 1, settled)
+        assert window.silent_seconds() == [], f"IPv{family}: seconds with no answer at all"
+        # Only h1's queries are lost, and only until its path left r1 (plus the client's timeout).
+        late = [t for t in window.lost_at if t > killed + removed[family] + 0.05]
+        assert late == [], f"IPv{family}: lost after the path left: {late[:5]}"
+        assert window.answered["h2"] > 0 and window.answered["h3"] > 0, window.answered
+        print(f"IPv{family}: {window.lost} queries lost while the failed backend was still announced")
+
+
+def test_drain_moves_traffic_off_a_host_without_losing_a_query(
+    lab: Lab, fib: RouterFib, traffic: dict[int, Traffic]
+) -> None:
+    h2 = lab.node("h2")
+    others = {f: all_hops(f, ("h1", "h3")) for f in PREFIXES}
+    drained = time.monotonic()
+    h2.fabricctl("drain", "--service", SERVICE)
+    try:
+        left = watch_hops(fib, others, drained, timeout=DRAIN_DELAY + 5)
+        # After drain_delay the host withdraws; traffic stays away and nothing is lost.
+        time.sleep(DRAIN_DELAY + 1.5)
+        assert {f: fib.hops(PREFIXES[f]) for f in PREFIXES} == others
+        shown = json.dumps(services(lab, "h2"))
+        assert "drain" in shown, shown
+    finally:
+        undrained = time.monotonic()
+        h2.fabricctl("undrain", "--service", SERVICE)
+    back = watch_hops(fib, {f: all_hops(f) for f in PREFIXES}, undrained, timeout=15)
+    settled = time.monotonic() + 1
+    print(f"\ndrain -> h2 out of r1's ECMP set after {left} s; undrain -> back after {back} s")
+    for family, flow in traffic.items():
+        flow.wait_settled(settled)
+        window = flow.window(drained - 1, settled)
+        assert window.lost == 0, f"IPv{family}: {window.lost} lost during the drain: {window.lost_at[:5]}"
+        after = flow.window(drained + max(left.values()) + 1.5, drained + DRAIN_DELAY + 1)
+        assert after.answered["h2"] == 0 and after.sent > 0, (
+            f"IPv{family}: still reaching h2: {after.answered}"
+        )
+
+
+def test_link_cut_removes_the_path_within_bfd_detection(
+    lab: Lab, fib: RouterFib, traffic: dict[int, Traffic]
+) -> None:
+    r1 = lab.node("r1")
+    others = {f: all_hops(f, ("h2", "h3")) for f in PREFIXES}
+    cut = time.monotonic()
+    cut_link(r1, LAB, "h1")
+    try:
+        removed = watch_hops(fib, others, cut, timeout=10)
+    finally:
+        heal_link(r1, LAB)
+    print(f"\nh1's link cut at r1 -> path gone: {removed} s (BFD 100 ms x 3)")
+    for seconds in removed.values():
+        assert seconds <= BFD_BOUND, removed
+    watch_hops(fib, {f: all_hops(f) for f in PREFIXES}, time.monotonic(), timeout=30)
+    settled = time.monotonic()
+    for family, flow in traffic.items():
+        flow.wait_settled(settled)
+        window = flow.window(cut - 1, settled)
+        assert window.silent_seconds() == [], f"IPv{family}: seconds with no answer at all"
+        assert window.lost_between(cut + removed[family] + 0.05, settled) == 0, f"IPv{family}: lost after"
+
+
+def test_killed_fabricd_removes_its_path_at_once(
+    lab: Lab, fib: RouterFib, traffic: dict[int, Traffic]
+) -> None:
+    others = {f: all_hops(f, ("h1", "h2")) for f in PREFIXES}
+    killed = time.monotonic()
+    os.kill(agent_pid(lab, "h3"), signal.SIGKILL)
+    removed = watch_hops(fib, others, killed, timeout=5)
+    settled = time.monotonic() + 0.5
+    print(f"\nh3's fabricd SIGKILL -> path gone: {removed} s")
+    for seconds in removed.values():
+        assert seconds <= BFD_BOUND, removed
+    for family, flow in traffic.items():
+        flow.wait_settled(settled)
+        window = flow.window(killed - 1, settled)
+        print(f"IPv{family}: {window.lost} queries lost")
+        assert window.lost <= KILL_LOSS_GOAL, window.lost_at[:10]
+    start_agent(lab, "h3")
+    watch_hops(fib, {f: all_hops(f) for f in PREFIXES}, time.monotonic(), timeout=30)
