@@ -4,7 +4,7 @@ The agent, the benchmarks and the tests all build their stacks here, so there is
 Order matters: shared views first (their observers run first in a pass), then features in the
 order their appliers should run (routes first, as the route applier is the one that keeps the BGP
 session fed; BFD for those sessions next; the overlay before the DHCP/DNS authority, whose server
-sits on the bridge).
+sits on the bridge), and the anycast services last.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from fabricd.lxd.members import MemberObserver
 from fabricd.lxd.view import LXDView
 from fabricd.overlay.feature import OverlayFeature
 from fabricd.routes.feature import RouteFeature
+from fabricd.services.feature import ServicesFeature
 
 
 def route_feature(
@@ -46,7 +47,8 @@ def build_features(
     authority = config.dhcp.enabled
     if overlay_members or (authority and config.dhcp.election == "lxd-cluster"):
         features.append(MemberObserver(config.lxd, on_change))
-    features.append(route_feature(config, decisions, on_change))
+    routes = route_feature(config, decisions, on_change)
+    features.append(routes)
     if config.bgp is not None and config.bgp.bfd_peers:
         state_dir = config.daemon.state_dir / "bfd"
         features.append(BFDFeature(config.bgp, config.host, state_dir, decisions, on_change))
@@ -54,4 +56,8 @@ def build_features(
         features.append(OverlayFeature(config, config.daemon.state_dir))
     if authority:  # after the overlay: it plans the MTU, and the bridge must exist first
         features.append(AuthorityFeature(config, on_change))
+    # Anycast services last: their host-route applier runs after the route applier in each pass
+    # (a withdraw is out before the route it protects goes), and after the bridges exist.
+    # Always composed: instances may define services, and a previous run's host routes go.
+    features.append(ServicesFeature(config, decisions, on_change, routes))
     return features

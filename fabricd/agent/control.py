@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import grp
+import inspect
 import os
 import socket
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,9 @@ from fabricd.log import get_logger
 
 log = get_logger("fabricd.control")
 
-Handler = Callable[[str, dict[str, Any]], Mapping[str, Any]]
+# A handler answers at once from the status snapshot, or (commands that change state, such as a
+# drain) returns an awaitable that the server awaits, so their I/O runs off the event loop.
+Handler = Callable[[str, dict[str, Any]], Mapping[str, Any] | Awaitable[Mapping[str, Any]]]
 # The agent's health verdict, sent beside every result so each fabricctl view can exit by it.
 HealthView = Callable[[], Mapping[str, Any]]
 
@@ -102,7 +105,7 @@ class ControlServer:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             line = await asyncio.wait_for(reader.readline(), timeout=10)
-            writer.write(await asyncio.to_thread(encode, self._reply(line)))
+            writer.write(await asyncio.to_thread(encode, await self._reply(line)))
             await writer.drain()
         except (TimeoutError, ConnectionError, asyncio.LimitOverrunError, ValueError) as exc:
             log.warning("control request dropped", reason=str(exc))
@@ -111,7 +114,7 @@ class ControlServer:
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
 
-    def _reply(self, line: bytes) -> dict[str, Any]:
+    async def _reply(self, line: bytes) -> dict[str, Any]:
         try:
             request = decode(line)
         except ProtocolError as exc:
@@ -126,7 +129,8 @@ class ControlServer:
         if not isinstance(args, dict):
             return {"ok": False, "error": "args must be a JSON object"}
         try:
-            result = self._handler(str(command), args)
+            answer = self._handler(str(command), args)
+            result = await answer if inspect.isawaitable(answer) else answer
         except ValueError as exc:  # bad args: the client is told, the agent goes on
             return {"ok": False, "error": str(exc)}
         reply: dict[str, Any] = {"ok": True, "result": result}

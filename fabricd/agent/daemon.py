@@ -11,7 +11,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
 from fabricd import __version__
@@ -129,8 +129,11 @@ class Agent:
             cached = self._verdict = (snapshot, verdict(snapshot.as_dict(time.time())))
         return cached[1]
 
-    def handle_request(self, command: str, args: dict[str, Any]) -> Mapping[str, Any]:
-        """Answered from the last snapshot: no I/O, nothing that can block the event loop."""
+    def handle_request(
+        self, command: str, args: dict[str, Any]
+    ) -> Mapping[str, Any] | Awaitable[Mapping[str, Any]]:
+        """Answered from the last snapshot: no I/O, nothing that can block the event loop (a command
+        that changes state hands back an awaitable that does its I/O in a worker thread)."""
         status = self.publisher.current.as_dict(time.time())
         return self.commands[command](status, args)
 

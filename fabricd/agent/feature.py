@@ -30,8 +30,12 @@ class FeatureStatus:
     metrics: tuple[Sample, ...] = ()
 
 
-# A control command answered from the last status snapshot (a plain dict), never by doing I/O.
-CommandHandler = Callable[[Mapping[str, Any], Mapping[str, Any]], Mapping[str, Any]]
+# A control command answered from the last status snapshot (a plain dict), never by doing I/O on
+# the event loop. A command that changes state (a drain) returns an awaitable instead, which does
+# its I/O in a worker thread.
+CommandHandler = Callable[
+    [Mapping[str, Any], Mapping[str, Any]], Mapping[str, Any] | Awaitable[Mapping[str, Any]]
+]
 
 
 class Feature:

@@ -17,7 +17,7 @@ EXIT_OK, EXIT_RUNTIME, EXIT_BAD_CONFIG = 0, 1, 2
 DESCRIPTION = """\
 fabricd is the per-host network fabric agent for multi-host LXD. It watches LXD through its API,
 builds the VXLAN overlay, keeps exactly one DHCP/DNS authority (dnsmasq) on it, and announces routes
-through ExaBGP. (Anycast services are not built yet: check-config warns when that section is set.)
+through ExaBGP, and announces anycast services while a local backend passes its health check.
 
 examples:
   fabricd check-config /etc/fabricd/fabricd.yaml   # validate; exit 2 names file, key and line

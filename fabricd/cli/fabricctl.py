@@ -15,6 +15,7 @@ from typing import Any
 from fabricd.agent.health import DEGRADED, HEALTHY, UNREACHABLE, Verdict, verdict
 from fabricd.cli.render import render_check, render_events, render_peers, render_routes, render_status
 from fabricd.cli.render_authority import render_leases
+from fabricd.cli.render_services import render_drain, render_services
 from fabricd.control_protocol import MAX_MESSAGE_BYTES, ProtocolError, decode, encode
 
 DEFAULT_SOCKET = Path("/run/fabricd/fabricd.sock")
@@ -42,6 +43,13 @@ examples:
   fabricctl routes --json     # the full route table
   fabricctl events            # the last decisions (announce, withdraw, refuse, peer) with reasons
   fabricctl leases            # the DHCP lease table (on the host that serves DHCP/DNS)
+  fabricctl services          # anycast services: each address's announcement state, each backend's health
+  fabricctl drain             # drain the whole host: GRACEFUL_SHUTDOWN, then withdraw after drain_delay
+  fabricctl drain --service dns
+  fabricctl undrain [--service dns]
+
+drain and undrain change state: they need the same access to the socket as every other command
+(root, or control.group), and the drain is kept in a file, so it survives an agent restart.
 """
 
 COMMANDS = (
@@ -51,13 +59,18 @@ COMMANDS = (
     ("routes", "the full route table"),
     ("events", "the last decisions with their reasons, oldest first"),
     ("leases", "the DHCP leases, when this host is the DHCP/DNS authority"),
+    ("services", "anycast services: addresses and their announcement state, backends and their health"),
+    ("drain", "drain the host (or --service S): GRACEFUL_SHUTDOWN and a worse MED, then withdraw"),
+    ("undrain", "end a drain of the host (or --service S)"),
 )
+DRAIN_COMMANDS = ("drain", "undrain")
 # Views whose JSON carries the verdict beside the agent's reply.
 WITH_HEALTH = ("status", "peers")
 # What each view asks the agent: a command and its args. `peers` asks only for its status keys.
 REQUESTS: dict[str, tuple[str, dict[str, Any]]] = {
     "peers": ("sections", {"keys": ["bgp_peers", "bfd_sessions", "overlay", "overlay_peers"]}),
     "check": ("health", {}),  # the verdict alone: no route table crosses the socket
+    "services": ("sections", {"keys": ["services"]}),
 }
 
 
@@ -78,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in COMMANDS:
         sub = commands.add_parser(name, help=text, description=text)
         sub.add_argument("--json", action="store_true", help="print JSON instead of a table")
+        if name in DRAIN_COMMANDS:
+            sub.add_argument("--service", help="only this service (default: the whole host)")
     return parser
 
 
@@ -178,6 +193,8 @@ def exit_code(command: str, result: dict[str, Any], health: dict[str, Any] | Non
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command, command_args = REQUESTS.get(args.command, (args.command, {}))
+    if args.command in DRAIN_COMMANDS and args.service is not None:
+        command_args = {"service": args.service}
     try:
         path = resolve_socket(args)
         result, health = exchange(path, command, args.timeout, command_args)
@@ -199,6 +216,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(render_routes(result.get("routes", [])))
     elif args.command == "events":
         print(render_events(result.get("events", [])))
+    elif args.command == "services":
+        print(render_services(result.get("services")))
+    elif args.command in DRAIN_COMMANDS:
+        print(render_drain(result))
     elif args.command == "leases":
         print(render_leases(result.get("leases", []), result.get("authority")))
     else:

@@ -8,6 +8,7 @@ from typing import Any
 
 from fabricd.agent.health import Verdict, verdict
 from fabricd.cli.render_authority import render_authority
+from fabricd.cli.render_services import render_services_brief
 from fabricd.cli.text import duration, table
 
 
@@ -91,6 +92,9 @@ def render_status(status: dict[str, Any]) -> str:
     lines += ["", render_routes(status.get("routes", [])), ""]
     lines += render_overlay(status.get("overlay"), status.get("overlay_peers", []))
     lines += ["", *render_authority(status.get("authority"))]
+    services = render_services_brief(status.get("services"))
+    if services:
+        lines += ["", *services]
     lines += ["", *render_health(verdict(status))]
     return "\n".join(lines)
 

@@ -7,7 +7,8 @@ variables are ignored (trust_env off): the LXD endpoint is always explicit in th
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -97,6 +98,38 @@ class LXDApi:
         """POST /1.0<path> (creating an object); synchronous endpoints only."""
         return self._request("POST", path, params=params, json=dict(body))[0]
 
+    def exec_in_instance(self, project: str, instance: str, argv: Sequence[str], timeout: float) -> int:
+        """Run argv in the instance (no shell, no terminal, output discarded) and return its exit
+        code. Raises TimeoutError when it has not ended within `timeout` seconds."""
+        body = {
+            "command": list(argv),
+            "wait-for-websocket": False,
+            "interactive": False,
+            "record-output": False,
+            "environment": {},
+        }
+        path = f"/instances/{quote(instance, safe='')}/exec"
+        operation, _ = self._request("POST", path, params={"project": project}, json=body, accepted=(202,))
+        op_id = str((operation or {}).get("id", ""))
+        if not op_id:
+            raise LXDRequestFailed(path, 202, "reply names no operation", "POST")
+        wait = max(1, math.ceil(timeout))  # LXD waits whole seconds; the caller bounds it tighter
+        done, _ = self._request(
+            "GET",
+            f"/operations/{quote(op_id, safe='')}/wait",
+            params={"timeout": wait, "project": project},
+            timeout=(self.timeout[0], wait + 5.0),
+        )
+        done = done or {}
+        if done.get("status") != "Success":
+            if done.get("status") in ("Running", "Pending"):
+                raise TimeoutError(f"{argv[0]} still running after {timeout:g} s")
+            raise LXDRequestFailed(path, 200, str(done.get("err") or done.get("status")), "POST")
+        code = (done.get("metadata") or {}).get("return")
+        if not isinstance(code, int):
+            raise LXDRequestFailed(path, 200, "operation gave no exit code", "POST")
+        return code
+
     def _request(
         self,
         method: str,
@@ -105,11 +138,13 @@ class LXDApi:
         params: Mapping[str, str | int],
         json: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
+        accepted: tuple[int, ...] = (200, 201),
+        timeout: tuple[float, float] | None = None,
     ) -> tuple[Any, requests.Response]:
         url = f"{self.endpoint}/1.0{path}"
         try:
             response = self.session.request(
-                method, url, params=params, json=json, headers=headers, timeout=self.timeout
+                method, url, params=params, json=json, headers=headers, timeout=timeout or self.timeout
             )
         except (requests.ConnectionError, requests.Timeout, OSError) as exc:
             raise LXDUnavailable(f"{self.describe()}: {type(exc).__name__}: {str(exc)[:200]}") from exc
@@ -122,7 +157,7 @@ class LXDApi:
             raise LXDRequestFailed(path, status, "reply is not a JSON object", method)
         if status == 412:
             raise LXDPreconditionFailed(path, status, str(body.get("error", ""))[:200], method)
-        if status not in (200, 201) or body.get("type") == "error":
+        if status not in accepted or body.get("type") == "error":
             raise LXDRequestFailed(path, status, str(body.get("error", ""))[:200], method)
         return body.get("metadata"), response
 

@@ -25,7 +25,7 @@ from fabricd.config.reload import ConfigChange
 from fabricd.lxd.observer import LXD
 from fabricd.routes.incremental import IncrementalPlanner
 from fabricd.routes.merge import merge_route_plans, route_decisions
-from fabricd.routes.model import RoutePlan
+from fabricd.routes.model import Route, RoutePlan
 from fabricd.routes.reasons import reason_class
 from fabricd.routes.status import route_rows
 
@@ -135,6 +135,21 @@ class RouteFeature(Feature):
             self.paths.reconfigure(config.bgp.peers)
         self.planner.reconfigure(config)
         self.announcing.max_prefixes = config.routes.max_prefixes
+
+    def announced(self, kind: str) -> tuple[Route, ...]:
+        """The routes of one origin kind ("service") in the set last handed to the speaker."""
+        return tuple(r for r in self.announcing.plan.routes if r.origin.kind == kind)
+
+    async def withdraw(self, kind: str) -> None:
+        """Withdraw every route of one origin kind now, keeping the others (a stopping feature's)."""
+        plan = self.announcing.plan
+        kept = RoutePlan(tuple(r for r in plan.routes if r.origin.kind != kind), plan.refused, plan.withheld)
+        self.announcing.plan = kept
+        if self.speaker is not None and self.speaker.exabgp_pid is not None:
+            await self.speaker.set_routes(kept.routes)
+
+    def speaker_running(self) -> bool:
+        return self.speaker is not None and self.speaker.exabgp_pid is not None
 
     async def stop(self) -> None:
         if self.speaker is not None:

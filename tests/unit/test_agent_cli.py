@@ -275,7 +275,7 @@ def test_agent_tells_systemd_it_is_ready_after_the_first_pass(tmp_path: Path) ->
             proc.wait(timeout=15)
 
 
-def test_check_config_warns_about_settings_that_have_no_effect_yet(tmp_path: Path) -> None:
+def test_check_config_no_longer_warns_about_built_settings(tmp_path: Path) -> None:
     config = tmp_path / "fabricd.yaml"
     config.write_text(
         "host: {name: h1, underlay_address: 192.0.2.11}\n"
@@ -286,7 +286,7 @@ def test_check_config_warns_about_settings_that_have_no_effect_yet(tmp_path: Pat
         [PY, "-m", "fabricd.cli.agent_main", "check-config", str(config)], capture_output=True, text=True
     )
     assert out.returncode == 0, out.stderr
-    assert f"{config}: services: warning: anycast services are not built yet" in out.stderr
+    assert "warning" not in out.stderr  # services are built: no warning
     assert "metrics.listen" not in out.stderr  # the endpoint is built: no warning
     plain = tmp_path / "plain.yaml"
     plain.write_text("host: {name: h1, underlay_address: 192.0.2.11}\n")
