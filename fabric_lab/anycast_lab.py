@@ -344,3 +344,21 @@ def bfd_up_at_router(router: NodeRuntime) -> dict[str, str]:
     """r1's BFD session state per peer address."""
     peers = json.loads(router.run(["vtysh", "-c", "show bfd peers json"]).stdout or "[]")
     return {p["peer"]: p["status"] for p in peers}
+
+
+def router_paths(router: NodeRuntime, prefix: str) -> dict[str, dict[str, Any]]:
+    """r1's BGP paths for the prefix, by the announcing peer's address: local-pref, MED, communities."""
+    family = "ipv4" if ip_network(prefix).version == 4 else "ipv6"
+    shown = vtysh_json(router, f"show bgp {family} unicast {prefix} json")
+    found = {}
+    for path in shown.get("paths", []):
+        peer = path.get("peer", {}).get("peerId")
+        if peer:
+            found[str(peer)] = {
+                # FRR shows locPrf and metric only when the route carries them: an eBGP route
+                # without LOCAL_PREF has the default 100, one without MED none.
+                "local_pref": path.get("locPrf", 100),
+                "med": path.get("metric"),
+                "communities": (path.get("community") or {}).get("string", ""),
+            }
+    return found

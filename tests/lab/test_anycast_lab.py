@@ -25,12 +25,14 @@ from fabric_lab.anycast_lab import (
     ANYCAST_V6,
     HOSTS,
     SERVICE,
+    UNDERLAY,
     EchoBackend,
     RouterFib,
     Traffic,
     all_hops,
     cut_link,
     heal_link,
+    router_paths,
     updates_received,
 )
 from fabric_lab.runner import Lab
@@ -94,25 +96,60 @@ def traffic(lab: Lab, state_root: Path) -> Iterator[dict[int, Traffic]]:
             flow.stop()
 
 
-def services(lab: Lab, host: str) -> dict[str, Any]:
-    found: dict[str, Any] = json.loads(lab.node(host).fabricctl("services", "--json").stdout)
-    return found
+def service_row(lab: Lab, host: str) -> dict[str, Any]:
+    """The `echo` row of `fabricctl services --json` on the host."""
+    shown = json.loads(lab.node(host).fabricctl("services", "--json").stdout)
+    rows = [row for row in shown["services"]["services"] if row["name"] == SERVICE]
+    assert len(rows) == 1, shown
+    row: dict[str, Any] = rows[0]
+    return row
 
 
-def watch_hops(fib: RouterFib, wanted: dict[int, set[str]], since: float, timeout: float) -> dict[int, float]:
-    """Seconds from `since` until each family's next hops are `wanted`; every hop sampled on the way
-    must be a superset of the wanted ones (no other path may leave)."""
+def address_states(lab: Lab, host: str) -> dict[str, str]:
+    return {a["address"]: a["state"] for a in service_row(lab, host)["addresses"]}
+
+
+def backend_states(lab: Lab, host: str) -> dict[str, str]:
+    return {b["instance"]: b["state"] for b in service_row(lab, host)["backends"]}
+
+
+def wait_states(lab: Lab, host: str, addresses: str, backend: str, timeout: float = 10) -> dict[str, Any]:
+    """Until both anycast addresses are in state `addresses` and the backend in `backend`."""
+    wanted = ({ANYCAST_V4: addresses, ANYCAST_V6: addresses}, {f"{LAB}-echo-{host}": backend})
+    deadline = time.monotonic() + timeout
+    while (address_states(lab, host), backend_states(lab, host)) != wanted:
+        assert time.monotonic() < deadline, f"{host}: want {wanted}: {service_row(lab, host)}"
+        time.sleep(0.1)
+    return service_row(lab, host)
+
+
+def watch_hops(
+    fib: RouterFib,
+    wanted: dict[int, set[str]],
+    since: float,
+    timeout: float,
+    keep: dict[int, set[str]] | None = None,
+) -> dict[int, float]:
+    """Seconds from `since` until each family's next hops are `wanted`; every sample on the way must
+    hold the `keep` hops (default: the wanted ones), so no path that should stay ever leaves."""
+    staying = wanted if keep is None else keep
     reached: dict[int, float] = {}
     while len(reached) < len(wanted):
         elapsed = time.monotonic() - since
         assert elapsed < timeout, f"not within {timeout:g}s: { ({f: fib.hops(PREFIXES[f]) for f in wanted}) }"
         for family, hops in wanted.items():
             seen = fib.hops(PREFIXES[family])
-            assert hops <= seen, f"IPv{family}: a path that should stay left: {sorted(seen)}"
+            assert staying[family] <= seen, f"IPv{family}: a path that should stay left: {sorted(seen)}"
             if family not in reached and seen == hops:
                 reached[family] = elapsed
         time.sleep(0.005)
     return reached
+
+
+def back_again(fib: RouterFib, since: float, timeout: float, staying: tuple[str, ...]) -> dict[int, float]:
+    """Seconds from `since` until every host's path is at r1 again, the `staying` ones never leaving."""
+    keep = {f: all_hops(f, staying) for f in PREFIXES}
+    return watch_hops(fib, {f: all_hops(f) for f in PREFIXES}, since, timeout, keep=keep)
 
 
 def test_all_three_paths_are_in_the_router_fib_and_answer(
@@ -127,8 +164,10 @@ def test_all_three_paths_are_in_the_router_fib_and_answer(
         assert window.lost == 0, f"IPv{family}: {window.lost} lost with every path up"
         assert set(window.answered) == set(HOSTS), f"IPv{family}: answered by {dict(window.answered)}"
     for host in HOSTS:
-        shown = services(lab, host)
-        assert SERVICE in json.dumps(shown), shown
+        wait_states(lab, host, "announced", "up")
+    paths = router_paths(lab.node("r1"), PREFIXES[4])
+    assert set(paths) == all_hops(4), paths
+    assert {p["local_pref"] for p in paths.values()} == {100}, paths
 
 
 def test_failed_health_check_removes_only_that_path_and_recovery_waits_for_rise(
@@ -141,11 +180,12 @@ def test_failed_health_check_removes_only_that_path_and_recovery_waits_for_rise(
     backend.kill_responder()
     removed = watch_hops(fib, others, killed, timeout=FAIL_BOUND + 5)
     gone = max(removed.values())
+    row = wait_states(lab, "h1", "withdrawn", "down")
     updates_after = updates_received(r1, "h1")
     sent = {address: updates_after[address] - updates_before[address] for address in updates_after}
     restarted = time.monotonic()
     backend.start_responder()
-    back = watch_hops(fib, {f: all_hops(f) for f in PREFIXES}, restarted, timeout=RISE * INTERVAL + 10)
+    back = back_again(fib, restarted, RISE * INTERVAL + 10, ("h2", "h3"))
     settled = time.monotonic() + 0.5
     print(
         f"\nhealth check failed (responder SIGKILL) -> path gone at r1: {removed} s "
@@ -153,6 +193,7 @@ def test_failed_health_check_removes_only_that_path_and_recovery_waits_for_rise(
         f"UPDATEs from h1 for the fall: {sent}"
     )
     assert gone <= FAIL_BOUND, removed
+    assert all("no healthy backend" in a["reason"] for a in row["addresses"]), row
     # rise 2: the first passing check cannot bring the path back; the second, one interval later, can.
     for seconds in back.values():
         assert (RISE - 1) * INTERVAL - 0.1 <= seconds <= RISE * INTERVAL + INTERVAL + 1.0, back
@@ -174,28 +215,40 @@ def test_failed_health_check_removes_only_that_path_and_recovery_waits_for_rise(
 def test_drain_moves_traffic_off_a_host_without_losing_a_query(
     lab: Lab, fib: RouterFib, traffic: dict[int, Traffic]
 ) -> None:
-    h2 = lab.node("h2")
+    h2, r1 = lab.node("h2"), lab.node("r1")
     others = {f: all_hops(f, ("h1", "h3")) for f in PREFIXES}
     drained = time.monotonic()
     h2.fabricctl("drain", "--service", SERVICE)
     try:
         left = watch_hops(fib, others, drained, timeout=DRAIN_DELAY + 5)
+        # First still announced, with GRACEFUL_SHUTDOWN: r1 keeps the path but no longer uses it.
+        during = {f: router_paths(r1, PREFIXES[f]) for f in PREFIXES}
+        state_during = address_states(lab, "h2")
         # After drain_delay the host withdraws; traffic stays away and nothing is lost.
-        time.sleep(DRAIN_DELAY + 1.5)
+        time.sleep(max(0.0, drained + DRAIN_DELAY + 1.5 - time.monotonic()))
         assert {f: fib.hops(PREFIXES[f]) for f in PREFIXES} == others
-        shown = json.dumps(services(lab, "h2"))
-        assert "drain" in shown, shown
+        after_delay = {f: router_paths(r1, PREFIXES[f]) for f in PREFIXES}
+        row = wait_states(lab, "h2", "withdrawn", "drained")
     finally:
         undrained = time.monotonic()
         h2.fabricctl("undrain", "--service", SERVICE)
-    back = watch_hops(fib, {f: all_hops(f) for f in PREFIXES}, undrained, timeout=15)
+    back = back_again(fib, undrained, 15, ("h1", "h3"))
     settled = time.monotonic() + 1
     print(f"\ndrain -> h2 out of r1's ECMP set after {left} s; undrain -> back after {back} s")
+    assert set(state_during.values()) == {"draining"}, state_during
+    for family, peer in zip(PREFIXES, UNDERLAY["h2"], strict=True):
+        h2_path = during[family].get(peer)
+        assert h2_path is not None, f"IPv{family}: h2 withdrew before drain_delay: {during[family]}"
+        assert "graceful-shutdown" in h2_path["communities"] and h2_path["local_pref"] == 0, h2_path
+        assert peer not in after_delay[family], (
+            f"IPv{family}: still announced after drain_delay: {after_delay}"
+        )
+    assert all("drain" in a["reason"] for a in row["addresses"]), row
     for family, flow in traffic.items():
         flow.wait_settled(settled)
         window = flow.window(drained - 1, settled)
         assert window.lost == 0, f"IPv{family}: {window.lost} lost during the drain: {window.lost_at[:5]}"
-        after = flow.window(drained + max(left.values()) + 1.5, drained + DRAIN_DELAY + 1)
+        after = flow.window(drained + max(left.values()) + 0.5, undrained - 1)  # whole seconds in between
         assert after.answered["h2"] == 0 and after.sent > 0, (
             f"IPv{family}: still reaching h2: {after.answered}"
         )
@@ -215,7 +268,7 @@ def test_link_cut_removes_the_path_within_bfd_detection(
     print(f"\nh1's link cut at r1 -> path gone: {removed} s (BFD 100 ms x 3)")
     for seconds in removed.values():
         assert seconds <= BFD_BOUND, removed
-    watch_hops(fib, {f: all_hops(f) for f in PREFIXES}, time.monotonic(), timeout=30)
+    back_again(fib, time.monotonic(), 30, ("h2", "h3"))
     settled = time.monotonic()
     for family, flow in traffic.items():
         flow.wait_settled(settled)
@@ -241,4 +294,4 @@ def test_killed_fabricd_removes_its_path_at_once(
         print(f"IPv{family}: {window.lost} queries lost")
         assert window.lost <= KILL_LOSS_GOAL, window.lost_at[:10]
     start_agent(lab, "h3")
-    watch_hops(fib, {f: all_hops(f) for f in PREFIXES}, time.monotonic(), timeout=30)
+    back_again(fib, time.monotonic(), 30, ("h1", "h2"))
