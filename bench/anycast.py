@@ -74,6 +74,7 @@ figures (each over --rounds rounds, rotating the host; best and worst, samples i
   link_cut.bfd_s                the host's link cut at r1 (nftables drop) -> path gone, BFD 100 ms x 3;
                                 goal <= 0.4 s
   link_cut.hold_s               the same with r1's BGP not following BFD (hold 3 s), same run
+  link_cut.*_lost_queries       queries lost from the cut until the path left r1 (the host's share)
   updates_per_health_change     BGP UPDATEs r1 received from the host per session for one fall and
                                 one rise of a backend; goal 1
 """
@@ -208,9 +209,14 @@ class AnycastBench:
             cut = time.monotonic()
             cut_link(self.r1, LAB_NAME, host)
             try:
-                self.rounds.add(name, self.without(host, 10, cut))
+                gone = self.without(host, 10, cut)
+                self.rounds.add(name, gone)
             finally:
                 heal_link(self.r1, LAB_NAME)
+            lost_name = "link_cut.bfd_lost_queries" if bfd else "link_cut.hold_lost_queries"
+            self.rounds.add(
+                lost_name, self.lost(cut - 0.5, cut + (gone if math.isfinite(gone) else 10) + 1.5)
+            )
         finally:
             if not bfd:
                 router_bfd(self.r1, host, enabled=True)
@@ -291,6 +297,8 @@ def report(args: argparse.Namespace, bench: AnycastBench, total: Json) -> Json:
         "link_cut": {
             "bfd_s": bfd,
             "hold_s": hold,
+            "bfd_lost_queries": figure(s.get("link_cut.bfd_lost_queries", []), "queries", None),
+            "hold_lost_queries": figure(s.get("link_cut.hold_lost_queries", []), "queries", None),
             "bfd_worst_vs_hold_best": (
                 round(bfd["worst"] / hold["best"], 3) if bfd["worst"] is not None and hold["best"] else None
             ),

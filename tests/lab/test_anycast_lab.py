@@ -32,11 +32,12 @@ from fabric_lab.anycast_lab import (
     all_hops,
     cut_link,
     heal_link,
+    instance_addresses,
     router_paths,
     updates_received,
 )
 from fabric_lab.runner import Lab
-from tests.lab.conftest import REPO, agent_pid, fresh_lab, start_agent
+from tests.lab.conftest import REPO, agent_pid, fresh_lab, start_agent, stop_agent
 
 pytestmark = pytest.mark.lab
 
@@ -295,3 +296,75 @@ def test_killed_fabricd_removes_its_path_at_once(
         assert window.lost <= KILL_LOSS_GOAL, window.lost_at[:10]
     start_agent(lab, "h3")
     back_again(fib, time.monotonic(), 30, ("h1", "h2"))
+
+
+def test_clean_stop_withdraws_before_the_host_route_goes(
+    lab: Lab, fib: RouterFib, traffic: dict[int, Traffic]
+) -> None:
+    """SIGTERM: the announcement goes first (r1 drops the path), the host route after it, so queries
+    r1 still sends to the host are delivered (docs/services.md, Ordering); a start brings the path
+    back after rise checks."""
+    h3 = lab.node("h3")
+    pid = agent_pid(lab, "h3")
+    gone: dict[str, float] = {}
+    stopped = time.monotonic()
+    try:
+        with RouterFib(h3.netns_name) as host_table:
+            for family, prefix in PREFIXES.items():
+                assert host_table.hops(prefix) == {instance_addresses("h3")[0 if family == 4 else 1]}
+            stopped = time.monotonic()
+            os.kill(pid, signal.SIGTERM)
+            while len(gone) < 4 and time.monotonic() - stopped < 20:
+                elapsed = time.monotonic() - stopped
+                for family, prefix in PREFIXES.items():
+                    if f"r1 v{family}" not in gone and fib.hops(prefix) == all_hops(family, ("h1", "h2")):
+                        gone[f"r1 v{family}"] = elapsed
+                    if f"h3 v{family}" not in gone and not host_table.hops(prefix):
+                        gone[f"h3 v{family}"] = elapsed
+                time.sleep(0.002)
+        deadline = time.monotonic() + 20
+        while netns.alive(pid):
+            assert time.monotonic() < deadline, "fabricd did not stop"
+            time.sleep(0.05)
+        settled = time.monotonic() + 0.5
+        lost = {}
+        for family, flow in traffic.items():
+            flow.wait_settled(settled)
+            lost[family] = flow.window(stopped - 1, settled).lost
+        print(
+            f"\nh3's fabricd SIGTERM -> seconds until the path left r1 and the host route left h3: {gone}; "
+            f"queries lost: {lost}"
+        )
+    finally:
+        restarted = time.monotonic()
+        start_agent(lab, "h3")
+        back = back_again(fib, restarted, 30, ("h1", "h2"))
+        print(f"fabricd started -> path back after {back} s")
+    assert set(gone) == {"r1 v4", "r1 v6", "h3 v4", "h3 v6"}, f"not all gone within 20 s: {gone}"
+    for family in PREFIXES:
+        assert gone[f"r1 v{family}"] <= gone[f"h3 v{family}"], (
+            f"IPv{family}: host route removed first: {gone}"
+        )
+    assert set(lost.values()) == {0}, f"queries lost on a clean stop: {lost}"
+
+
+def test_a_drain_survives_an_agent_restart(lab: Lab, fib: RouterFib) -> None:
+    h2 = lab.node("h2")
+    others = {f: all_hops(f, ("h1", "h3")) for f in PREFIXES}
+    h2.fabricctl("drain", "--service", SERVICE)
+    try:
+        wait_states(lab, "h2", "withdrawn", "drained", timeout=DRAIN_DELAY + 5)
+        stop_agent(lab, "h2")
+        started = time.monotonic()
+        start_agent(lab, "h2")
+        # Long enough for rise checks and BGP to bring the path back, had the drain been forgotten.
+        while time.monotonic() - started < RISE * INTERVAL + 4:
+            seen = {f: fib.hops(PREFIXES[f]) for f in PREFIXES}
+            assert seen == others, f"the drained host is back at r1 after a restart: {seen}"
+            time.sleep(0.02)
+        row = wait_states(lab, "h2", "withdrawn", "drained")
+        assert row["drained_since"] is not None, row
+    finally:
+        undrained = time.monotonic()
+        h2.fabricctl("undrain", "--service", SERVICE)
+    back_again(fib, undrained, 15, ("h1", "h3"))
