@@ -43,7 +43,8 @@ def parse_drain(text: str, path: Path) -> DrainState:
     if unknown:
         raise DrainFileError(f"{path}: unknown key {unknown[0]!r}; expected host and services")
     host = data.get("host")
-    services = data.get("services") or {}
+    services = data.get("services")
+    services = {} if services is None else services
     if not isinstance(services, dict):
         raise DrainFileError(f"{path}: services: expected an object of service name to unix time")
     return DrainState(

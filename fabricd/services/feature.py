@@ -31,10 +31,10 @@ from fabricd.log import get_logger
 from fabricd.lxd.api import LXDApi
 from fabricd.lxd.observer import LXD
 from fabricd.routes.feature import ROUTE_PLANS
-from fabricd.routes.model import Route, RoutePlan
+from fabricd.routes.model import IPNetwork, Route, RoutePlan
 from fabricd.services.checkers import Checker
 from fabricd.services.drain_store import DrainFileError, DrainStore, drained, undrained
-from fabricd.services.health import BackendHealth, Rules
+from fabricd.services.health import BackendHealth, Change, Rules
 from fabricd.services.host_routes import NetlinkRoutes, RouteOutcome, apply_route_steps
 from fabricd.services.model import BackendId, DrainState, HostRoute, ServicePlan
 from fabricd.services.ordering import ordered_steps
@@ -67,7 +67,7 @@ class HostRouteKernel(Protocol):
 
     def replace(self, route: HostRoute) -> None: ...
 
-    def remove(self, prefix: Any) -> None: ...
+    def remove(self, prefix: IPNetwork) -> None: ...
 
 
 class Announcements(Protocol):
@@ -160,6 +160,7 @@ class HostRouteApplying:
 
     def __init__(self, feature: ServicesFeature) -> None:
         self._feature = feature
+        self._last_done: list[tuple[str, Any]] = []
 
     async def apply(self, desired: Observations) -> RouteOutcome | None:
         plan = desired.get(SERVICE_PLAN)
@@ -171,13 +172,19 @@ class HostRouteApplying:
             seen.installed, feature.routes.announced(SERVICE_KIND), plan.host_routes, plan.routes.routes
         )
         if not any(s.kind.startswith("route.") for s in steps.steps):
+            self._last_done = []
             return None
         outcome = await asyncio.to_thread(apply_route_steps, steps, feature.kernel)
         for kind, prefix in outcome.done:
-            feature.decisions.record(f"service.{kind}", str(prefix), f"host route {kind.split('.')[1]}")
+            done = {"route.install": "installed", "route.replace": "replaced (next hops changed)"}
+            why = f"host route to {prefix} {done.get(kind, 'removed')}"
+            feature.decisions.record(f"service.{kind}", str(prefix), why)
             log.info("service host route", event_kind=f"service.{kind}", prefix=str(prefix))
-        if outcome.changed or outcome.skipped:
-            feature.on_change()  # the next pass sees the kernel as it is now (and retries skips)
+        # The next pass sees the kernel as it is now (and announces what went in). Not twice for
+        # the same steps: a step that "succeeds" without effect must not spin the loop.
+        if outcome.changed and outcome.done != self._last_done:
+            feature.on_change()
+        self._last_done = list(outcome.done)
         if outcome.failed:
             raise RuntimeError("; ".join(f"{kind} {prefix}: {why}" for kind, prefix, why in outcome.failed))
         return outcome
@@ -208,7 +215,7 @@ class ServicesFeature(Feature):
         if checker is None:
             api = LXDApi(config.lxd)
             checker = Checker(api.exec_in_instance, self._exec_pool)
-        self.runner = HealthRunner(checker, on_change)
+        self.runner = HealthRunner(checker, on_change, on_serving=self._serving_changed)
         self.plan = ServicePlan()
         self.installed: tuple[HostRoute, ...] = ()
         self._wake: asyncio.TimerHandle | None = None
@@ -217,6 +224,12 @@ class ServicesFeature(Feature):
         self.observers = (ServiceObserver(self),)
         self.planners = (ServicePlanning(self), ServiceRoutePlanning())
         self.appliers = (HealthChecksApplying(self), HostRouteApplying(self))
+
+    def _serving_changed(self, backend: BackendId, change: Change, health: BackendHealth) -> None:
+        verb = "serves" if change.serving else "stopped serving"
+        self.decisions.record(
+            "service.backend", str(backend), f"{backend} {verb}: {change.reason}", state=health.state
+        )
 
     async def start(self) -> None:
         try:
@@ -274,9 +287,6 @@ class ServicesFeature(Feature):
         if not drain and service is not None and new.host is not None:
             note = "the whole host is still drained (fabricctl undrain without --service ends that)"
         return {"drain": drain_dict(new), "changed": what, "note": note}
-
-    def background(self, stop: asyncio.Event) -> tuple[Awaitable[None], ...]:
-        return ()
 
     async def stop(self) -> None:
         if self._wake is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import errno
 import socket
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from ipaddress import ip_address, ip_network
@@ -31,6 +31,7 @@ RTPROT_FABRICD_SERVICES = 251
 MAIN_TABLE = 254
 _FAMILIES = (socket.AF_INET, socket.AF_INET6)
 _REMOVE_ROUNDS = 64  # an IPv6 multipath route may go one next hop at a time on old kernels
+RT_SCOPE_NOWHERE = 255  # in a delete: any scope (a stale route may be a link-scope device route)
 
 
 class RouteKernel(Protocol):
@@ -133,6 +134,7 @@ class NetlinkRoutes:
                         family=_family(prefix),
                         table=self.table,
                         proto=self.proto,
+                        scope=RT_SCOPE_NOWHERE,
                     )
                 except NetlinkError as exc:
                     if exc.code == errno.ESRCH:
@@ -181,7 +183,3 @@ def _next_hops(msg: Any, names: dict[int, str]) -> set[NextHop]:
     if gateway is not None and oif is not None:
         hops.add(NextHop(ip_address(gateway), names.get(int(oif), str(oif))))
     return hops
-
-
-def prefixes(routes: Collection[HostRoute]) -> set[IPNetwork]:
-    return {route.prefix for route in routes}

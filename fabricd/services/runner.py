@@ -24,7 +24,7 @@ from fabricd.config.model import HealthCheckConfig
 from fabricd.log import get_logger
 from fabricd.routes.model import IPAddress
 from fabricd.services import health
-from fabricd.services.health import BackendHealth, CheckResult, Rules
+from fabricd.services.health import BackendHealth, Change, CheckResult, Rules
 from fabricd.services.model import BackendId
 
 log = get_logger("fabricd.services")
@@ -53,9 +53,12 @@ class HealthRunner:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        on_serving: Callable[[BackendId, Change, BackendHealth], None] | None = None,
     ) -> None:
+        """`on_serving` hears every change of a backend's `serving` (the event log)."""
         self._checker = checker
         self._on_change = on_change
+        self._on_serving = on_serving
         self._clock = clock
         self._sleep = sleep
         self._specs: dict[BackendId, CheckSpec] = {}
@@ -106,6 +109,8 @@ class HealthRunner:
         self._health[backend] = step.health
         if step.change is not None:
             self.changes += 1
+            if self._on_serving is not None:
+                self._on_serving(backend, step.change, step.health)
             log.info(
                 "backend serving" if step.change.serving else "backend not serving",
                 event_kind="service.backend",
@@ -119,7 +124,12 @@ class HealthRunner:
     async def _run(self, backend: BackendId, spec: CheckSpec) -> None:
         while True:
             started = self._clock()
-            result = await self._checker.check(spec.check, backend, spec.target)
+            try:
+                result = await self._checker.check(spec.check, backend, spec.target)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # checkers do not raise; if one did, it is a failed check
+                result = CheckResult(False, f"check failed: {type(exc).__name__}: {exc}", self._clock())
             self.record(backend, result, spec.rules)
             await self._sleep(max(0.0, started + spec.check.interval - self._clock()))
 

@@ -129,10 +129,11 @@ def service_metrics(
     for row in rows:
         counts = Counter(b["state"] for b in row["backends"])
         for backend in row["backends"]:
+            # "backend", not "instance": Prometheus gives every scraped sample its own `instance`.
             labels = (
                 ("service", row["name"]),
                 ("project", backend["project"]),
-                ("instance", backend["instance"]),
+                ("backend", backend["instance"]),
             )
             metrics.append(
                 Metric(
@@ -176,7 +177,7 @@ def service_metrics(
                 (
                     ("service", backend.service),
                     ("project", backend.project),
-                    ("instance", backend.instance),
+                    ("backend", backend.instance),
                     ("result", "pass" if ok else "fail"),
                 ),
                 "health checks run, by result",

@@ -41,7 +41,19 @@ class Ticker(Feature):
         self.applied.append(value)
 
     def commands(self) -> Mapping[str, CommandHandler]:
-        return {"ticks": lambda status, args: {"ticks": status["ticker"]}}
+        return {"ticks": lambda status, args: {"ticks": status["ticker"]}, "reset": self._reset}
+
+    def _reset(self, status: Mapping[str, Any], args: Mapping[str, Any]) -> Any:
+        """A command that changes state: answered by an awaitable, off the snapshot."""
+        if args:
+            raise ValueError("reset takes no args")
+
+        async def reset() -> Mapping[str, Any]:
+            await asyncio.sleep(0.01)  # stands for I/O done in a worker thread
+            before, self.count = self.count, 0
+            return {"was": before}
+
+        return reset()
 
     async def status(self) -> FeatureStatus:
         return FeatureStatus(sections={"ticker": self.count}, problems=("ticker is only a test",))
@@ -86,6 +98,8 @@ def test_a_feature_brings_its_steps_status_commands_and_stop(tmp_path: Path) -> 
             asyncio.to_thread(ask, path, "ticks"),
             asyncio.to_thread(ask, path, "nonsense"),
         )
+        reset = await asyncio.to_thread(ask, path, "reset")
+        assert reset["ok"] and reset["result"]["was"] >= 3
         agent.stopping.set()
         assert await running == 0
         return status, ticks, unknown
