@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.labs import REPO, named_lab, progress, restart_agent, run_reporting
+from bench.labs import REPO, named_lab, progress, reap, restart_agent, run_reporting
 from bench.stats import TIMED_OUT, Json, distribution
 from fabric_lab import netns
 from fabric_lab.anycast_lab import (
@@ -71,6 +71,8 @@ figures (each over --rounds rounds, rotating the host; best and worst, samples i
   backend_failure.path_back_s   responder started again -> path back (rise checks)
   fabricd_kill.lost_queries     SIGKILL of the host's fabricd; goal <= 0.2 s worth at the rate
   fabricd_kill.path_gone_s      the kill -> path gone at r1
+  fabricd_stop.*                SIGTERM of the host's fabricd: lost queries, path gone at r1, host route
+                                gone on the host, and by how much the host route went first
   link_cut.bfd_s                the host's link cut at r1 (nftables drop) -> path gone, BFD 100 ms x 3;
                                 goal <= 0.4 s
   link_cut.hold_s               the same with r1's BGP not following BFD (hold 3 s), same run
@@ -194,12 +196,47 @@ class AnycastBench:
         killed = time.monotonic()
         os.kill(pid, signal.SIGKILL)
         self.rounds.add("fabricd_kill.path_gone_s", self.without(host, 10, killed))
+        reap(pid)
         lost_at_kill = self.lost(killed - 0.5, killed + 2)
         with_restart = time.monotonic()
         restart_agent(self.lab, host)
         self.rounds.add("fabricd_kill.path_back_s", self.back(60))
         self.rounds.add("fabricd_kill.lost_queries", lost_at_kill)
         self.rounds.add("fabricd_kill.lost_on_restart", self.lost(with_restart, time.monotonic() + 1))
+
+    def fabricd_stop_round(self, host: str) -> None:
+        """SIGTERM: the withdraw must reach r1 before the host route goes (docs/services.md, Ordering);
+        both are timed, and the queries lost in between counted."""
+        pid = self.lab.state().nodes[host].agent_pid
+        if pid is None or not netns.alive(pid):
+            self.rounds.notes.append(f"{host}: no fabricd to stop")
+            return
+        others = [h for h in HOSTS if h != host]
+        wanted = all_hops(4, others)
+        at_router = at_host = TIMED_OUT
+        with RouterFib(self.lab.node(host).netns_name) as host_table:
+            stopped = time.monotonic()
+            os.kill(pid, signal.SIGTERM)
+            while time.monotonic() - stopped < 10 and not (
+                math.isfinite(at_router) and math.isfinite(at_host)
+            ):
+                elapsed = time.monotonic() - stopped
+                if not math.isfinite(at_router) and self.fib.hops(PREFIXES[4]) == wanted:
+                    at_router = elapsed
+                if not math.isfinite(at_host) and not host_table.hops(PREFIXES[4]):
+                    at_host = elapsed
+                time.sleep(0.002)
+        self.rounds.add("fabricd_stop.path_gone_s", at_router)
+        self.rounds.add("fabricd_stop.host_route_gone_s", at_host)
+        self.rounds.add("fabricd_stop.host_route_gone_before_path_s", at_router - at_host)
+        lost = self.lost(stopped - 0.5, stopped + 2)
+        deadline = time.monotonic() + 20
+        while netns.alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        reap(pid)
+        restart_agent(self.lab, host)
+        self.rounds.add("fabricd_stop.path_back_s", self.back(60))
+        self.rounds.add("fabricd_stop.lost_queries", lost)
 
     def link_cut_round(self, host: str, bfd: bool) -> None:
         name = "link_cut.bfd_s" if bfd else "link_cut.hold_s"
@@ -237,6 +274,7 @@ def measure(bench: AnycastBench, rounds: int) -> None:
         ("drain", bench.drain_round),
         ("backend failure", bench.backend_failure_round),
         ("fabricd kill", bench.fabricd_kill_round),
+        ("fabricd stop (SIGTERM)", bench.fabricd_stop_round),
         ("link cut with BFD", lambda h: bench.link_cut_round(h, bfd=True)),
         ("link cut, hold time only", lambda h: bench.link_cut_round(h, bfd=False)),
     ]
@@ -293,6 +331,18 @@ def report(args: argparse.Namespace, bench: AnycastBench, total: Json) -> Json:
             "path_gone_s": figure(s.get("fabricd_kill.path_gone_s", []), "s", None),
             "path_back_s": figure(s.get("fabricd_kill.path_back_s", []), "s", None),
             "lost_on_restart": figure(s.get("fabricd_kill.lost_on_restart", []), "queries", None),
+        },
+        "fabricd_stop": {
+            "lost_queries": figure(s.get("fabricd_stop.lost_queries", []), "queries", None),
+            "path_gone_s": figure(s.get("fabricd_stop.path_gone_s", []), "s", None),
+            "host_route_gone_s": figure(s.get("fabricd_stop.host_route_gone_s", []), "s", None),
+            "host_route_gone_before_path_s": figure(
+                s.get("fabricd_stop.host_route_gone_before_path_s", []), "s", None
+            ),
+            "path_back_s": figure(s.get("fabricd_stop.path_back_s", []), "s", None),
+            "what": "SIGTERM of the host's fabricd (IPv4): when the path left r1 and when the host route "
+            "left the host; positive host_route_gone_before_path_s means the host route went first "
+            "(queries r1 still sends there are lost), against the ordering rule of docs/services.md",
         },
         "link_cut": {
             "bfd_s": bfd,
