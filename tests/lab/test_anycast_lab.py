@@ -37,7 +37,7 @@ from fabric_lab.anycast_lab import (
     updates_received,
 )
 from fabric_lab.runner import Lab
-from tests.lab.conftest import REPO, agent_pid, fresh_lab, start_agent, stop_agent
+from tests.lab.conftest import REPO, agent_pid, assert_nothing_left, fresh_lab, start_agent, stop_agent
 
 pytestmark = pytest.mark.lab
 
@@ -66,9 +66,9 @@ def lab(lab_host: None, state_root: Path) -> Iterator[Lab]:
         finally:
             for backend in BACKENDS.values():
                 backend.stop()
-    assert [p for b in BACKENDS.values() for p in b.pids if netns.alive(p)] == [], (
-        "a responder outlived the lab"
-    )
+    responders = [p for b in BACKENDS.values() for p in b.pids]
+    assert [p for p in responders if netns.alive(p)] == [], "a responder outlived the lab"
+    assert_nothing_left(lab, responders, ran_lxd=True, instances=tuple(b.instance for b in BACKENDS.values()))
 
 
 @pytest.fixture
@@ -368,3 +368,29 @@ def test_a_drain_survives_an_agent_restart(lab: Lab, fib: RouterFib) -> None:
         undrained = time.monotonic()
         h2.fabricctl("undrain", "--service", SERVICE)
     back_again(fib, undrained, 15, ("h1", "h3"))
+
+
+def test_a_host_drain_takes_every_service_of_the_host(
+    lab: Lab, fib: RouterFib, traffic: dict[int, Traffic]
+) -> None:
+    """`fabricctl drain` without --service drains the whole host; undrain ends it."""
+    h1 = lab.node("h1")
+    others = {f: all_hops(f, ("h2", "h3")) for f in PREFIXES}
+    drained = time.monotonic()
+    h1.fabricctl("drain")
+    try:
+        watch_hops(fib, others, drained, timeout=DRAIN_DELAY + 5)
+        row = wait_states(lab, "h1", "withdrawn", "drained", timeout=DRAIN_DELAY + 5)
+        shown = json.loads(h1.fabricctl("services", "--json").stdout)["services"]["drain"]
+        assert shown["host"] is not None, shown
+        assert row["drained_since"] is not None, row
+    finally:
+        undrained = time.monotonic()
+        h1.fabricctl("undrain")
+    back_again(fib, undrained, 15, ("h2", "h3"))
+    wait_states(lab, "h1", "announced", "up")
+    settled = time.monotonic() + 1
+    for family, flow in traffic.items():
+        flow.wait_settled(settled)
+        window = flow.window(drained - 1, settled)
+        assert window.lost == 0, f"IPv{family}: {window.lost} lost during a host drain"
