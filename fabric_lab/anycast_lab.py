@@ -113,19 +113,25 @@ class EchoBackend:
             ANYCAST_V4,
             ANYCAST_V6,
         ]
+        log = self.node.log_file(f"echo-{self.instance}")
+        offset = log.stat().st_size if log.exists() else 0  # the log is appended to: read only this run's
         pid = self.node.spawn(argv, f"echo-{self.instance}")
         self.pids.append(pid)
         deadline = time.monotonic() + 10
-        while f"answering on port {PORT}" not in self.log_tail():
+        while f"echo {self.host}: answering on port {PORT}" not in self.log_since(offset):
             if not netns.alive(pid) or time.monotonic() > deadline:
-                raise LabError(f"{self.instance}: echo responder did not start: {self.log_tail()}")
-            time.sleep(0.05)
+                raise LabError(f"{self.instance}: echo responder did not start: {self.log_since(offset)}")
+            time.sleep(0.01)
         self.responder_pid = pid
         return pid
 
-    def log_tail(self) -> str:
+    def log_since(self, offset: int) -> str:
         path = self.node.log_file(f"echo-{self.instance}")
-        return path.read_text()[-400:] if path.exists() else ""
+        if not path.exists():
+            return ""
+        with path.open("rb") as log:
+            log.seek(offset)
+            return log.read().decode(errors="replace")[-400:]
 
     def kill_responder(self) -> None:
         """The service dies (SIGKILL): queries and health checks to this backend go unanswered."""

@@ -394,3 +394,22 @@ def test_a_host_drain_takes_every_service_of_the_host(
         flow.wait_settled(settled)
         window = flow.window(drained - 1, settled)
         assert window.lost == 0, f"IPv{family}: {window.lost} lost during a host drain"
+
+
+def test_one_failed_check_inside_fall_changes_nothing_at_the_router(lab: Lab, fib: RouterFib) -> None:
+    """The responder away for half an interval: at most one check fails (fall 2), so the backend
+    stays up, the path never leaves r1 and no UPDATE is sent."""
+    r1, backend = lab.node("r1"), BACKENDS["h2"]
+    before = updates_received(r1, "h2")
+    killed = time.monotonic()
+    backend.kill_responder()
+    time.sleep(max(0.0, killed + INTERVAL / 2 - time.monotonic()))
+    backend.start_responder()
+    assert time.monotonic() - killed < INTERVAL, "the responder was away a whole interval: not this test"
+    while time.monotonic() - killed < FALL * INTERVAL + 2:
+        for family, prefix in PREFIXES.items():
+            seen = fib.hops(prefix)
+            assert seen == all_hops(family), f"IPv{family}: the path left after one failed check: {seen}"
+        time.sleep(0.01)
+    assert updates_received(r1, "h2") == before
+    assert backend_states(lab, "h2") == {f"{LAB}-echo-h2": "up"}
