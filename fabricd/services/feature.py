@@ -46,6 +46,9 @@ log = get_logger("fabricd.services")
 
 SERVICE_KIND = "service"  # the origin kind of service announcements in the route plans
 STOP_WAIT = 5.0  # seconds a stop waits for the withdraw (or ExaBGP's exit) before removing routes
+# After ExaBGP has gone, the routers' time to drop this host's paths before its host routes go
+# (FRR took 0.08-0.12 s after the session closed in the anycast lab; a loaded router takes longer).
+WITHDRAW_GRACE = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -295,11 +298,16 @@ class ServicesFeature(Feature):
         self._exec_pool.shutdown(wait=False, cancel_futures=True)
         try:
             await asyncio.wait_for(self.routes.withdraw(SERVICE_KIND), STOP_WAIT)
-        except Exception as exc:  # ExaBGP going away withdraws too: wait for that instead
+        except Exception as exc:  # ExaBGP going away withdraws too: the wait below covers it
             log.warning("service withdraw at stop failed; waiting for the speaker to end", reason=repr(exc))
-            deadline = time.monotonic() + STOP_WAIT
-            while self.routes.speaker_running() and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+        # Withdraw before the host routes go: the withdraw (or, as the speaker stops at the same
+        # time, the closed session) must reach the routers and be acted on first. Handing ExaBGP the
+        # withdraw is not enough (lab: it was never sent, the session closed with it unsent).
+        deadline = time.monotonic() + STOP_WAIT
+        while self.routes.speaker_running() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if self.installed:
+            await asyncio.sleep(WITHDRAW_GRACE)
         try:
             installed = await asyncio.to_thread(self.kernel.read)
             for route in installed:
