@@ -133,3 +133,13 @@ def run_reporting(
         else:
             progress(f"logs kept in {state_root}")
     return result
+
+
+def cannot_run(prog: str, tools: tuple[str, ...]) -> str | None:
+    """Why a lab benchmark cannot run here (not root, a lab tool missing), or None."""
+    if os.geteuid() != 0:
+        return f"{prog} needs root (network namespaces, LXD): run it with sudo"
+    missing = [t for t in tools if shutil.which(t, path=os.environ.get("PATH", "") + ":/usr/sbin") is None]
+    if missing:
+        return f"{prog} needs {', '.join(missing)} (scripts/setup.sh installs them)"
+    return None
