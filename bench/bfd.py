@@ -12,15 +12,16 @@ r1's table is polled every 5 ms until both hosts' routes are gone, or --limit se
 round measures both ways in the same cut. A host's figure for a round is the time until the last of
 its routes left; a route still there at --limit is a timed-out round (an infinite sample, never
 dropped). The cut is removed and the next round waits until everything is up again.
+
+Then --bird-kill-rounds SIGKILLs of h1's BIRD: how long h1's route was away from r1, and whether
+BFD came back on both sides (see bench/README.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
-import platform
 import sys
 import time
 from collections.abc import Sequence
@@ -29,22 +30,33 @@ from pathlib import Path
 
 from pyroute2 import NetNS
 
-from bench.labs import REPO, cannot_run, leftover_namespaces, named_lab, progress, run_reporting
+from bench.labs import (
+    REPO,
+    leftover_namespaces,
+    named_lab,
+    progress,
+    report_head,
+    restart_agent,
+    run_lab_benchmark,
+    stop_agent,
+)
 from bench.stats import TIMED_OUT, Json, best_median_worst, check
 from fabric_lab.bfd_lab import (
     H1_ROUTES,
+    H1_V4,
+    H1_V6,
     H2_ROUTES,
     bfd_states,
     bgp_prefixes,
     gone_after,
+    kill_and_watch,
     launch_both,
     links_cut,
+    router_bfd,
     status,
     wait_all_up,
 )
 from fabric_lab.runner import Lab
-from fabricd import __version__
-from fabricd.log import configure_logging
 
 LAB = "bbfd"
 TOPOLOGY = REPO / "labs" / "bfd.clab.yml"
@@ -53,6 +65,9 @@ BFD_GOAL_S = 0.6  # 100 ms x 3 detection, FRR's withdrawal and a loaded machine'
 HOLD_TIME_S = 3.0
 SETTLE_TIMEOUT_S = 60.0
 CUT_TABLE = "bbfd_cut"
+KILL_WATCHED = "10.201.1.0/24"
+H1_ADDRESSES = (H1_V4, H1_V6)
+BFD_BACK_S = 15.0
 
 
 def collect(args: argparse.Namespace, state_root: Path) -> Json:
@@ -63,13 +78,14 @@ def collect(args: argparse.Namespace, state_root: Path) -> Json:
     try:
         launch_both(lab, LAB)
         rounds = [one_round(lab, n, args.limit) for n in range(1, args.rounds + 1)]
+        kills = [bird_kill_round(lab, n) for n in range(1, args.bird_kill_rounds + 1)]
     finally:
         progress(f"taking {LAB} down")
         for host, instance in (("h1", f"{LAB}-w1"), ("h2", f"{LAB}-w2")):
             with contextlib.suppress(Exception):
                 lab.node(host).run(["lxc", "delete", "--force", instance], check=False, timeout=60)
         lab.down()
-    return report(args, rounds, started, began, lab)
+    return report(args, rounds, kills, started, began, lab)
 
 
 def one_round(lab: Lab, number: int, limit: float) -> Json:
@@ -101,6 +117,45 @@ def one_round(lab: Lab, number: int, limit: float) -> Json:
     }
 
 
+def bird_kill_round(lab: Lab, number: int) -> Json:
+    """h1's BIRD SIGKILLed: how long h1's IPv4 route was away from r1 (if it left), and whether BFD
+    was Up again on both sides within BFD_BACK_S. If not, h1's fabricd is restarted so the next
+    round starts with BFD up (sessions that return after a second get their BFD session back)."""
+    h1, r1 = lab.node("h1"), lab.node("r1")
+    try:
+        wait_all_up(lab, SETTLE_TIMEOUT_S)
+    except AssertionError as exc:
+        progress(f"BIRD kill {number}: not settled before the kill: {exc}")
+        return {"round": number, "settled": False, "why": str(exc)[:500]}
+    pid = status(h1)["bfd_daemon"]["pid"]
+    with NetNS(r1.netns_name) as ns:
+        gone, back = kill_and_watch(ns, pid, KILL_WATCHED)
+    deadline = time.monotonic() + BFD_BACK_S
+    both_up = False
+    while not both_up and time.monotonic() < deadline:
+        time.sleep(0.2)
+        at_router = {p: router_bfd(r1).get(p, {}).get("status") for p in H1_ADDRESSES}
+        both_up = set(bfd_states(status(h1)).values()) == {"Up"} and set(at_router.values()) == {"up"}
+    lost_at_router = sorted(p for p in H1_ADDRESSES if p not in router_bfd(r1))
+    if not both_up:
+        progress(
+            f"BIRD kill {number}: BFD not back (r1 has none for {lost_at_router}); restarting h1's fabricd"
+        )
+        stop_agent(lab, "h1")
+        restart_agent(lab, "h1")
+    away = None if gone is None else (back - gone if back is not None else None)
+    progress(f"BIRD kill {number}: route left {gone}, back {back}, BFD up again {both_up}")
+    return {
+        "round": number,
+        "settled": True,
+        "route_left_s": None if gone is None else round(gone, 4),
+        "route_back_s": None if back is None else round(back, 4),
+        "route_away_s": None if away is None else round(away, 4),
+        "bfd_up_again": both_up,
+        "router_lost_bfd_for": lost_at_router,
+    }
+
+
 def host_samples(rounds: Sequence[Json], routes: Sequence[str]) -> list[float]:
     """Per round: seconds until the last of the host's routes left r1; a round with a route that
     never left, or that could not be started, is TIMED_OUT."""
@@ -111,7 +166,25 @@ def host_samples(rounds: Sequence[Json], routes: Sequence[str]) -> list[float]:
     return samples
 
 
-def report(args: argparse.Namespace, rounds: list[Json], started: str, began: float, lab: Lab) -> Json:
+def kill_figures(kills: Sequence[Json]) -> Json:
+    settled = [k for k in kills if k["settled"]]
+    left = [k for k in settled if k["route_left_s"] is not None]
+    return {
+        "rounds": len(kills),
+        "rounds_not_settled": len(kills) - len(settled),
+        "route_left_r1": len(left),
+        "route_away_s": best_median_worst(
+            [TIMED_OUT if k["route_away_s"] is None else k["route_away_s"] for k in left]
+        ),
+        "bfd_up_again_within_s": BFD_BACK_S,
+        "bfd_up_again": sum(1 for k in settled if k["bfd_up_again"]),
+        "router_lost_bfd": sum(1 for k in settled if k["router_lost_bfd_for"]),
+    }
+
+
+def report(
+    args: argparse.Namespace, rounds: list[Json], kills: list[Json], started: str, began: float, lab: Lab
+) -> Json:
     bfd = best_median_worst(host_samples(rounds, list(H1_ROUTES)))
     hold = best_median_worst(host_samples(rounds, list(H2_ROUTES)))
     ratio = (
@@ -126,16 +199,7 @@ def report(args: argparse.Namespace, rounds: list[Json], started: str, began: fl
     for goal in goals.values():
         goal["meets_goal"] = check(goal["value_s"], goal["goal_max_s"])
     return {
-        "benchmark": "fabricd BFD: link cut -> routes gone at the router",
-        "fabricd_version": __version__,
-        "started_utc": started,
-        "seconds": round(time.monotonic() - began, 1),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "kernel": platform.release(),
-            "python": platform.python_version(),
-            "load_1min_at_end": round(os.getloadavg()[0], 2),
-        },
+        **report_head("fabricd BFD: link cut -> routes gone at the router", started, began),
         "method": {
             "lab": f"labs/bfd.clab.yml renamed {LAB}",
             "what": (
@@ -155,6 +219,17 @@ def report(args: argparse.Namespace, rounds: list[Json], started: str, began: fl
         "hold_over_bfd_median": ratio,
         "rounds": rounds,
         "rounds_not_settled": sum(1 for r in rounds if not r["settled"]),
+        "bird_sigkill": {
+            "what": (
+                "h1's BIRD SIGKILLed (fabricd restarts it after 0.5 s); r1's table polled every 5 ms for "
+                f"{KILL_WATCHED}: how long it was away when it left (r1's BFD dropped h1's BGP session), "
+                f"and whether BFD was Up again on h1 and r1 within {BFD_BACK_S:g} s (FRR 8.4 can lose its "
+                "BFD session for a dynamic neighbor that returns within milliseconds; h1's fabricd is "
+                "then restarted before the next round)"
+            ),
+            **kill_figures(kills),
+            "per_round": kills,
+        },
         "goals": goals,
         "all_goals_met": all(g["meets_goal"] for g in goals.values()),
         "namespaces_left_behind": leftover_namespaces(lab),
@@ -170,18 +245,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--rounds", type=int, default=10, help="link cuts (each measures both hosts)")
     parser.add_argument("--limit", type=float, default=10.0, help="seconds a cut waits for the routes to go")
+    parser.add_argument("--bird-kill-rounds", type=int, default=10, help="SIGKILLs of h1's BIRD")
     parser.add_argument("--keep-logs", action="store_true")
     args = parser.parse_args(argv)
-    if args.rounds < 1 or args.limit <= 0:
-        parser.error("--rounds and --limit must be positive")
-    why = cannot_run("bench.bfd", TOOLS)
-    if why:
-        print(why, file=sys.stderr)
-        return 2
-    configure_logging("warning", "console")
-    result = run_reporting("bench-bfd-", args.keep_logs, lambda root: collect(args, root))
-    print(json.dumps(result, indent=2))
-    return 0
+    if args.rounds < 1 or args.limit <= 0 or args.bird_kill_rounds < 0:
+        parser.error("--rounds and --limit must be positive, --bird-kill-rounds not negative")
+    return run_lab_benchmark("bench.bfd", TOOLS, args.keep_logs, lambda root: collect(args, root))
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ r1's kernel table, polled every 5 ms, is the judge.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
@@ -165,3 +167,23 @@ def gone_after(ns: NetNS, watched: Collection[str], since: float, limit: float) 
                 gone[prefix] = now
         time.sleep(POLL_S)
     return gone
+
+
+def kill_and_watch(
+    ns: NetNS, pid: int, prefix: str, back_within: float = 30
+) -> tuple[float | None, float | None]:
+    """SIGKILL `pid` (h1's BIRD) and watch `prefix` in BGP's routes in `ns` every 5 ms: seconds until
+    it left and until it was back. It is watched for 2 s if it never leaves (BFD would have dropped
+    it by then) and for `back_within` s once it left; (None, None): it stayed, (t, None): not back."""
+    gone_at: float | None = None
+    back_at: float | None = None
+    killed = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    while back_at is None and time.monotonic() - killed < (back_within if gone_at is not None else 2):
+        present = prefix in bgp_prefixes(ns)
+        if not present and gone_at is None:
+            gone_at = time.monotonic() - killed
+        if present and gone_at is not None:
+            back_at = time.monotonic() - killed
+        time.sleep(POLL_S)
+    return gone_at, back_at

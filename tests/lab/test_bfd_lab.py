@@ -33,6 +33,7 @@ from fabric_lab.bfd_lab import (
     bgp_up,
     diagnose,
     gone_after,
+    kill_and_watch,
     launch_both,
     links_cut,
     router_bfd,
@@ -141,19 +142,8 @@ def test_a_killed_bird_is_restarted_and_its_sessions_return(lab: Lab) -> None:
     wait_all_up(lab)
     old, fabricd = bird_pid(lab), agent_pid(lab, "h1")
     starts = status(h1)["bfd_daemon"]["starts"]
-    gone_at: float | None = None
-    back_at: float | None = None
     with NetNS(r1.netns_name) as ns:
-        killed = time.monotonic()
-        os.kill(old, signal.SIGKILL)
-        # Until the route is back, or for 2 s if it never leaves (BFD would have dropped it by then).
-        while back_at is None and time.monotonic() - killed < (30 if gone_at is not None else 2):
-            present = "10.201.1.0/24" in bgp_prefixes(ns)
-            if not present and gone_at is None:
-                gone_at = time.monotonic() - killed
-            if present and gone_at is not None:
-                back_at = time.monotonic() - killed
-            time.sleep(0.005)
+        gone_at, back_at = kill_and_watch(ns, old, "10.201.1.0/24")
     assert gone_at is None or back_at is not None, "h1's route did not come back"
     restarted = wait_status(
         h1, lambda s: s["bfd_daemon"]["pid"] not in (None, old) and bgp_up(s), "a new BIRD, BGP up", lab=lab
