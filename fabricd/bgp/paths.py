@@ -55,11 +55,11 @@ def read_session_paths(peers: Sequence[PeerConfig], netns: str | None = None) ->
     paths = []
     with IPRoute() if netns is None else NetNS(netns) as ipr:
         for peer in peers:
-            paths.append(_path(ipr, peer))
+            paths.append(_path(ipr, peer, in_own_namespace=netns is None))
     return SessionPaths(tuple(paths))
 
 
-def _path(ipr: IPRoute, peer: PeerConfig) -> SessionPath:
+def _path(ipr: IPRoute, peer: PeerConfig, in_own_namespace: bool = True) -> SessionPath:
     family = socket.AF_INET if peer.address.version == 4 else socket.AF_INET6
     try:
         found = ipr.route("get", dst=str(peer.address), family=family)
@@ -70,14 +70,25 @@ def _path(ipr: IPRoute, peer: PeerConfig) -> SessionPath:
     route = found[0]
     index = route.get_attr("RTA_OIF")
     source = route.get_attr("RTA_PREFSRC")
-    links = ipr.get_links(index) if index is not None else []
-    name = links[0].get_attr("IFLA_IFNAME") if links else None
+    name = _interface_name(ipr, index, in_own_namespace) if index is not None else None
     connected = tuple(
         ip_interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}").network
         for a in ipr.get_addr(index=index, family=family)
     )
     local = peer.local_address or (ip_address(source) if source else None)
     return SessionPath(peer.name, peer.address, name, local, connected)
+
+
+def _interface_name(ipr: IPRoute, index: int, in_own_namespace: bool) -> str | None:
+    """In our own namespace, the C library's if_indextoname: decoding a whole netlink link message
+    for its name cost more than the rest of the lookup, every pass."""
+    try:
+        if in_own_namespace:
+            return socket.if_indextoname(index)
+        links = ipr.get_links(index)
+    except OSError:
+        return None
+    return str(links[0].get_attr("IFLA_IFNAME")) if links else None
 
 
 class SessionPathObserver:

@@ -42,8 +42,10 @@ from fabricd.overlay.netlink import apply_changes, delete_link, read_overlay, un
 log = get_logger("fabricd.overlay")
 STATE_FILE = "overlay.json"
 Keep = Literal["nothing", "macs", "all"]
-# The status right after a pass that read the firewall's table uses the counters read with it.
-COUNTERS_MAX_AGE = 1.0
+# The firewall's packet counters in the status are at most this old: a pass reads the table only
+# when the ruleset changed, and running nft for the counters alone after every pass would cost an
+# idle agent more than the rest of its pass.
+COUNTERS_MAX_AGE = 30.0
 IPSEC_PEERS_FILE = "overlay-ipsec-peers.json"  # for teardown, which has no LXD to ask for peers
 
 
