@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import grp
 import os
-import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -21,10 +20,8 @@ import pytest
 
 from fabricd.agent.control import ControlServer, open_directory_to_group
 from fabricd.agent.health import verdict
-from fabricd.cli import fabricctl
-from tests.unit.test_fabricctl_exit_codes import PEERS_UP, status
+from tests.unit.test_fabricctl_exit_codes import PEERS_UP, _as_nobody, status
 
-NOBODY = 65534
 HEALTHY = status(PEERS_UP)
 
 
@@ -59,29 +56,6 @@ def agent(directory: Path, group: str | None, own: Path | None) -> Iterator[Path
         loop.close()
 
 
-def as_nobody(sock: Path, groups: list[int]) -> tuple[int, str]:
-    """fabricctl status in a child running as nobody with these supplementary groups."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        code = 99
-        sys.stderr = err = open(write_end, "w", closefd=False)  # noqa: SIM115 (flushed before _exit)
-        try:
-            os.setgroups(groups)
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115
-            code = fabricctl.main(["--socket", str(sock), "status"])
-        finally:
-            err.flush()
-            os._exit(code)
-    os.close(write_end)
-    with os.fdopen(read_end) as err:
-        text = err.read()
-    _, wait_status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(wait_status), text
-
-
 @pytest.fixture
 def runtime_directory() -> Iterator[Path]:
     """A directory as systemd's RuntimeDirectory=fabricd with RuntimeDirectoryMode=0750 makes it."""
@@ -110,8 +84,8 @@ def test_a_member_of_control_group_uses_fabricctl_and_others_get_one_line(runtim
         assert runtime_directory.stat().st_gid == users
         assert runtime_directory.stat().st_mode & 0o777 == 0o710
         assert (sock.stat().st_gid, sock.stat().st_mode & 0o777) == (users, 0o660)
-        assert as_nobody(sock, [users]) == (0, "")
-        code, err = as_nobody(sock, [])
+        assert _as_nobody(sock, (users,)) == (0, "")
+        code, err = _as_nobody(sock)
     assert code == 1
     hint = f"run as root or as a member of group users ({runtime_directory} is closed to others)"
     assert err == f"fabricctl: permission denied on {sock}: {hint}\n"
@@ -123,7 +97,7 @@ def test_a_socket_outside_the_own_directory_leaves_that_directory_alone(runtime_
     with agent(runtime_directory, "users", own=runtime_directory / "elsewhere") as sock:
         assert (runtime_directory.stat().st_gid, runtime_directory.stat().st_mode & 0o777) == (0, 0o750)
         assert sock.stat().st_gid == users
-        code, err = as_nobody(sock, [users])
+        code, err = _as_nobody(sock, (users,))
     assert code == 1
     hint = f"run as root ({runtime_directory} is closed to this user; control.group in fabricd.yaml opens it)"
     assert err == f"fabricctl: permission denied on {sock}: {hint}\n"
