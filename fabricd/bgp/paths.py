@@ -17,6 +17,14 @@ from pyroute2 import IPRoute
 
 from fabricd.agent.loop import Key
 from fabricd.config.model import IPAddress, PeerConfig
+from fabricd.kernel_watch import (
+    RTMGRP_IPV4_IFADDR,
+    RTMGRP_IPV4_ROUTE,
+    RTMGRP_IPV6_IFADDR,
+    RTMGRP_IPV6_ROUTE,
+    RTMGRP_LINK,
+    KernelWatch,
+)
 from fabricd.routes.model import IPNetwork
 
 
@@ -92,15 +100,31 @@ def _interface_name(ipr: IPRoute, index: int, in_own_namespace: bool) -> str | N
 
 
 class SessionPathObserver:
+    """Reads the paths again only when the kernel announced a link, address or route change since
+    the last read (or a minute passed), or the peers changed: an idle pass costs no netlink read."""
+
     key = SESSION_PATHS
 
     def __init__(self, peers: Sequence[PeerConfig]) -> None:
         self._peers = tuple(peers)
         self.last = SessionPaths()
+        self._read_for: tuple[PeerConfig, ...] | None = None
+        self._watch = KernelWatch(
+            RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE
+        )
 
     def reconfigure(self, peers: Sequence[PeerConfig]) -> None:
         self._peers = tuple(peers)
 
+    def _read(self) -> SessionPaths:
+        peers = self._peers
+        if not self._watch.changed() and peers == self._read_for:
+            return self.last
+        paths = read_session_paths(peers)
+        self._watch.read()
+        self._read_for = peers
+        return paths
+
     async def observe(self) -> SessionPaths:
-        self.last = await asyncio.to_thread(read_session_paths, self._peers)
+        self.last = await asyncio.to_thread(self._read)
         return self.last
