@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import platform
 import shutil
 import signal
 import sys
@@ -19,6 +20,8 @@ from fabric_lab import netns
 from fabric_lab.node import AGENT_ANSWERS, NodeRuntime
 from fabric_lab.runner import Lab, namespace_prefix
 from fabric_lab.topology import load_topology
+from fabricd import __version__
+from fabricd.log import configure_logging
 
 REPO = Path(__file__).resolve().parents[1]
 BASIC = REPO / "labs" / "basic.clab.yml"
@@ -133,3 +136,44 @@ def run_reporting(
         else:
             progress(f"logs kept in {state_root}")
     return result
+
+
+def cannot_run(prog: str, tools: tuple[str, ...]) -> str | None:
+    """Why a lab benchmark cannot run here (not root, a lab tool missing), or None."""
+    if os.geteuid() != 0:
+        return f"{prog} needs root (network namespaces, LXD): run it with sudo"
+    missing = [t for t in tools if shutil.which(t, path=os.environ.get("PATH", "") + ":/usr/sbin") is None]
+    if missing:
+        return f"{prog} needs {', '.join(missing)} (scripts/setup.sh installs them)"
+    return None
+
+
+def report_head(benchmark: str, started_utc: str, began: float) -> dict[str, object]:
+    """The first keys of a benchmark's JSON report: what, which fabricd, when, how long, where."""
+    return {
+        "benchmark": benchmark,
+        "fabricd_version": __version__,
+        "started_utc": started_utc,
+        "seconds": round(time.monotonic() - began, 1),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "kernel": platform.release(),
+            "python": platform.python_version(),
+            "load_1min_at_end": round(os.getloadavg()[0], 2),
+        },
+    }
+
+
+def run_lab_benchmark(
+    prog: str, tools: tuple[str, ...], keep_logs: bool, produce: Callable[[Path], dict[str, object]]
+) -> int:
+    """A lab benchmark's main after its arguments: refuse early (not root, a tool missing), else run
+    it under a fresh state directory and print its one JSON document."""
+    why = cannot_run(prog, tools)
+    if why:
+        print(why, file=sys.stderr)
+        return 2
+    configure_logging("warning", "console")
+    report = run_reporting(f"{prog.replace('.', '-')}-", keep_logs, produce)
+    print(json.dumps(report, indent=2))
+    return 0

@@ -60,3 +60,19 @@ def check(value: float | None, limit: float) -> bool:
 def check_at_least(value: float | None, limit: float) -> bool:
     """A figure that must reach `limit`; one that could not be measured does not."""
     return value is not None and value >= limit
+
+
+def best_median_worst(samples: Sequence[float], unit: str = "s", digits: int = 4) -> Json:
+    """A round-by-round figure as best / median / worst; a timed-out round stays in `n` and makes the
+    worst (and a median that reaches it) null."""
+    if not samples:
+        return {"n": 0, "timed_out": 0, "unit": unit, "best": None, "median": None, "worst": None}
+    return {
+        "n": len(samples),
+        "timed_out": sum(1 for s in samples if math.isinf(s)),
+        "unit": unit,
+        "best": _shown(min(samples), digits),
+        "median": _shown(quantile(samples, 0.5), digits),
+        "worst": _shown(max(samples), digits),
+        "samples": [_shown(s, digits) for s in samples],
+    }

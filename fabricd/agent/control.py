@@ -56,6 +56,20 @@ def prepare_socket_path(path: Path) -> None:
         path.unlink()
 
 
+def open_directory_to_group(directory: Path, gid: int) -> int:
+    """Let the group reach sockets in fabricd's own directory: its group becomes `gid`, with search
+    (x) but not read or write, so members can connect to the socket (whose own mode and group
+    decide) without listing or opening anything else. Others' bits are left as they are. Returns
+    the new mode."""
+    current = directory.stat()
+    mode = (current.st_mode & 0o7707) | 0o010
+    if current.st_gid != gid:
+        os.chown(directory, -1, gid)
+    if (current.st_mode & 0o7777) != mode:
+        os.chmod(directory, mode)
+    return mode
+
+
 class ControlServer:
     def __init__(
         self,
@@ -65,8 +79,12 @@ class ControlServer:
         handler: Handler,
         commands: Collection[str],
         health: HealthView | None = None,
+        own_directory: Path | None = None,
     ) -> None:
+        """`own_directory`: fabricd's state directory. A socket directly in it, with a group, opens
+        that directory to the group (under the unit it is /run/fabricd, 0750 root:root)."""
         self.path = path
+        self._own_directory = own_directory
         self._health = health
         self._commands = tuple(commands)
         self._mode = mode
@@ -84,7 +102,16 @@ class ControlServer:
         try:
             listener.bind(str(staging))
             if self._group is not None:
-                os.chown(staging, -1, grp.getgrnam(self._group).gr_gid)
+                gid = grp.getgrnam(self._group).gr_gid
+                os.chown(staging, -1, gid)
+                if self._opens_directory():
+                    opened = open_directory_to_group(self.path.parent, gid)
+                    log.info(
+                        "control directory opened to the group",
+                        path=str(self.path.parent),
+                        group=self._group,
+                        mode=oct(opened),
+                    )
             os.chmod(staging, self._mode)
             listener.listen(64)
             os.rename(staging, self.path)
@@ -94,6 +121,10 @@ class ControlServer:
             raise
         self._server = await asyncio.start_unix_server(self._serve, sock=listener, limit=MAX_MESSAGE_BYTES)
         log.info("control socket listening", path=str(self.path), mode=oct(self._mode))
+
+    def _opens_directory(self) -> bool:
+        own = self._own_directory
+        return own is not None and self.path.parent.resolve() == own.resolve()
 
     async def close(self) -> None:
         if self._server is not None:

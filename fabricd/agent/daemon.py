@@ -98,6 +98,7 @@ class Agent:
             self.handle_request,
             self.commands,
             lambda: self.health().as_dict(),
+            own_directory=config.daemon.state_dir,
         )
         self.metrics: MetricsServer | None = None
         self.stopping = asyncio.Event()

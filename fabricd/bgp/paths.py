@@ -17,6 +17,14 @@ from pyroute2 import IPRoute
 
 from fabricd.agent.loop import Key
 from fabricd.config.model import IPAddress, PeerConfig
+from fabricd.kernel_watch import (
+    RTMGRP_IPV4_IFADDR,
+    RTMGRP_IPV4_ROUTE,
+    RTMGRP_IPV6_IFADDR,
+    RTMGRP_IPV6_ROUTE,
+    RTMGRP_LINK,
+    KernelWatch,
+)
 from fabricd.routes.model import IPNetwork
 
 
@@ -55,11 +63,11 @@ def read_session_paths(peers: Sequence[PeerConfig], netns: str | None = None) ->
     paths = []
     with IPRoute() if netns is None else NetNS(netns) as ipr:
         for peer in peers:
-            paths.append(_path(ipr, peer))
+            paths.append(_path(ipr, peer, in_own_namespace=netns is None))
     return SessionPaths(tuple(paths))
 
 
-def _path(ipr: IPRoute, peer: PeerConfig) -> SessionPath:
+def _path(ipr: IPRoute, peer: PeerConfig, in_own_namespace: bool = True) -> SessionPath:
     family = socket.AF_INET if peer.address.version == 4 else socket.AF_INET6
     try:
         found = ipr.route("get", dst=str(peer.address), family=family)
@@ -70,8 +78,7 @@ def _path(ipr: IPRoute, peer: PeerConfig) -> SessionPath:
     route = found[0]
     index = route.get_attr("RTA_OIF")
     source = route.get_attr("RTA_PREFSRC")
-    links = ipr.get_links(index) if index is not None else []
-    name = links[0].get_attr("IFLA_IFNAME") if links else None
+    name = _interface_name(ipr, index, in_own_namespace) if index is not None else None
     connected = tuple(
         ip_interface(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}").network
         for a in ipr.get_addr(index=index, family=family)
@@ -80,16 +87,44 @@ def _path(ipr: IPRoute, peer: PeerConfig) -> SessionPath:
     return SessionPath(peer.name, peer.address, name, local, connected)
 
 
+def _interface_name(ipr: IPRoute, index: int, in_own_namespace: bool) -> str | None:
+    """In our own namespace, the C library's if_indextoname: decoding a whole netlink link message
+    for its name cost more than the rest of the lookup, every pass."""
+    try:
+        if in_own_namespace:
+            return socket.if_indextoname(index)
+        links = ipr.get_links(index)
+    except OSError:
+        return None
+    return str(links[0].get_attr("IFLA_IFNAME")) if links else None
+
+
 class SessionPathObserver:
+    """Reads the paths again only when the kernel announced a link, address or route change since
+    the last read (or a minute passed), or the peers changed: an idle pass costs no netlink read."""
+
     key = SESSION_PATHS
 
     def __init__(self, peers: Sequence[PeerConfig]) -> None:
         self._peers = tuple(peers)
         self.last = SessionPaths()
+        self._read_for: tuple[PeerConfig, ...] | None = None
+        self._watch = KernelWatch(
+            RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE
+        )
 
     def reconfigure(self, peers: Sequence[PeerConfig]) -> None:
         self._peers = tuple(peers)
 
+    def _read(self) -> SessionPaths:
+        peers = self._peers
+        if not self._watch.changed() and peers == self._read_for:
+            return self.last
+        paths = read_session_paths(peers)
+        self._watch.read()
+        self._read_for = peers
+        return paths
+
     async def observe(self) -> SessionPaths:
-        self.last = await asyncio.to_thread(read_session_paths, self._peers)
+        self.last = await asyncio.to_thread(self._read)
         return self.last

@@ -113,7 +113,7 @@ def permission_hint(path: Path) -> str:
     try:
         gid = path.stat().st_gid
     except PermissionError:
-        return f"run as root ({path.parent} is closed to this user)"
+        return _closed_directory_hint(path.parent)
     except OSError:
         return "run as root"
     try:
@@ -123,6 +123,19 @@ def permission_hint(path: Path) -> str:
     if group == "root":
         return "run as root, or set control.group in fabricd.yaml and join that group"
     return f"run as root or as a member of group {group}"
+
+
+def _closed_directory_hint(directory: Path) -> str:
+    """The socket's directory cannot be searched: fabricd opens it to control.group (0710), so a
+    directory of another group than root names the group that may get in."""
+    try:
+        gid = directory.stat().st_gid
+        group = grp.getgrgid(gid).gr_name if gid != 0 else "root"
+    except (OSError, KeyError):
+        group = "root"
+    if group == "root":
+        return f"run as root ({directory} is closed to this user; control.group in fabricd.yaml opens it)"
+    return f"run as root or as a member of group {group} ({directory} is closed to others)"
 
 
 def request(path: Path, command: str, timeout: float) -> dict[str, Any]:

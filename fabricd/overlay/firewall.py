@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
+from pyroute2.netlink import NLM_F_REQUEST
+from pyroute2.netlink.nfnetlink.nftsocket import NFT_MSG_GETGEN, NFTSocket, nft_gen_msg
+
 from fabricd.config.model import IPAddress
 from fabricd.log import get_logger
 
@@ -248,6 +251,16 @@ def parse_table(document: Any) -> LiveTable | None:
 # --- the kernel ----------------------------------------------------------------------------------
 
 
+def ruleset_generation() -> int:
+    """The nftables ruleset generation ID (NFT_MSG_GETGEN): it changes with every committed
+    transaction, ours or anyone's, and with nothing else (not with counters)."""
+    with NFTSocket() as nft:
+        request = nft_gen_msg()
+        request["nfgen_family"] = 0  # NFPROTO_UNSPEC
+        (reply,) = nft.request_get(request, NFT_MSG_GETGEN, NLM_F_REQUEST)
+    return int(reply.get_attr("NFTA_GEN_ID"))
+
+
 class OverlayFirewall:
     """Keeps our table in one network namespace (None: the one fabricd runs in) as apply() last asked."""
 
@@ -262,10 +275,21 @@ class OverlayFirewall:
         # The counters of the last table read (monotonic time, packets by name): the status asks
         # right after a pass that read the table, and need not run nft again for them.
         self._counted: tuple[float, dict[str, int]] | None = None
+        # The ruleset generation (nftables' counter of committed transactions) at which the table
+        # was last read and found as wanted, with the peers it held then.
+        self._verified: tuple[int, PeerSets] | None = None
 
     def apply(self, peers: Iterable[IPAddress]) -> None:
-        """Full ruleset the first time, when the table is gone or not ours as built; else only the sets."""
+        """Full ruleset the first time, when the table is gone or not ours as built; else only the sets.
+
+        When no transaction was committed since the table was last read and found as wanted (the
+        ruleset generation is the same) and the peers are the same, nothing can differ, and the
+        table is not read again: that read (an `nft` process) was the largest part of an idle pass."""
         wanted = peer_sets(peers)  # before any I/O: a bad peer changes nothing
+        generation = self._generation()  # before the read: a change after it shows next time
+        if generation is not None and self._verified == (generation, wanted):
+            return
+        self._verified = None
         live = self._read_table()
         reason = self._rebuild_reason(live)
         if reason is not None or live is None:  # a missing table always has a reason; this is for mypy
@@ -275,14 +299,28 @@ class OverlayFirewall:
             log.info("vxlan firewall built", reason=reason, port=self.port, **_counts(wanted))
             return
         if live.peers == wanted:
+            if generation is not None:
+                self._verified = (generation, wanted)
             return
         self._batch(render_peer_update(wanted.addresses()), f"update peer sets in {_QUALIFIED}")
         log.info("vxlan firewall peers updated", port=self.port, **_counts(wanted))
+
+    def _generation(self) -> int | None:
+        """nftables' ruleset generation in our own namespace (one netlink request, no process);
+        None when it cannot be read, or for another namespace: then the table is always read."""
+        if self.netns is not None:
+            return None
+        try:
+            return ruleset_generation()
+        except Exception as exc:  # netfilter's netlink family missing or refused: read as before
+            log.debug("nftables generation not readable", reason=str(exc))
+            return None
 
     def remove(self) -> None:
         """Delete our table if it exists; nothing else in the ruleset is touched."""
         self._batch(render_remove(), f"delete table {_QUALIFIED}")
         self._table_handle = None
+        self._verified = None
         self._counted = None
         log.info("vxlan firewall removed")
 
@@ -291,10 +329,10 @@ class OverlayFirewall:
         return parse_tables(_json(listed, "list nftables tables"))
 
     def counters(self, max_age: float = 0.0) -> dict[str, int]:
-        """Packets per named counter; {} when the table is not there. Counters read with the table
-        at most max_age seconds ago are returned as they were read."""
+        """Packets per named counter; {} when the table is not there. Counters read (with the table
+        or alone) at most max_age seconds ago are returned as they were read."""
         counted = self._counted
-        if counted is not None and time.monotonic() - counted[0] <= max_age:
+        if counted is not None and max_age > 0 and time.monotonic() - counted[0] <= max_age:
             return dict(counted[1])
         action = f"list counters of {_QUALIFIED}"
         found = self._run(["-j", "list", "counters", "table", FAMILY, TABLE], action, check=False)
@@ -302,7 +340,9 @@ class OverlayFirewall:
             if not self.exists():
                 return {}
             raise FirewallError(action, found.stderr.strip(), found.args)
-        return parse_counters(_json(found, action))
+        counters = parse_counters(_json(found, action))
+        self._counted = (time.monotonic(), counters)
+        return dict(counters)
 
     def _rebuild_reason(self, live: LiveTable | None) -> str | None:
         if self._table_handle is None:

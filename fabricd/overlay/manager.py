@@ -23,6 +23,13 @@ from typing import Any, Literal
 from pyroute2 import IPRoute, NetNS
 
 from fabricd.config.model import FabricConfig
+from fabricd.kernel_watch import (
+    RTMGRP_IPV4_IFADDR,
+    RTMGRP_IPV6_IFADDR,
+    RTMGRP_LINK,
+    RTMGRP_NEIGH,
+    KernelWatch,
+)
 from fabricd.log import get_logger
 from fabricd.overlay.firewall import FirewallError, OverlayFirewall
 from fabricd.overlay.ipsec import IPsecKeyError, IPsecPlan, plan_ipsec, read_key
@@ -42,8 +49,10 @@ from fabricd.overlay.netlink import apply_changes, delete_link, read_overlay, un
 log = get_logger("fabricd.overlay")
 STATE_FILE = "overlay.json"
 Keep = Literal["nothing", "macs", "all"]
-# The status right after a pass that read the firewall's table uses the counters read with it.
-COUNTERS_MAX_AGE = 1.0
+# The firewall's packet counters in the status are at most this old: a pass reads the table only
+# when the ruleset changed, and running nft for the counters alone after every pass would cost an
+# idle agent more than the rest of its pass.
+COUNTERS_MAX_AGE = 30.0
 IPSEC_PEERS_FILE = "overlay-ipsec-peers.json"  # for teardown, which has no LXD to ask for peers
 
 
@@ -81,15 +90,33 @@ class OverlayManager:
         self._ipsec: IPsecPlan | None = None
         self._firewall_peers: tuple[str, ...] = ()
         self._firewall_error: str | None = None
+        # In our own namespace, reads are skipped while the kernel announced no change since the
+        # last one that found everything as wanted (tests in another namespace always read).
+        own = netns is None
+        self._underlay_watch = (
+            KernelWatch(RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR) if own else None
+        )
+        self._overlay_watch = KernelWatch(RTMGRP_LINK | RTMGRP_NEIGH) if own else None
+        self._underlay_read: Underlay | None = None
+        # (spec, desired FDB, our recorded entries) the kernel was last found to match, its FDB then.
+        self._clean: tuple[DeviceSpec, frozenset[FdbEntry], frozenset[FdbEntry]] | None = None
+        self._clean_fdb: frozenset[FdbEntry] = frozenset()
 
     def read_underlay(self) -> Underlay:
+        watch = self._underlay_watch
+        if watch is not None and not watch.changed() and self._underlay_read is not None:
+            return self._underlay_read
         host = self.config.host
         try:
             with self._ipr_factory() as ipr:
                 index, name, mtu = underlay_link(ipr, host.underlay_address, host.underlay_interface)
         except Exception as exc:  # the underlay missing is a status problem, never a crash
+            self._underlay_read = None
             return Underlay(None, None, None, str(exc))
-        return Underlay(index, name, mtu)
+        self._underlay_read = Underlay(index, name, mtu)
+        if watch is not None:
+            watch.read()
+        return self._underlay_read
 
     def spec(self, plan: OverlayPlan, underlay: Underlay) -> DeviceSpec:
         overlay = self.config.overlay
@@ -119,7 +146,34 @@ class OverlayManager:
         error = self._ensure_ipsec(plan)
         if error is not None:
             desired = frozenset()  # fail closed: no VTEP gets a frame in clear text
-        unchanged: frozenset[FdbEntry] | None = None  # the kernel's FDB when nothing was changed
+        watch = self._overlay_watch
+        notified = watch is None or watch.changed()  # drained before any read: later changes show
+        if not notified and error is None and self._clean == (spec, desired, owned):
+            after = self._clean_fdb  # no link or FDB change announced since it matched
+        else:
+            after, changes, error = self._read_and_apply(spec, desired, owned, error, watch)
+        # Ours: what we owned or just added, and is still there.
+        now_owned = (owned | frozenset(changes.fdb_add)) & after
+        if now_owned != owned:
+            self._save_owned(now_owned)
+        if keep != "all":
+            self._apply_firewall(plan)
+        if error is None and self._firewall_error is not None:
+            error = self._firewall_error
+        return AppliedOverlay(plan, changes, len(now_owned), time.time(), error)
+
+    def _read_and_apply(
+        self,
+        spec: DeviceSpec,
+        desired: frozenset[FdbEntry],
+        owned: frozenset[FdbEntry],
+        error: str | None,
+        watch: KernelWatch | None,
+    ) -> tuple[frozenset[FdbEntry], KernelChanges, str | None]:
+        """Read the kernel, change the smallest thing; the FDB after, the changes, any error."""
+        changes = KernelChanges()
+        unchanged: frozenset[FdbEntry] | None = None
+        self._clean = None
         with self._ipr_factory() as ipr:
             try:
                 kernel = read_overlay(ipr, self.bridge, self.vxlan)
@@ -145,15 +199,11 @@ class OverlayManager:
                     after = read_overlay(ipr, self.bridge, self.vxlan).fdb
                 except Exception:
                     after = frozenset()
-        # Ours: what we owned or just added, and is still there.
-        now_owned = (owned | frozenset(changes.fdb_add)) & after
-        if now_owned != owned:
-            self._save_owned(now_owned)
-        if keep != "all":
-            self._apply_firewall(plan)
-        if error is None and self._firewall_error is not None:
-            error = self._firewall_error
-        return AppliedOverlay(plan, changes, len(now_owned), time.time(), error)
+        if unchanged is not None and error is None:
+            self._clean, self._clean_fdb = (spec, desired, owned), unchanged
+            if watch is not None:
+                watch.read()
+        return after, changes, error
 
     def _ensure_ipsec(self, plan: OverlayPlan) -> str | None:
         """Install SAs and policies for the up peers; an error text when the overlay must stay closed."""

@@ -36,10 +36,9 @@ class UnderlayError(Exception):
 def underlay_link(ipr: IPRoute, address: IPAddress, interface: str | None) -> tuple[int, str, int]:
     """(index, name, MTU) of the configured underlay interface, or of the one holding `address`."""
     if interface is not None:
-        found = ipr.link_lookup(ifname=interface)
-        if not found:
+        link = _get_link(ipr, ifname=interface)
+        if link is None:
             raise UnderlayError(f"host.underlay_interface {interface} does not exist")
-        index = int(found[0])
     else:
         family = 2 if address.version == 4 else 10
         holders = [
@@ -49,8 +48,10 @@ def underlay_link(ipr: IPRoute, address: IPAddress, interface: str | None) -> tu
         ]
         if not holders:
             raise UnderlayError(f"no interface has host.underlay_address {address}")
-        index = holders[0]
-    (link,) = ipr.get_links(index)
+        link = _get_link(ipr, index=holders[0])
+        if link is None:
+            raise UnderlayError(f"the interface holding host.underlay_address {address} vanished")
+    index = int(link["index"])
     name = str(link.get_attr("IFLA_IFNAME"))
     if name == "lo":
         raise UnderlayError(f"{address} is on lo: set host.underlay_interface (for the MTU) or overlay.mtu")
@@ -66,11 +67,22 @@ def read_overlay(ipr: IPRoute, bridge: str, vxlan: str) -> KernelOverlay:
     return KernelOverlay(bridge_link, vxlan_link, fdb)
 
 
+def _get_link(ipr: IPRoute, **which: Any) -> Any:
+    """One link by name or index (a single RTM_GETLINK: every pass reads a few, and each decoded
+    link costs more than the syscall); None when there is no such link."""
+    try:
+        found = ipr.link("get", **which)
+    except NetlinkError as exc:
+        if exc.code == ENODEV:
+            return None
+        raise
+    return found[0] if found else None
+
+
 def _link(ipr: IPRoute, name: str) -> LinkState | None:
-    found = ipr.link_lookup(ifname=name)
-    if not found:
+    link = _get_link(ipr, ifname=name)
+    if link is None:
         return None
-    (link,) = ipr.get_links(found[0])
     info = link.get_attr("IFLA_LINKINFO")
     kind = str(info.get_attr("IFLA_INFO_KIND") or "") if info is not None else ""
     state = LinkState(

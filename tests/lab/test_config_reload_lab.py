@@ -12,7 +12,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,51 +20,24 @@ import pytest
 
 from fabric_lab.fib import routes_to, wait_for
 from fabric_lab.node import NodeRuntime
+from fabric_lab.reload_lab import (
+    H1_V4,
+    H1_V6,
+    config_text,
+    eventually,
+    flood,
+    run_agent_on,
+    session,
+    status,
+)
+from fabric_lab.reload_lab import reload as send_and_wait
 from fabric_lab.runner import Lab
 from tests.lab.conftest import REPO, agent_pid, fresh_lab, stop_agent
 
 pytestmark = pytest.mark.lab
 
-H1_V4, H1_V6 = "10.99.1.11", "fd00:99:1::11"
 INSTANCE = "trl-web1"
 V4_ROUTE, V6_ROUTE = "10.202.1.0/24", "fd00:201:1::/64"
-
-
-def config_text(
-    *,
-    v6_peer: bool,
-    ranges: tuple[str, ...],
-    vni: int = 100,
-    hold_time: int = 3,
-    h3: bool = False,
-    v6_hold_time: int | None = None,
-) -> str:
-    h3_line = "    - {name: h3, address: 10.99.3.13}\n" if h3 else ""
-    v6_hold = f", hold_time: {v6_hold_time}" if v6_hold_time is not None else ""
-    v6 = f"    - {{name: r1-v6, address: 'fd00:99:1::1', asn: 65000{v6_hold}}}\n" if v6_peer else ""
-    return (
-        "host: {name: h1, underlay_interface: eth1, underlay_address: 10.99.1.11, "
-        "underlay_address6: 'fd00:99:1::11'}\n"
-        "lxd: {socket: /var/lib/lxd/unix.socket}\n"
-        "bgp:\n"
-        "  local_asn: 65011\n"
-        "  router_id: 10.99.1.11\n"
-        f"  hold_time: {hold_time}\n"
-        "  peers:\n"
-        "    - {name: r1, address: 10.99.1.1, asn: 65000}\n"
-        f"{v6}"
-        "overlay:\n"
-        "  enabled: true\n"
-        f"  vni: {vni}\n"
-        "  peers:\n"
-        "    - {name: h1, address: 10.99.1.11}\n"
-        "    - {name: h2, address: 10.99.2.12}\n"
-        f"{h3_line}"
-        "reconcile: {interval: 5}\n"
-        f"routes: {{allowed_ranges: [{', '.join(ranges)}]}}\n"
-    )
-
-
 BEFORE = config_text(v6_peer=False, ranges=("10.201.0.0/16", "fd00:201::/32"))
 AFTER = config_text(v6_peer=True, ranges=("10.201.0.0/16", "10.202.0.0/16", "fd00:201::/32"))
 
@@ -81,15 +54,7 @@ def config_file(lab: Lab) -> Path:
     file = lab.state_dir / "trl-h1-fabricd.yaml"
     file.write_text(BEFORE)
     stop_agent(lab, "h1")
-    state = lab.state()
-    node = lab.node("h1")
-    state.nodes["h1"].agent_pid = node.spawn(["fabricd", "run", "--config", str(file)], "fabricd")
-    state.save()
-    answers = lambda: node.run(["fabricctl", "status", "--json"], check=False).returncode == 0  # noqa: E731
-    eventually(answers, 20, "fabricd's control socket")
-    eventually(
-        lambda: [p["state"] for p in status(node)["bgp_peers"]] == ["established"], 30, "the IPv4 session"
-    )
+    run_agent_on(lab, "h1", file)
     return file
 
 
@@ -111,52 +76,9 @@ def instance(lab: Lab, config_file: Path) -> Iterator[str]:
         h1.run(["lxc", "delete", "--force", INSTANCE], check=False, timeout=60)
 
 
-def flood(node: NodeRuntime) -> set[str]:
-    """The VXLAN device's flood list, from the kernel (bridge -j)."""
-    entries = json.loads(node.run(["bridge", "-j", "fdb", "show", "dev", "vx-fabric0"]).stdout or "[]")
-    return {e["dst"] for e in entries if e.get("mac") == "00:00:00:00:00:00" and "dst" in e}
-
-
-def status(node: NodeRuntime) -> dict[str, Any]:
-    result: dict[str, Any] = json.loads(node.fabricctl("status", "--json").stdout)
-    return result
-
-
-def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout:g}s"
-        time.sleep(0.2)
-
-
-def session(r1: NodeRuntime, peer: str) -> dict[str, Any]:
-    """r1's view of its session with h1: established/dropped counters and uptime."""
-    data = json.loads(r1.run(["vtysh", "-c", f"show bgp neighbors {peer} json"]).stdout).get(peer)
-    if data is None:  # a listen-range neighbor exists only while it is connected
-        return {"state": "absent", "established": 0, "dropped": 0, "up_ms": 0}
-    return {
-        "state": data["bgpState"],
-        "established": int(data["connectionsEstablished"]),
-        "dropped": int(data["connectionsDropped"]),
-        "up_ms": int(data.get("bgpTimerUpMsec", 0)),
-    }
-
-
 def reload(lab: Lab, node: NodeRuntime, text: str) -> dict[str, Any]:
     """Write the file, SIGHUP fabricd, and return its status once the reload's result is in it."""
-    before = (status(node)["config"]["last_reload"] or {}).get("at", 0.0)
-    Path(lab.state_dir / "trl-h1-fabricd.yaml").write_text(text)
-    os.kill(agent_pid(lab, "h1"), signal.SIGHUP)
-    seen: dict[str, Any] = {}
-
-    def done() -> bool:
-        nonlocal seen
-        seen = status(node)
-        last = seen["config"]["last_reload"]
-        return last is not None and last["at"] > before
-
-    eventually(done, 15, "the reload's result in fabricctl status")
-    return seen
+    return send_and_wait(node, agent_pid(lab, "h1"), lab.state_dir / "trl-h1-fabricd.yaml", text)
 
 
 def test_a_valid_reload_adds_a_peer_and_widens_the_policy_without_resetting_the_session(

@@ -383,6 +383,29 @@ def test_start_adopts_and_corrects_an_existing_overlay(lab: Lab) -> None:
     assert ping(lab.node("h1"), "tova", address("tovb", 4))
 
 
+def test_drift_while_the_agent_runs_is_repaired_at_its_next_pass(lab: Lab) -> None:
+    """An idle pass reads the devices, the FDB and the VXLAN filter back only after the kernel
+    announced a change (a link or FDB notification, a new nftables generation): every edit is one."""
+    h2 = lab.node("h2")
+    wanted = {HOSTS["h1"], HOSTS["h3"]}
+    wait_until(lambda: flood(h2) == wanted, what="h2's flood list as LXD has it")
+    time.sleep(6)  # at least one idle pass (every 5 s) that found nothing to read
+    h2.run(["bridge", "fdb", "del", "00:00:00:00:00:00", "dev", VXLAN, "dst", HOSTS["h1"]])
+    h2.run(["ip", "link", "set", VXLAN, "mtu", "1300"])
+    h2.run(["nft", "delete", "table", "inet", "fabricd_overlay"])
+    wait_until(
+        lambda: flood(h2) == wanted and link(h2, VXLAN)["mtu"] == OVERLAY_MTU,
+        timeout=15,
+        what="the flood entry and the MTU repaired by the running agent",
+    )
+    wait_until(
+        lambda: h2.run(["nft", "list", "table", "inet", "fabricd_overlay"], check=False).returncode == 0,
+        timeout=15,
+        what="the VXLAN filter rebuilt by the running agent",
+    )
+    assert ping(lab.node("h1"), "tova", address("tovb", 4))
+
+
 def test_teardown_removes_what_fabricd_made_and_spares_an_adopted_bridge(lab: Lab) -> None:
     h3 = lab.node("h3")
     config = next(n.agent_config for n in lab.topology.nodes if n.name == "h3")

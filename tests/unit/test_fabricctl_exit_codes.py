@@ -214,8 +214,9 @@ def test_help_documents_the_exit_codes() -> None:
         assert needle in out.stdout
 
 
-def _as_nobody(sock: Path) -> tuple[int, str]:
-    """Run fabricctl in a child that dropped root for `nobody`; returns its exit and stderr."""
+def _as_nobody(sock: Path, groups: tuple[int, ...] = ()) -> tuple[int, str]:
+    """Run fabricctl in a child that dropped root for `nobody` (with these supplementary groups);
+    returns its exit and stderr."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never returns into pytest
@@ -223,7 +224,7 @@ def _as_nobody(sock: Path) -> tuple[int, str]:
         sys.stderr = err = open(write_end, "w", closefd=False)  # noqa: SIM115 (flushed before _exit)
         try:
             if os.geteuid() == 0:
-                os.setgroups([])
+                os.setgroups(list(groups))
                 os.setgid(65534)
                 os.setuid(65534)
             code = fabricctl.main(["--socket", str(sock), "status"])
@@ -272,7 +273,11 @@ def test_permission_denied_on_a_closed_directory_says_so() -> None:
             item.unlink()
         directory.rmdir()
     assert code == 1
-    hint = f"run as root ({directory} is closed to this user)"
+    if os.geteuid() == 0:  # root:root, as systemd makes it: the config key that opens it is named
+        hint = f"run as root ({directory} is closed to this user; control.group in fabricd.yaml opens it)"
+    else:  # our own group's directory: that group is named
+        group = grp.getgrgid(os.getgid()).gr_name
+        hint = f"run as root or as a member of group {group} ({directory} is closed to others)"
     assert err == f"fabricctl: permission denied on {agent.path}: {hint}\n"
 
 

@@ -278,6 +278,7 @@ class FakeNft:
     def __init__(self) -> None:
         self.table: dict[str, Any] | None = None
         self.next_handle = 1
+        self.generation = 1  # the kernel's ruleset generation: every committed batch moves it
         self.batches: list[str] = []
         self.argvs: list[list[str]] = []
 
@@ -299,6 +300,7 @@ class FakeNft:
 
     def batch(self, argv: list[str], text: str) -> subprocess.CompletedProcess[str]:
         self.batches.append(text)
+        self.generation += 1
         if text == render_remove():
             self.table = None
         elif text.startswith("table inet fabricd_overlay {}\ndelete"):
@@ -323,6 +325,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeNft:
     nft = FakeNft()
     monkeypatch.setattr("subprocess.run", nft)
     monkeypatch.setattr("shutil.which", lambda name: f"/usr/sbin/{name}")
+    monkeypatch.setattr("fabricd.overlay.firewall.ruleset_generation", lambda: nft.generation)
     return nft
 
 
@@ -351,10 +354,12 @@ def test_first_apply_always_rebuilds_even_when_the_table_looks_right(fake: FakeN
 def test_apply_rebuilds_a_missing_or_replaced_table(fake: FakeNft) -> None:
     fw = OverlayFirewall(4789)
     fw.apply([A2])
-    fake.table = None  # someone deleted it
+    fake.table = None  # someone deleted it (a transaction: the generation moves)
+    fake.generation += 1
     fw.apply([A2])
     assert fake.table is not None
     fake.table["handle"] = 99  # someone recreated it
+    fake.generation += 1
     fw.apply([A2])
     assert kinds(fake) == ["full", "full", "full"]
 
@@ -364,6 +369,7 @@ def test_apply_rebuilds_when_the_port_in_the_kernel_differs(fake: FakeNft) -> No
     fw.apply([A2])
     assert fake.table is not None
     fake.table["port"] = 8472
+    fake.generation += 1
     fw.apply([A2])
     assert kinds(fake) == ["full", "full"] and fake.table["port"] == 4789
 
@@ -393,6 +399,34 @@ def test_counters_read_with_the_table_serve_the_status_for_max_age_without_nft(
     assert fw.counters() == {"vxlan_accepted": 3, "vxlan_dropped": 7} and len(fake.argvs) == runs + 2
     fw.remove()
     assert fw.counters(max_age=1.0) == {} and len(fake.argvs) > runs + 3  # forgotten with the table
+
+
+def test_an_unchanged_ruleset_generation_skips_the_read_and_any_change_brings_it_back(
+    fake: FakeNft, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fw = OverlayFirewall(4789)
+    fw.apply([A2])  # built; the next apply reads it once to find it as wanted
+    fw.apply([A2])
+    runs = len(fake.argvs)
+    fw.apply([A2])
+    fw.apply([A2])
+    assert len(fake.argvs) == runs  # same generation, same peers: no nft at all
+    fw.apply([A1, A2])  # other peers: read and update, even at the same generation
+    assert kinds(fake)[-1] == "flush" and len(fake.argvs) > runs
+    assert fake.table is not None
+    fake.table["v4"] = []  # an edit by someone else is a transaction too
+    fake.generation += 1
+    fw.apply([A1, A2])
+    assert kinds(fake) == ["full", "flush", "flush"] and fake.table["v4"] == [str(A1), str(A2)]
+
+    def unreadable() -> int:
+        raise OSError("no nfnetlink")
+
+    monkeypatch.setattr("fabricd.overlay.firewall.ruleset_generation", unreadable)
+    runs = len(fake.argvs)
+    fw.apply([A1, A2])
+    fw.apply([A1, A2])
+    assert len(fake.argvs) == runs + 2  # without the generation every apply reads the table
 
 
 def test_a_bad_peer_changes_nothing(fake: FakeNft) -> None:
