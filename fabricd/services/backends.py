@@ -28,9 +28,9 @@ from fabricd.services.instance_keys import EMPTY
 from fabricd.services.model import Backend, BackendId, Service
 
 OVN_UNROUTABLE = (
-    "is on OVN network {network}: the host cannot route into OVN; an anycast address reaches OVN "
-    "instances only through LXD (a network load balancer or forward, or a NIC's "
-    "ipvX.routes.external), which fabricd does not plan yet"
+    "is on OVN network {network}: the host cannot route into OVN, and LXD 5.0 cannot spread an "
+    "address over OVN instances (no network load balancers; a network forward has one target per "
+    "port); see docs/services.md, OVN"
 )
 
 
