@@ -1,6 +1,6 @@
 """Anycast services with backends on an OVN network, through LXD network forwards: the pure part.
 
-Not wired into the feature yet (docs/services.md, "OVN"). LXD 5.0 has no network load balancers, so
+docs/services.md, "OVN". LXD 5.0 has no network load balancers, so
 the most LXD allows is a forward whose default target is one backend: failover, not spreading.
 - The OVN network: a service's backends are the selected running instances on an OVN network, on
   any member (OVN networks are cluster-wide). LXD refuses one listen address on two OVN networks of
@@ -18,10 +18,9 @@ the most LXD allows is a forward whose default target is one backend: failover, 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import ip_address
-from typing import Literal
 
 from fabricd.lxd.nics import nic_network
 from fabricd.lxd.records import InstanceRecord, LXDSnapshot, NetworkRecord
@@ -30,31 +29,22 @@ from fabricd.routes.policy import parse_interface
 from fabricd.services.backends import check_target, selected
 from fabricd.services.definitions import Definitions
 from fabricd.services.health import BackendHealth
-from fabricd.services.model import AddressState, Backend, BackendCheck, BackendId, Service, address_key
-
-ForwardAction = Literal["create", "update", "delete"]
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class NetworkKey:
-    project: str
-    network: str
+from fabricd.services.model import (
+    AddressState,
+    Backend,
+    BackendCheck,
+    BackendId,
+    ForwardStep,
+    NetworkKey,
+    Service,
+    address_key,
+)
 
 
 @dataclass(frozen=True, slots=True)
 class OvnBackend:
     backend: Backend  # device holds the OVN network's name; problem says why it cannot serve
     network: NetworkKey | None
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class ForwardStep:
-    """One LXD call: create or update `listen` on `network` with `target` as default target, or delete it."""
-
-    network: NetworkKey
-    listen: str
-    action: ForwardAction
-    target: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +126,9 @@ def plan_ovn_forwards(
     snapshot: LXDSnapshot,
     definitions: Definitions,
     health: Mapping[BackendId, BackendHealth],
+    refusal: Callable[[Service, IPAddress], str | None] = lambda service, address: None,
 ) -> OvnForwardPlan:
+    """`refusal` is the services' address policy: a refused address gets no forward."""
     manager = managing_member(snapshot)
     managing = manager is not None and manager == snapshot.member
     listed = {(NetworkKey(f.project, f.network), _host(f.listen_address)): f for f in snapshot.forwards}
@@ -150,14 +142,22 @@ def plan_ovn_forwards(
             continue
         backends += [item.backend for item in found]
         usable = [item for item in found if not item.backend.problem and item.network is not None]
-        if managing:
-            checks += [BackendCheck(i.backend.id, check_target(i.backend, service)) for i in usable]
+        if managing and service.config.check is not None:
+            exec_check = service.config.check.type == "exec"
+            checks += [
+                BackendCheck(i.backend.id, None if exec_check else check_target(i.backend, service))
+                for i in usable
+            ]
         network = usable[0].network if usable else None
         for address in sorted(service.config.addresses, key=address_key):
+            refused = refusal(service, address)
+            if refused is not None:
+                addresses.append(AddressState(service.name, address, "refused", refused))
+                continue
             serving = [
                 i.backend
                 for i in usable
-                if health.get(i.backend.id, BackendHealth()).serving and i.backend.address(address.version)
+                if _serving(service, i.backend.id, health) and i.backend.address(address.version)
             ]
             target = str(serving[0].address(address.version)) if serving else ""
             current = listed.get((network, address)) if network is not None else None
@@ -214,3 +214,10 @@ def _state(
 def _shown(health: Mapping[BackendId, BackendHealth], backend: BackendId) -> str:
     state = health.get(backend)
     return "not checked yet" if state is None else f"{state.state}: {state.reason}"
+
+
+def _serving(service: Service, backend: BackendId, health: Mapping[BackendId, BackendHealth]) -> bool:
+    if service.config.check is None:
+        return True  # no check: a running backend with an address serves
+    state = health.get(backend)
+    return state is not None and state.serving

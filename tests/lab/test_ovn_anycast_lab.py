@@ -14,6 +14,7 @@ docs/services.md ("OVN") rests on these facts, pinned here so an LXD that change
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import time
@@ -26,17 +27,40 @@ from fabric_lab import ovn_node
 from fabric_lab.fib import wait_for
 from fabric_lab.node import NodeRuntime
 from fabric_lab.runner import Lab
-from tests.lab.conftest import REPO, fresh_lab
+from fabric_lab.topology import load_topology
+from tests.lab.conftest import REPO
 
 pytestmark = pytest.mark.lab
 
-ANYCAST = "10.211.64.53"
+ANYCAST = "10.211.64.53"  # the hand-made forward of the first test
+SERVICE = "10.211.64.80"  # the service of the second: instances tovna-s*, an exec check
+SERVICES = f"""
+services:
+  - name: ovndns
+    addresses: [{SERVICE}]
+    backends: {{pattern: "tovna-s*"}}
+    check: {{type: exec, command: [test, -f, /tmp/ok], interval: 0.5, timeout: 0.5, rise: 1, fall: 2}}
+"""
 
 
 @pytest.fixture(scope="module")
 def lab(lab_host: None, state_root: Path) -> Iterator[Lab]:
-    with fresh_lab(REPO / "labs" / "ovn-bgp.clab.yml", "tovna", state_root) as lab:
+    """labs/ovn-bgp.clab.yml with an anycast service added to h1's fabricd.yaml."""
+    topology = load_topology(REPO / "labs" / "ovn-bgp.clab.yml")
+    nodes = []
+    for node in topology.nodes:
+        if node.name == "h1" and node.agent_config is not None:
+            config = state_root / "tovna-h1-fabricd.yaml"
+            config.write_text(node.agent_config.read_text() + SERVICES)
+            node = dataclasses.replace(node, labels={**node.labels, "fabric.agent": str(config)})
+        nodes.append(node)
+    lab = Lab(dataclasses.replace(topology, name="tovna", nodes=tuple(nodes)), state_root)
+    lab.down()
+    lab.up()
+    try:
         yield lab
+    finally:
+        lab.down()
 
 
 def query(node: NodeRuntime, path: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -124,3 +148,58 @@ def test_lxd_offers_forwards_but_no_load_balancers_on_ovn(lab: Lab) -> None:
         query(h1, f"/1.0/networks/tovnany/forwards/{ANYCAST}", "-X", "DELETE")
         h1.run(["lxc", "network", "delete", "tovnany"], check=False)
         h1.run(["lxc", "network", "delete", "tovnany2"], check=False)
+
+
+def forward_target(node: NodeRuntime, network: str, listen: str) -> str | None:
+    done = query(node, f"/1.0/networks/{network}/forwards/{listen}")
+    return json.loads(done.stdout)["config"].get("target_address") if done.returncode == 0 else None
+
+
+def wait_until(what: str, condition: object, timeout: float = 20) -> float:
+    started = time.monotonic()
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() - started < timeout, f"{what} not within {timeout:g}s"
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
+def test_a_service_on_ovn_is_a_forward_to_a_healthy_backend(lab: Lab) -> None:
+    h1, r1 = lab.node("h1"), lab.node("r1")
+    h1.run(["lxc", "network", "create", "tovnsvc", "--type=ovn", "network=UPLINK",
+            "ipv4.address=10.211.1.1/24", "ipv4.nat=false", "ipv6.address=none"])  # fmt: skip
+    ovn_node.set_netdev_datapath(h1)
+    try:
+        uplink4 = h1.run(["lxc", "network", "get", "tovnsvc", "volatile.network.ipv4.address"]).stdout.strip()
+        for name in ("tovna-s1", "tovna-s2"):
+            h1.run(["lxc", "launch", "busybox", name, "--network", "tovnsvc"])
+        s1, s2 = wait_address(h1, "tovna-s1", "10.211.1."), wait_address(h1, "tovna-s2", "10.211.1.")
+        assert query(h1, f"/1.0/networks/tovnsvc/forwards/{SERVICE}").returncode != 0  # none healthy yet
+        for name in ("tovna-s1", "tovna-s2"):
+            h1.run(["lxc", "exec", name, "--", "touch", "/tmp/ok"])
+        healthy = time.monotonic()
+        wait_for(r1.netns_name, f"{SERVICE}/32", {uplink4}, timeout=20)
+        print(f"\nchecks pass -> {SERVICE}/32 via {uplink4} at r1 in {time.monotonic() - healthy:.2f}s")
+        assert forward_target(h1, "tovnsvc", SERVICE) == s1  # the lowest-named serving backend
+        assert r1.run(["ping", "-c1", "-W2", SERVICE], check=False).returncode == 0
+        rows = json.loads(h1.fabricctl("services", "--json").stdout)
+        print(json.dumps(rows)[:600])
+        assert '"announced"' in json.dumps(rows)
+
+        # s1's check fails: the forward moves to s2, the route stays, traffic reaches s2.
+        h1.run(["lxc", "exec", "tovna-s1", "--", "rm", "/tmp/ok"])
+        took = wait_until("retarget to s2", lambda: forward_target(h1, "tovnsvc", SERVICE) == s2)
+        print(f"s1 check fails -> forward retargeted to s2 in {took:.2f}s (interval 0.5 s x fall 2)")
+        h1.run(["lxc", "stop", "--force", "tovna-s1"])
+        assert r1.run(["ping", "-c1", "-W2", SERVICE], check=False).returncode == 0
+        wait_for(r1.netns_name, f"{SERVICE}/32", {uplink4}, timeout=5)
+
+        # No backend serving: the forward goes, and with it the route at r1.
+        h1.run(["lxc", "exec", "tovna-s2", "--", "rm", "/tmp/ok"])
+        took = wait_until("forward deleted", lambda: forward_target(h1, "tovnsvc", SERVICE) is None)
+        wait_for(r1.netns_name, f"{SERVICE}/32", None, timeout=20)
+        print(f"s2 check fails -> forward deleted in {took:.2f}s, route gone at r1")
+    finally:
+        for name in ("tovna-s1", "tovna-s2"):
+            h1.run(["lxc", "delete", "--force", name], check=False)
+        query(h1, f"/1.0/networks/tovnsvc/forwards/{SERVICE}", "-X", "DELETE")
+        h1.run(["lxc", "network", "delete", "tovnsvc"], check=False)

@@ -20,10 +20,8 @@ from fabricd.lxd.records import (
 )
 from fabricd.services.definitions import resolve_services
 from fabricd.services.health import BackendHealth, CheckResult, Rules, record, start
-from fabricd.services.model import BackendId
+from fabricd.services.model import BackendId, ForwardStep, NetworkKey
 from fabricd.services.ovn_forwards import (
-    ForwardStep,
-    NetworkKey,
     OvnForwardPlan,
     managing_member,
     plan_ovn_forwards,
@@ -153,3 +151,12 @@ def test_applying_the_steps_reaches_the_lowest_serving_backend(
     wanted = sorted(serving & present)
     assert target == (address[wanted[0]] if wanted else None)
     assert len(out.steps) <= 1 and out == plan(snap(*reversed(instances), forwards=forwards), healths)
+
+
+def test_a_refused_address_gets_no_forward() -> None:
+    snapshot = snap(B1)
+    definitions = resolve_services((DNS,), snapshot.instances)
+    out = plan_ovn_forwards(
+        definitions.services, snapshot, definitions, health({"dns-1"}), lambda s, a: "outside"
+    )
+    assert out.steps == () and [(a.state, a.reason) for a in out.addresses] == [("refused", "outside")]
