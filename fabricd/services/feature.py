@@ -37,7 +37,7 @@ from fabricd.services.drain_store import DrainFileError, DrainStore, drained, un
 from fabricd.services.health import BackendHealth, Change, Rules
 from fabricd.services.host_routes import NetlinkRoutes, RouteOutcome, apply_route_steps
 from fabricd.services.lxd_forwards import ForwardWriter, LXDForwards
-from fabricd.services.model import BackendId, DrainState, HostRoute, ServicePlan
+from fabricd.services.model import BackendId, DrainState, ForwardStep, HostRoute, ServicePlan
 from fabricd.services.ordering import ordered_steps
 from fabricd.services.planner import ServiceInputs, plan_services
 from fabricd.services.runner import CheckSpec, HealthRunner
@@ -200,24 +200,32 @@ class ForwardApplying:
 
     def __init__(self, feature: ServicesFeature) -> None:
         self._feature = feature
+        self._last_done: list[ForwardStep] = []
 
     async def apply(self, desired: Observations) -> None:
         plan = desired.get(SERVICE_PLAN)
         if plan is None or not plan.forward_steps:
+            self._last_done = []
             return
         feature = self._feature
         failed = []
+        done = []
         for step in plan.forward_steps:
             try:
                 await asyncio.to_thread(feature.forwards.apply, step)
             except Exception as exc:
                 failed.append(f"{step.action} forward {step.listen} on {step.network.network}: {exc}")
                 continue
+            done.append(step)
             why = f"forward {step.listen} on {step.network.network}: {step.action} {step.target}".rstrip()
             feature.decisions.record(f"service.forward.{step.action}", step.listen, why)
             log.info("service forward", event_kind=f"service.forward.{step.action}", listen=step.listen,
                      network=step.network.network, target=step.target)  # fmt: skip
-        feature.on_change()  # the next pass reads LXD again
+        # The next pass reads LXD again (and the route planner announces what LXD lists). Not twice
+        # for the same steps: a step that "succeeds" without effect must not spin the loop.
+        if done and done != self._last_done:
+            feature.on_change()
+        self._last_done = done
         if failed:
             raise RuntimeError("; ".join(failed))
 

@@ -131,6 +131,7 @@ def plan_ovn_forwards(
     """`refusal` is the services' address policy: a refused address gets no forward."""
     manager = managing_member(snapshot)
     managing = manager is not None and manager == snapshot.member
+    by = "this server" if not snapshot.clustered else f"member {manager}"
     listed = {(NetworkKey(f.project, f.network), _host(f.listen_address)): f for f in snapshot.forwards}
     backends: list[Backend] = []
     checks: list[BackendCheck] = []
@@ -169,7 +170,7 @@ def plan_ovn_forwards(
                     steps.append(ForwardStep(network, str(address), "update", target))
                 elif not target and current is not None:
                     steps.append(ForwardStep(network, str(address), "delete"))
-            addresses.append(_state(service, address, target, current_target, manager, found, health))
+            addresses.append(_state(service, address, target, current_target, manager, by, found, health))
     return OvnForwardPlan(
         manager,
         tuple(sorted(backends, key=lambda b: b.id)),
@@ -192,6 +193,7 @@ def _state(
     target: str,
     current_target: str,
     manager: str | None,
+    by: str,
     found: list[OvnBackend],
     health: Mapping[BackendId, BackendHealth],
 ) -> AddressState:
@@ -200,7 +202,7 @@ def _state(
             service.name, address, "withdrawn", "no cluster member online to manage the forward"
         )
     if target and current_target == target:
-        return AddressState(service.name, address, "announced", f"forward to {target} (managed by {manager})")
+        return AddressState(service.name, address, "announced", f"forward to {target} (managed by {by})")
     if target:
         return AddressState(
             service.name, address, "withdrawn", f"waiting for LXD to list the forward to {target}"
