@@ -8,7 +8,8 @@ the most LXD allows is a forward whose default target is one backend: failover, 
   any other are listed with that reason.
 - The manager: one member checks the backends and writes the forwards, the lowest-named member LXD
   lists as online (the server itself when standalone). Every member reaches the same answer from
-  the same snapshot; none when no member is online.
+  the same snapshot; none when no member is online. The others show the backends as checked
+  elsewhere and the address as LXD lists its forward.
 - Per anycast address, the forward's target is the address of that family of the lowest-named
   serving backend; with none serving, no forward.
 - The announcement is the route planner's (kind `forward`, the OVN router's uplink address as
@@ -141,8 +142,15 @@ def plan_ovn_forwards(
         found = ovn_backends(service, snapshot, definitions)
         if not found:
             continue
-        backends += [item.backend for item in found]
         usable = [item for item in found if not item.backend.problem and item.network is not None]
+        if managing:
+            backends += [item.backend for item in found]
+        else:  # health is the manager's: shown here as excluded, with who checks
+            elsewhere = f"checked by member {manager}, which manages the service's forward"
+            backends += [
+                Backend(i.backend.id, i.backend.device, i.backend.addresses, i.backend.problem or elsewhere)
+                for i in found
+            ]
         if managing and service.config.check is not None:
             exec_check = service.config.check.type == "exec"
             checks += [
@@ -170,7 +178,17 @@ def plan_ovn_forwards(
                     steps.append(ForwardStep(network, str(address), "update", target))
                 elif not target and current is not None:
                     steps.append(ForwardStep(network, str(address), "delete"))
-            addresses.append(_state(service, address, target, current_target, manager, by, found, health))
+            if managing or manager is None:
+                state = _state(service, address, target, current_target, manager, by, found, health)
+            elif current_target:
+                state = AddressState(
+                    service.name, address, "announced", f"forward to {current_target} (managed by {by})"
+                )
+            else:
+                state = AddressState(
+                    service.name, address, "withdrawn", f"no forward listed (managed by {by})"
+                )
+            addresses.append(state)
     return OvnForwardPlan(
         manager,
         tuple(sorted(backends, key=lambda b: b.id)),

@@ -101,9 +101,19 @@ def test_the_manager_checks_every_ovn_backend_and_forwards_to_the_lowest_serving
     assert listed.steps == () and listed.addresses[0].state == "announced"
 
 
-def test_other_members_neither_check_nor_write() -> None:
-    out = plan(snap(B1, B2, member="m2"), health({"dns-1"}))
+def test_other_members_neither_check_nor_write_and_show_what_lxd_lists() -> None:
+    out = plan(snap(B1, B2, member="m2"), {})
     assert out.manager == "m1" and out.checks == () and out.steps == ()
+    assert {b.problem for b in out.backends} == {"checked by member m1, which manages the service's forward"}
+    assert (out.addresses[0].state, out.addresses[0].reason) == (
+        "withdrawn",
+        "no forward listed (managed by member m1)",
+    )
+    listed = plan(snap(B1, B2, member="m2", forwards=(forward("10.211.1.12"),)), {})
+    assert (listed.addresses[0].state, listed.addresses[0].reason) == (
+        "announced",
+        "forward to 10.211.1.12 (managed by member m1)",
+    )
 
 
 def test_a_failed_backend_moves_the_target_and_none_serving_deletes_the_forward() -> None:
