@@ -6,9 +6,7 @@ from typing import Protocol
 from urllib.parse import quote
 
 from fabricd.lxd.api import LXDApi
-from fabricd.services.model import ForwardStep
-
-DESCRIPTION = "fabricd anycast service"
+from fabricd.services.model import OWNED_FORWARD, ForwardStep
 
 
 class ForwardWriter(Protocol):
@@ -27,14 +25,14 @@ class LXDForwards:
         collection = f"/networks/{quote(step.network.network, safe='')}/forwards"
         path = f"{collection}/{quote(step.listen, safe='')}"
         if step.action == "create":
-            body = {"listen_address": step.listen, "description": DESCRIPTION,
+            body = {"listen_address": step.listen, "description": OWNED_FORWARD,
                     "config": {"target_address": step.target}}  # fmt: skip
             self._api.post(collection, body, project=project)
         elif step.action == "update":
             current = self._api.get_versioned(path, project=project)
             metadata = current.metadata if isinstance(current.metadata, dict) else {}
             body = {
-                "description": metadata.get("description", DESCRIPTION),
+                "description": metadata.get("description", OWNED_FORWARD),
                 "config": {**(metadata.get("config") or {}), "target_address": step.target},
                 "ports": metadata.get("ports") or [],
             }

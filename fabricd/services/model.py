@@ -135,6 +135,9 @@ class DrainState:
         return min(times) if times else None
 
 
+OWNED_FORWARD = "fabricd anycast service"  # the description of the forwards fabricd writes
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class NetworkKey:
     project: str

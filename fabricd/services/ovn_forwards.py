@@ -12,6 +12,8 @@ the most LXD allows is a forward whose default target is one backend: failover, 
   elsewhere and the address as LXD lists its forward.
 - Per anycast address, the forward's target is the address of that family of the lowest-named
   serving backend; with none serving, no forward.
+- The manager deletes the forwards it wrote (description OWNED_FORWARD) that no service wants any
+  more: a service removed, its address changed, its backends gone.
 - The announcement is the route planner's (kind `forward`, the OVN router's uplink address as
   next hop), so it exists only while LXD lists the forward: an address counts as announced only
   when the forward LXD lists has the wanted target.
@@ -31,6 +33,7 @@ from fabricd.services.backends import check_target, selected
 from fabricd.services.definitions import Definitions
 from fabricd.services.health import BackendHealth
 from fabricd.services.model import (
+    OWNED_FORWARD,
     AddressState,
     Backend,
     BackendCheck,
@@ -138,6 +141,7 @@ def plan_ovn_forwards(
     checks: list[BackendCheck] = []
     steps: list[ForwardStep] = []
     addresses: list[AddressState] = []
+    wanted: set[tuple[NetworkKey, IPAddress]] = set()
     for service in services:
         found = ovn_backends(service, snapshot, definitions)
         if not found:
@@ -157,7 +161,7 @@ def plan_ovn_forwards(
                 BackendCheck(i.backend.id, None if exec_check else check_target(i.backend, service))
                 for i in usable
             ]
-        network = usable[0].network if usable else None
+        network = next((i.network for i in found if i.network is not None), None)
         for address in sorted(service.config.addresses, key=address_key):
             refused = refusal(service, address)
             if refused is not None:
@@ -171,6 +175,8 @@ def plan_ovn_forwards(
             target = str(serving[0].address(address.version)) if serving else ""
             current = listed.get((network, address)) if network is not None else None
             current_target = current.config.get("target_address", "") if current is not None else ""
+            if network is not None and target:
+                wanted.add((network, address))
             if managing and network is not None:
                 if target and current is None:
                     steps.append(ForwardStep(network, str(address), "create", target))
@@ -189,6 +195,14 @@ def plan_ovn_forwards(
                     service.name, address, "withdrawn", f"no forward listed (managed by {by})"
                 )
             addresses.append(state)
+    if managing:  # forwards fabricd wrote for a service, address or network no longer planned
+        deleting = {(s.network, s.listen) for s in steps}
+        for key, listed_forward in sorted(listed.items(), key=lambda item: (item[0][0], str(item[0][1]))):
+            network_key, listen = key
+            if listed_forward.description != OWNED_FORWARD or listen is None or key in wanted:
+                continue
+            if (network_key, str(listen)) not in deleting:
+                steps.append(ForwardStep(network_key, str(listen), "delete"))
     return OvnForwardPlan(
         manager,
         tuple(sorted(backends, key=lambda b: b.id)),

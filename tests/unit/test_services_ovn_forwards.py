@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from ipaddress import ip_address
 
@@ -20,7 +21,7 @@ from fabricd.lxd.records import (
 )
 from fabricd.services.definitions import resolve_services
 from fabricd.services.health import BackendHealth, CheckResult, Rules, record, start
-from fabricd.services.model import BackendId, ForwardStep, NetworkKey
+from fabricd.services.model import OWNED_FORWARD, BackendId, ForwardStep, NetworkKey
 from fabricd.services.ovn_forwards import (
     OvnForwardPlan,
     managing_member,
@@ -170,3 +171,17 @@ def test_a_refused_address_gets_no_forward() -> None:
         definitions.services, snapshot, definitions, health({"dns-1"}), lambda s, a: "outside"
     )
     assert out.steps == () and [(a.state, a.reason) for a in out.addresses] == [("refused", "outside")]
+
+
+def test_the_manager_deletes_the_forwards_it_wrote_that_no_service_wants() -> None:
+    target = FrozenMap({"target_address": "10.211.1.11"})
+    owned = ListenerRecord("forward", "default", "ovn0", "10.211.64.99", "", target, OWNED_FORWARD)
+    by_hand = ListenerRecord("forward", "default", "ovn0", "10.211.64.98", "", target)
+    out = plan(snap(B1, forwards=(owned, by_hand, forward("10.211.1.11"))), health({"dns-1"}))
+    assert out.steps == (ForwardStep(KEY0, "10.211.64.99", "delete"),)
+    # The service's own forward goes too once every backend is stopped (and when none is left).
+    stopped = inst("dns-1", "10.211.1.11", location="m2", status="Stopped")
+    mine = dataclasses.replace(forward("10.211.1.11"), description=OWNED_FORWARD)
+    for instances in ((stopped,), ()):
+        gone = plan(snap(*instances, forwards=(mine,)), health({"dns-1"}))
+        assert gone.steps == (ForwardStep(KEY0, str(ANYCAST), "delete"),)
