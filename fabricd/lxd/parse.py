@@ -147,6 +147,7 @@ def parse_listener(raw: Mapping[str, Any], kind: ListenerKind, project: str, net
         listen_address=_str(raw, "listen_address"),
         location=_str(raw, "location", default=""),
         config=_config(raw, "config"),
+        description=_str(raw, "description", default=""),
     )
 
 

@@ -69,6 +69,7 @@ class ListenerRecord:
     listen_address: str
     location: str  # member for bridge-network forwards in a cluster, "" when not member-specific
     config: FrozenMap[str] = field(default_factory=FrozenMap)
+    description: str = ""  # fabricd marks the forwards it writes for OVN services with it
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,8 @@ network (the address must lie in the bridge's subnet) or an unmanaged bridge a `
 as `parent` (fabricd's overlay). The NIC is `backends.network`'s, else the first by device name
 with an address. Per family the lowest global address is used, never one of the service's own
 anycast addresses (a backend may carry those on its NIC). OVN and other network types cannot be
-routed to from the host; such a backend gets a problem instead (see docs/services.md for OVN).
+routed to from the host; such a backend gets a problem here, and OVN backends are planned by
+ovn_forwards.py instead (an LXD network forward).
 """
 
 from __future__ import annotations
@@ -28,9 +29,8 @@ from fabricd.services.instance_keys import EMPTY
 from fabricd.services.model import Backend, BackendId, Service
 
 OVN_UNROUTABLE = (
-    "is on OVN network {network}: the host cannot route into OVN; an anycast address reaches OVN "
-    "instances only through LXD (a network load balancer or forward, or a NIC's "
-    "ipvX.routes.external), which fabricd does not plan yet"
+    "is on OVN network {network}: the host cannot route into OVN (OVN backends are served through an "
+    "LXD network forward, see docs/services.md, OVN)"
 )
 
 

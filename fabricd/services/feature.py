@@ -36,7 +36,8 @@ from fabricd.services.checkers import Checker
 from fabricd.services.drain_store import DrainFileError, DrainStore, drained, undrained
 from fabricd.services.health import BackendHealth, Change, Rules
 from fabricd.services.host_routes import NetlinkRoutes, RouteOutcome, apply_route_steps
-from fabricd.services.model import BackendId, DrainState, HostRoute, ServicePlan
+from fabricd.services.lxd_forwards import ForwardWriter, LXDForwards
+from fabricd.services.model import BackendId, DrainState, ForwardStep, HostRoute, ServicePlan
 from fabricd.services.ordering import ordered_steps
 from fabricd.services.planner import ServiceInputs, plan_services
 from fabricd.services.runner import CheckSpec, HealthRunner
@@ -193,6 +194,45 @@ class HostRouteApplying:
         return outcome
 
 
+class ForwardApplying:
+    """The managing member's LXD forwards for OVN services. No announcement here: the route
+    planner announces a forward once LXD lists it, with the OVN router's uplink address."""
+
+    name = "service-forwards"
+    inputs = (SERVICE_PLAN,)
+
+    def __init__(self, feature: ServicesFeature) -> None:
+        self._feature = feature
+        self._last_done: list[ForwardStep] = []
+
+    async def apply(self, desired: Observations) -> None:
+        plan = desired.get(SERVICE_PLAN)
+        if plan is None or not plan.forward_steps:
+            self._last_done = []
+            return
+        feature = self._feature
+        failed = []
+        done = []
+        for step in plan.forward_steps:
+            try:
+                await asyncio.to_thread(feature.forwards.apply, step)
+            except Exception as exc:
+                failed.append(f"{step.action} forward {step.listen} on {step.network.network}: {exc}")
+                continue
+            done.append(step)
+            why = f"forward {step.listen} on {step.network.network}: {step.action} {step.target}".rstrip()
+            feature.decisions.record(f"service.forward.{step.action}", step.listen, why)
+            log.info("service forward", event_kind=f"service.forward.{step.action}", listen=step.listen,
+                     network=step.network.network, target=step.target)  # fmt: skip
+        # The next pass reads LXD again (and the route planner announces what LXD lists). Not twice
+        # for the same steps: a step that "succeeds" without effect must not spin the loop.
+        if done and done != self._last_done:
+            feature.on_change()
+        self._last_done = done
+        if failed:
+            raise RuntimeError("; ".join(failed))
+
+
 class ServicesFeature(Feature):
     name = "services"
 
@@ -205,6 +245,7 @@ class ServicesFeature(Feature):
         *,
         kernel: HostRouteKernel | None = None,
         checker: Checker | None = None,
+        forwards: ForwardWriter | None = None,
     ) -> None:
         self.config = config
         self.decisions = decisions
@@ -215,8 +256,9 @@ class ServicesFeature(Feature):
         self.drains = DrainState()
         self.drain_error: str | None = None
         self._exec_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="service-exec")
+        api = LXDApi(config.lxd)
+        self.forwards: ForwardWriter = forwards if forwards is not None else LXDForwards(api)
         if checker is None:
-            api = LXDApi(config.lxd)
             checker = Checker(api.exec_in_instance, self._exec_pool)
         self.runner = HealthRunner(checker, on_change, on_serving=self._serving_changed)
         self.plan = ServicePlan()
@@ -226,7 +268,7 @@ class ServicesFeature(Feature):
         self._drain_lock = asyncio.Lock()
         self.observers = (ServiceObserver(self),)
         self.planners = (ServicePlanning(self), ServiceRoutePlanning())
-        self.appliers = (HealthChecksApplying(self), HostRouteApplying(self))
+        self.appliers = (HealthChecksApplying(self), ForwardApplying(self), HostRouteApplying(self))
 
     def _serving_changed(self, backend: BackendId, change: Change, health: BackendHealth) -> None:
         verb = "serves" if change.serving else "stopped serving"

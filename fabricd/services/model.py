@@ -135,6 +135,26 @@ class DrainState:
         return min(times) if times else None
 
 
+OWNED_FORWARD = "fabricd anycast service"  # the description of the forwards fabricd writes
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class NetworkKey:
+    project: str
+    network: str
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ForwardStep:
+    """One LXD call for an OVN service: create or update the forward `listen` on `network` with
+    `target` as its default target, or delete it (services/ovn_forwards.py)."""
+
+    network: NetworkKey
+    listen: str
+    action: Literal["create", "update", "delete"]
+    target: str = ""
+
+
 @dataclass(frozen=True, slots=True)
 class ServicePlan:
     """What this host should do for its anycast services.
@@ -152,3 +172,4 @@ class ServicePlan:
     addresses: tuple[AddressState, ...] = ()
     problems: tuple[ServiceProblem, ...] = ()
     wake_at: float | None = None
+    forward_steps: tuple[ForwardStep, ...] = ()  # only on the member that manages OVN forwards

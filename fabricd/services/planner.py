@@ -18,6 +18,9 @@ Per anycast address of every service, on this member:
    the drain), drain_med and GRACEFUL_SHUTDOWN 65535:0; after that, withdrawn.
 The host route stays while its backends are healthy, drained or not: traffic still arriving for a
 withdrawn address is delivered. Every address not announced is withheld (or refused) with a reason.
+
+A service whose backends are on an OVN network is planned by `ovn_forwards.py` instead: an LXD
+forward to one serving backend, written by the managing member, announced by the route planner.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ from fabricd.services.model import (
     Service,
     ServicePlan,
 )
+from fabricd.services.ovn_forwards import plan_ovn_forwards
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +78,25 @@ def plan_services(inputs: ServiceInputs) -> ServicePlan:
     ctx = PlanContext.of(inputs.snapshot, inputs.config)
     installed = {route.prefix: set(route.next_hops) for route in inputs.installed}
     out = _Plan()
+    ovn = plan_ovn_forwards(
+        definitions.services,
+        inputs.snapshot,
+        definitions,
+        inputs.health,
+        lambda service, address: _policy_problem(service, host_prefix(address), inputs.config),
+    )
+    on_ovn = {b.id for b in ovn.backends}
+    ovn_services = {b.id.service for b in ovn.backends}
+    out.backends += ovn.backends
+    out.checks += ovn.checks
+    out.addresses += ovn.addresses
     for service in definitions.services:
         backends = local_backends(service, inputs.snapshot, inputs.member, definitions)
-        backends = [_family_checked(b, service) for b in backends]
+        backends = [_family_checked(b, service) for b in backends if b.id not in on_ovn]
         out.backends += backends
         out.checks += _checks(service, backends)
+        if service.name in ovn_services and not backends:
+            continue  # an OVN service: LXD's forward carries it, the route planner announces that
         for address in service.config.addresses:
             _plan_address(out, service, address, backends, inputs, ctx, installed)
     return ServicePlan(
@@ -94,6 +112,7 @@ def plan_services(inputs: ServiceInputs) -> ServicePlan:
         addresses=tuple(sorted(out.addresses, key=AddressState.key)),
         problems=definitions.problems,
         wake_at=min(out.wake, default=None),
+        forward_steps=ovn.steps,
     )
 
 

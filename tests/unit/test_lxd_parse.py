@@ -594,6 +594,7 @@ def test_forward() -> None:
         listen_address="192.0.2.10",
         location="h1",
         config=FrozenMap({"target_address": "10.10.0.5"}),
+        description="web",
     )
     no_location = parse_listener(variant(FORWARD, location=..., config=None), "forward", "p1", "br0")
     assert (no_location.location, no_location.config) == ("", FrozenMap())

@@ -173,8 +173,8 @@ def test_clustered_snapshot_of_all_projects() -> None:
 
     target = FrozenMap({"target_address": "10.10.0.5"})
     assert snapshot.forwards == (
-        ListenerRecord("forward", "default", "br0", "192.0.2.10", "h1", target),
-        ListenerRecord("forward", "p2", "ovn0", "192.0.2.30", "", target),
+        ListenerRecord("forward", "default", "br0", "192.0.2.10", "h1", target, "web"),
+        ListenerRecord("forward", "p2", "ovn0", "192.0.2.30", "", target, "web"),
     )
     assert [(lb.project, lb.network, lb.listen_address) for lb in snapshot.load_balancers] == [
         ("p2", "ovn0", "192.0.2.20")

@@ -18,14 +18,15 @@ from fabricd.agent.loop import Observations, ReconcileLoop
 from fabricd.config.loader import load_config_text
 from fabricd.config.model import FabricConfig, HealthCheckConfig
 from fabricd.frozen import FrozenMap
+from fabricd.lxd.api import LXDRequestFailed
 from fabricd.lxd.observer import LXD, LXDObservation
 from fabricd.lxd.records import InstanceRecord, LXDSnapshot, NetworkRecord, NicRecord
 from fabricd.routes.feature import RouteFeature
 from fabricd.routes.model import IPAddress, IPNetwork, Origin, Route
-from fabricd.services.feature import ServicesFeature
+from fabricd.services.feature import SERVICE_PLAN, ForwardApplying, ServicesFeature
 from fabricd.services.health import CheckResult
 from fabricd.services.host_routes import apply_route_steps
-from fabricd.services.model import BackendId, HostRoute, NextHop
+from fabricd.services.model import BackendId, ForwardStep, HostRoute, NetworkKey, NextHop, ServicePlan
 from fabricd.services.ordering import ordered_steps
 
 A, B, C = ip_network("10.250.0.1/32"), ip_network("10.250.0.2/32"), ip_network("fd00:250::3/128")
@@ -415,3 +416,45 @@ def test_ovn_backends_and_refused_definitions_are_problems_a_service_elsewhere_i
     assert any("backend web-2 is on OVN network ovn0" in p for p in problems)
     assert any(p.startswith("service web: 10.250.0.80 withdrawn") for p in problems)
     assert not any("far" in p for p in problems)
+
+
+class RecordingForwards:
+    def __init__(self, fail: set[str]) -> None:
+        self.fail = fail
+        self.calls: list[str] = []
+
+    def apply(self, step: ForwardStep) -> None:
+        self.calls.append(f"{step.action} {step.listen} {step.target}".strip())
+        if step.listen in self.fail:
+            raise LXDRequestFailed("/networks/ovn0/forwards", 400, "listen address overlaps")
+
+
+def test_forward_steps_go_to_lxd_and_a_failure_is_raised_after_the_others(tmp_path: Path) -> None:
+    async def main() -> None:
+        passes: list[int] = []
+        writer = RecordingForwards({"10.250.0.54"})
+        routes = RecordingRoutes([], False)
+        feature = ServicesFeature(config(tmp_path), DecisionLog(), lambda: passes.append(1), routes,
+                                  kernel=FakeKernel(), forwards=writer)  # fmt: skip
+        network = NetworkKey("default", "ovn0")
+        steps = (
+            ForwardStep(network, "10.250.0.53", "update", "10.1.0.6"),
+            ForwardStep(network, "10.250.0.54", "create", "10.1.0.5"),
+            ForwardStep(network, "10.250.0.55", "delete"),
+        )
+        observed = Observations()
+        observed.put(SERVICE_PLAN, ServicePlan(forward_steps=steps))
+        applier = ForwardApplying(feature)
+        with pytest.raises(RuntimeError, match=r"create forward 10\.250\.0\.54 on ovn0: .*overlaps"):
+            await applier.apply(observed)
+        assert writer.calls == [
+            "update 10.250.0.53 10.1.0.6",
+            "create 10.250.0.54 10.1.0.5",
+            "delete 10.250.0.55",
+        ]
+        assert passes == [1]  # one more pass to read LXD again
+        with pytest.raises(RuntimeError):
+            await applier.apply(observed)
+        assert passes == [1]  # the same steps again: no pass asked for, the loop does not spin
+
+    asyncio.run(main())

@@ -220,7 +220,8 @@ def test_only_this_members_running_routable_instances_are_backends() -> None:
     problems = {b.id.instance: b.problem for b in result.backends}
     assert problems["dns-1"] == ""
     assert problems["dns-stopped"] == "instance is Stopped"
-    assert "is on OVN network ovn0: the host cannot route into OVN" in problems["dns-ovn"]
+    # OVN backends go through an LXD forward (ovn_forwards.py); ovn0 here has no subnet to match.
+    assert problems["dns-ovn"] == "eth0 on ovn0 has no usable address yet"
     assert problems["dns-noaddr"] == "eth0 on lxdbr0 has no usable address yet"
     assert set(problems) == {"dns-1", "dns-stopped", "dns-ovn", "dns-noaddr"}
     assert [c.id.instance for c in result.checks] == ["dns-1"]
@@ -386,3 +387,19 @@ def test_a_change_inside_the_fall_window_changes_nothing_for_the_router(scenario
     before = plan(config, snapshot, healths, drains=drains)
     after = plan(config, snapshot, {**healths, key: falling}, drains=drains)
     assert (after.routes, after.host_routes) == (before.routes, before.host_routes)
+
+
+def test_a_service_on_ovn_is_an_lxd_forward_not_a_host_route() -> None:
+    ovn = NetworkRecord("default", "ovn0", "ovn", True, FrozenMap({"ipv4.address": "10.1.0.1/24"}))
+    snapshot = LXDSnapshot("h1", False, ("default",), (BRIDGE, ovn),
+                           (inst("dns-ovn", nic("10.1.0.5/24", network="ovn0"), location="h1"),))  # fmt: skip
+    result = plan(fabric(DNS), snapshot, up("dns-ovn"))
+    assert [(s.action, s.listen, s.target) for s in result.forward_steps] == [
+        ("create", "10.250.0.53", "10.1.0.5")
+    ]
+    assert (
+        result.host_routes == () and result.routes == RoutePlan()
+    )  # the route planner announces the forward
+    assert [c.id.instance for c in result.checks] == ["dns-ovn"]
+    states = {str(a.address): a.state for a in result.addresses}
+    assert states == {"10.250.0.53": "withdrawn", "2001:db8:250::53": "withdrawn"}
