@@ -12,7 +12,7 @@ from fabricd.config.model import FabricConfig
 def unbuilt_settings(config: FabricConfig) -> list[tuple[str, str]]:
     """(key path, why) for every setting in `config` that fabricd does not act on yet.
 
-    None today. (`services:` is built; a backend on an OVN network cannot be told from the file,
-    so it is refused at run time, with the reason, in `fabricctl services` and the problems.)"""
+    None today: every section is built. The hook stays, so a key added before its feature works is
+    warned about here rather than silently accepted."""
     found: list[tuple[str, str]] = []
     return found
