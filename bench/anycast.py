@@ -16,7 +16,6 @@ bench/README.md.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -29,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.labs import REPO, named_lab, progress, reap, restart_agent, run_reporting
+from bench.labs import REPO, lab_bench_main, named_lab, progress, reap, restart_agent
 from bench.stats import TIMED_OUT, Json, distribution
 from fabric_lab import netns
 from fabric_lab.anycast_lab import (
@@ -49,7 +48,6 @@ from fabric_lab.anycast_lab import (
 )
 from fabric_lab.runner import Lab, namespace_prefix
 from fabricd import __version__
-from fabricd.log import configure_logging
 
 ANYCAST_LAB = REPO / "labs" / "anycast.clab.yml"
 LAB_NAME = "bany"  # the benchmark's own lab name: never "anycast" or the tests' "tany"
@@ -440,16 +438,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    if (reason := unavailable()) is not None:
-        print(reason, file=sys.stderr)
-        return 2
-    os.chdir(REPO)  # the lab's image cache (.lab/.cache) and agent configs are found from here
-    configure_logging("warning", "console")  # fabricd's loggers write to stderr; stdout is the JSON
-    result = run_reporting("bench-anycast-", args.keep_logs, lambda state_root: run(args, state_root))
-    json.dump(result, sys.stdout, indent=2)
-    sys.stdout.write("\n")
-    return 0
+    return lab_bench_main("bench-anycast-", parse_args(argv), unavailable(), run)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,22 @@
 """fabricd DHCP/DNS authority benchmark: failover and handover gaps, re-addressing, two servers, new names.
 
-    sudo .venv/bin/python -m bench.authority [--rounds 5] [--keep-logs]
+    sudo .venv/bin/python -m bench.authority [--rounds 5] [--standalone-rounds 3] [--skip-cluster]
 
-Prints one JSON document on stdout; progress goes to stderr. One lab: labs/overlay.clab.yml renamed
-"bau" (namespaces fl-bau-*), three LXD cluster members with fabricd serving DHCP/DNS in cluster
-election mode, under a fresh state directory in /tmp. Three busybox instances (bau-a/b/c, one per
-host) run udhcpc; three client namespaces (fl-bau-c1..c3, one on each host's fabric0) ask for their
-lease every 50 ms and for bau-a's name every 20 ms; an offer counter sends a DISCOVER every 0.1 s.
-Each round: SIGKILL the authority's fabricd, then SIGTERM it, then create an instance and wait for its
-name. Client namespaces, instances and the lab are removed in a finally. See bench/README.md.
+Prints one JSON document on stdout; progress goes to stderr. Two parts, each in its own lab under a
+fresh state directory in /tmp.
+
+The cluster part: labs/overlay.clab.yml renamed "bau" (namespaces fl-bau-*), three LXD cluster
+members with fabricd serving DHCP/DNS in cluster election mode. Three busybox instances (bau-a/b/c,
+one per host) run udhcpc; three client namespaces (fl-bau-c1..c3, one on each host's fabric0) ask for
+their lease every 50 ms and for bau-a's name every 20 ms; an offer counter sends a DISCOVER every
+0.5 s. Each round: SIGKILL the authority's fabricd, then SIGTERM it, then create an instance and wait
+for its name.
+
+The standalone part (`bench/authority_standalone.py`, under the key "standalone"):
+labs/authority-standalone.clab.yml renamed "bas", standalone election, the same kind of clients; each
+round SIGKILLs and SIGTERMs the authority's fabricd and times the failover and the take-back.
+
+Client namespaces, instances and the labs are removed in a finally. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -16,7 +24,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
-import json
 import math
 import os
 import platform
@@ -40,14 +47,16 @@ from bench.authority_rounds import (
     AuthorityBench,
     CreateRound,
     FailoverRound,
+    readdressed_section,
+    round_json,
 )
-from bench.labs import REPO, named_lab, progress, run_reporting
+from bench.authority_standalone import run_standalone
+from bench.labs import REPO, lab_bench_main, named_lab, progress
 from bench.lxd_events import LifecycleEvents
 from bench.stats import TIMED_OUT, Json, distribution
 from fabric_lab import netns
 from fabric_lab.runner import namespace_prefix
 from fabricd import __version__
-from fabricd.log import configure_logging
 
 OVERLAY_LAB = REPO / "labs" / "overlay.clab.yml"
 LAB_NAME = "bau"  # the authority benchmark's own lab name: never "overlay", "tov" or "bov"
@@ -85,6 +94,16 @@ figures (times in seconds on this process's monotonic clock; each over --rounds 
   instance_dns                 `lxc init` + `lxc start` returned (or LXD's instance-created event)
                                -> the new instance's name answers at 192.168.100.1; goal 1 s
   baselines.keepalived_default_s  keepalived's default failover time, computed (not measured)
+
+standalone part (key "standalone"; each over --standalone-rounds rounds; best / median / worst):
+  failover_sigkill.dhcp_ack    SIGKILL of the authority's fabricd (s1) -> first ACK from s2 at every
+  failover_sigkill.dns_answer  client, and the first DNS answer; goal: worst <= the takeover bound
+                               computed from dhcp.probe_interval and dhcp.silent_probes, plus a slack
+  handover_sigterm.dhcp_ack    the same after SIGTERM (nothing tells the standbys: same goal)
+  take_back.serving_again      s1's fabricd started again -> its first ACK at every client; goal:
+                               silent_probes x probe_interval + probe window + takeover allowance
+  take_back.two_servers_s      s1's first reply -> s2's last one; goal: probe_interval + window
+  readdressed                  clients whose address changed across all of it; goal 0
 """
 
 
@@ -128,7 +147,7 @@ def failover_section(rounds: list[FailoverRound], goal: float) -> Json:
         "steps": _steps(rounds),
         "timed_out_rounds": sum(1 for r in rounds if not math.isfinite(max(r.dhcp_all, r.dns_all))),
         "rounds_not_settled_before": sum(1 for r in rounds if not r.healthy_before),
-        "per_round": [_round_json(r) for r in rounds],
+        "per_round": [round_json(r) for r in rounds],
     }
 
 
@@ -145,27 +164,6 @@ def _steps(rounds: list[FailoverRound]) -> Json:
             "samples": values,
         }
     return found
-
-
-def _round_json(r: FailoverRound) -> Json:
-    def secs(values: dict[str, float]) -> dict[str, float | None]:
-        return {h: round(v, 4) if math.isfinite(v) else None for h, v in values.items()}
-
-    return {
-        "round": r.index,
-        "old": r.old,
-        "new": r.new,
-        "settled_before": r.healthy_before,
-        "dhcp_ack_s": secs(r.dhcp_s),
-        "dns_answer_s": secs(r.dns_s),
-        "dns_outage_from_s": r.dns_outage_from_s,
-        "first_ack_hosts": r.ack_hosts,
-        "steps": r.steps,
-        "naks": r.naks,
-        "readdressed": r.readdressed,
-        "renewals": r.renewals,
-        "notes": r.notes,
-    }
 
 
 def keepalived_section(bench: AuthorityBench, kill: Json) -> Json:
@@ -203,37 +201,6 @@ def keepalived_section(bench: AuthorityBench, kill: Json) -> Json:
 
 def _secs(values: dict[str, float]) -> dict[str, float | None]:
     return {h: round(v, 4) if math.isfinite(v) else None for h, v in values.items()}
-
-
-def readdressed_section(rounds: list[FailoverRound]) -> Json:
-    details = [f"{r.kind} {r.index}: {d}" for r in rounds for d in r.readdressed]
-    renewals = [v for r in rounds for v in r.renewals.values()]
-    failed = [
-        f"{r.kind} {r.index}: {n}" for r in rounds for n, v in r.renewals.items() if v.get("after") is None
-    ]
-    renew_s = [float(v["renew_s"]) for v in renewals if v.get("renew_s") is not None]
-    dropped = [
-        f"{r.kind} {r.index}: {name}: {' '.join(renewal['events'])}"
-        for r in rounds
-        for name, renewal in r.renewals.items()
-        if {"deconfig", "nak"} & set(renewal.get("events", ()))
-    ]
-    return {
-        "count": len(details),
-        "goal": {"max": 0},
-        "meets_goal": not details and not failed,
-        "details": details,
-        "instance_renewals": len(renewals),
-        "instance_renewals_failed": failed,
-        "instance_renewals_dropping_the_address_on_the_way": dropped,
-        "instance_renew_s": distribution(renew_s) if renew_s else None,
-        "client_namespace_naks": sum(r.naks for r in rounds),
-        "what": "instances bau-a/b/c renew by SIGUSR1 after every failover and handover (udhcpc unicasts a "
-        "REQUEST to the server); the client namespaces' REQUESTs after the signal must all be ACKed with "
-        "their lease. Any other address, or a renewal that never completes, misses the goal. A renewal "
-        "that went through deconfig (udhcpc gave up, dropped the address, and got the same one again by "
-        "DISCOVER) is listed apart: the address did not change, but the instance was without it briefly",
-    }
 
 
 def two_servers_section(bench: AuthorityBench) -> Json:
@@ -567,9 +534,44 @@ def _ratio(top: float | None, bottom: float) -> float | None:
 
 
 def run(args: argparse.Namespace, state_root: Path) -> Json:
+    """Both parts, each in its own lab, into one document; a skipped part makes all_goals_met false."""
     started = time.time()
-    lab = named_lab(OVERLAY_LAB, LAB_NAME, state_root)
     info = machine()
+    skipped: list[str] = []
+    if args.skip_cluster:
+        skipped.append("cluster")
+        result: Json = {
+            "benchmark": "fabricd DHCP/DNS authority (bench/authority.py)",
+            "cluster": {"skipped": "--skip-cluster"},
+            "goals": {},
+        }
+    else:
+        result = run_cluster(args, state_root)
+    if args.standalone_rounds > 0:
+        add_part(result, "standalone", run_standalone(args.standalone_rounds, state_root, progress), skipped)
+    else:
+        add_part(result, "standalone", {"skipped": "--standalone-rounds 0"}, skipped)
+    result["started_at"] = datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds")
+    info["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
+    info["other_lab_namespaces_at_end"] = _other_namespaces()
+    result["machine"] = info
+    result["duration_s"] = round(time.time() - started, 1)
+    return result
+
+
+def add_part(result: Json, name: str, part: Json, skipped: list[str]) -> None:
+    """A part's section under its key, its goals as "<name>.<goal>"; all_goals_met again: true only
+    when there are goals, every one is met and no part was skipped (`skipped`, "skipped" in `part`)."""
+    result[name] = part
+    if "skipped" in part:
+        skipped.append(name)
+    result["goals"].update({f"{name}.{k}": v for k, v in part.get("goals", {}).items()})
+    result["skipped_parts"] = skipped
+    result["all_goals_met"] = bool(result["goals"]) and all(result["goals"].values()) and not skipped
+
+
+def run_cluster(args: argparse.Namespace, state_root: Path) -> Json:
+    lab = named_lab(OVERLAY_LAB, LAB_NAME, state_root)
     progress(f"bringing up {lab.topology.name} from {OVERLAY_LAB.relative_to(REPO)} (LXD cluster, fabricd)")
     lab.down()  # an aborted earlier run of this benchmark: namespaces fl-bau-* only
     left: Json = {}
@@ -586,12 +588,7 @@ def run(args: argparse.Namespace, state_root: Path) -> Json:
         lab.down()
     left["namespaces"] = netns.list_with_prefix(namespace_prefix(LAB_NAME))
     result = report(args, bench, measured)
-    result["started_at"] = datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds")
-    info["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
-    info["other_lab_namespaces_at_end"] = _other_namespaces()
-    result["machine"] = info
     result["left_behind"] = left
-    result["duration_s"] = round(time.time() - started, 1)
     return result
 
 
@@ -625,24 +622,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="seconds of steady state before the first round (dnsmasq's ping cache lasts 30 s)",
     )
     parser.add_argument("--skip-keepalived", action="store_true", help="no keepalived + dnsmasq baseline")
+    parser.add_argument("--skip-cluster", action="store_true", help="leave out the LXD-cluster part")
+    parser.add_argument(
+        "--standalone-rounds",
+        type=int,
+        default=3,
+        help="rounds of the standalone part (each: SIGKILL, take-back, SIGTERM, take-back; about 3 min); "
+        "0 skips it",
+    )
     parser.add_argument("--keep-logs", action="store_true", help="keep the lab's logs under the state dir")
     args = parser.parse_args(argv)
-    if args.rounds < 1 or args.steady_seconds < 0:
-        parser.error("--rounds must be positive and --steady-seconds not negative")
+    if args.rounds < 1 or args.steady_seconds < 0 or args.standalone_rounds < 0:
+        parser.error("--rounds must be positive, --steady-seconds and --standalone-rounds not negative")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    if (reason := unavailable()) is not None:
-        print(reason, file=sys.stderr)
-        return 2
-    os.chdir(REPO)  # the lab's image cache (.lab/.cache) and agent configs are found from here
-    configure_logging("warning", "console")  # fabricd's loggers write to stderr; stdout is the JSON
-    result = run_reporting("bench-authority-", args.keep_logs, lambda state_root: run(args, state_root))
-    json.dump(result, sys.stdout, indent=2)
-    sys.stdout.write("\n")
-    return 0
+    return lab_bench_main("bench-authority-", parse_args(argv), unavailable(), run)
 
 
 if __name__ == "__main__":

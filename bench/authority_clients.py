@@ -200,22 +200,27 @@ class GapClient:
 
     def take_lease(self, timeout: float = 20) -> str:
         """A full DORA (DISCOVER repeated every second: a server pings a new address for 3 s before
-        it first offers it); the address goes on eth0. Returns the address."""
+        it first offers it), started over after a NAK as RFC 2131 says (dnsmasq can offer one address
+        to two clients that ask at once, and NAKs the second REQUEST); the address goes on eth0."""
         sock = self._require_packet()
         deadline = time.monotonic() + timeout
-        offer: DhcpReply | None = None
-        xid = secrets.randbits(32)
-        while offer is None and time.monotonic() < deadline:
-            sock.send(dhcp_frame(self.mac, xid, DISCOVER))
-            offer = self._await(sock, xid, ("offer",), min(1.0, deadline - time.monotonic()))
-        if offer is None or offer.server_id is None:
-            raise TimeoutError(f"{self.netns}: no DHCP offer within {timeout:g}s")
         ack: DhcpReply | None = None
-        while ack is None and time.monotonic() < deadline:
-            sock.send(dhcp_frame(self.mac, xid, REQUEST, offer.yiaddr, offer.server_id))
-            ack = self._await(sock, xid, ("ack", "nak"), min(1.0, deadline - time.monotonic()))
+        naks = 0
+        while (ack is None or ack.kind != "ack") and time.monotonic() < deadline:
+            offer: DhcpReply | None = None
+            xid = secrets.randbits(32)
+            while offer is None and time.monotonic() < deadline:
+                sock.send(dhcp_frame(self.mac, xid, DISCOVER))
+                offer = self._await(sock, xid, ("offer",), min(1.0, deadline - time.monotonic()))
+            if offer is None or offer.server_id is None:
+                raise TimeoutError(f"{self.netns}: no DHCP offer within {timeout:g}s ({naks} NAKs)")
+            ack = None
+            while ack is None and time.monotonic() < deadline:
+                sock.send(dhcp_frame(self.mac, xid, REQUEST, offer.yiaddr, offer.server_id))
+                ack = self._await(sock, xid, ("ack", "nak"), min(1.0, deadline - time.monotonic()))
+            naks += ack is not None and ack.kind == "nak"
         if ack is None or ack.kind != "ack":
-            raise TimeoutError(f"{self.netns}: no DHCP ack for {offer.yiaddr} within {timeout:g}s ({ack})")
+            raise TimeoutError(f"{self.netns}: no DHCP ack within {timeout:g}s ({naks} NAKs, last {ack})")
         self.lease, self.lease_server_host = ack.yiaddr, ack.host
         with NetNS(self.netns) as ns:
             (eth0,) = ns.link_lookup(ifname="eth0")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import signal
 import socket
@@ -33,17 +34,15 @@ from bench.authority_clients import (
 from bench.authority_keepalived import KeepalivedBaseline
 from bench.labs import reap, restart_agent
 from bench.lxd_events import LifecycleEvents
-from bench.stats import TIMED_OUT, Json
+from bench.stats import TIMED_OUT, Json, distribution
 from fabric_lab import netns
 from fabric_lab.dhcp_clients import (
     DhcpClient,
     LeaseEvent,
     OfferCounter,
     OfferLog,
-    boot_offset,
     dns_query,
     parse_dns_answer,
-    parse_events,
 )
 from fabric_lab.node import AGENT_ANSWERS, LabError
 from fabric_lab.runner import Lab, namespace_prefix
@@ -62,7 +61,6 @@ CLIENT_MACS = {"h1": "02:ba:00:00:00:01", "h2": "02:ba:00:00:00:02", "h3": "02:b
 # renews it every 50 ms, with every authority), and dnsmasq offers a client its lease without the
 # 3 s ping check that blocks its DHCP service. A MAC of its own would make the benchmark itself stall
 # the authority's DHCP for 3 s after every takeover and every 30 s (dnsmasq's ping cache).
-COUNTER_MAC = CLIENT_MACS["h1"]
 COUNTER_HOST = "h1"
 COUNTER_INTERVAL = 0.5
 ROUND_TIMEOUT = 15.0  # seconds after the signal before a client still unanswered counts as timed out
@@ -246,9 +244,20 @@ class NameWatch:
 
 
 class AuthorityBench:
-    def __init__(self, lab: Lab, progress: Progress) -> None:
+    """The cluster lab's bench; `hosts` and `round_timeout` let a lab of other hosts reuse the rounds."""
+
+    poll_s = 0.05  # how often a round looks at the clients' records (times come from the records)
+
+    def __init__(
+        self,
+        lab: Lab,
+        progress: Progress,
+        hosts: tuple[str, ...] = HOSTS,
+        round_timeout: float = ROUND_TIMEOUT,
+    ) -> None:
         self.lab, self.progress = lab, progress
-        self.h1 = lab.node("h1")
+        self.hosts, self.round_timeout = hosts, round_timeout
+        self.h1 = lab.node(hosts[0])
         self.offset = clock_offset()
         self.clients: list[GapClient] = []
         self.instances: dict[str, DhcpClient] = {}
@@ -263,7 +272,7 @@ class AuthorityBench:
         self.measured_until = 0.0
         self.steady_window: tuple[float, float] | None = None
         self.baseline: KeepalivedBaseline | None = None
-        self.logs = {h: AgentLog(lab.node(h).log_file("fabricd")) for h in HOSTS}
+        self.logs = {h: AgentLog(lab.node(h).log_file("fabricd")) for h in hosts}
 
     def mono(self, wall: float) -> float:
         return wall - self.offset
@@ -283,8 +292,8 @@ class AuthorityBench:
         return None
 
     def authorities(self) -> dict[str, Json | None]:
-        with ThreadPoolExecutor(len(HOSTS)) as pool:
-            found = dict(zip(HOSTS, pool.map(self.status, HOSTS), strict=True))
+        with ThreadPoolExecutor(len(self.hosts)) as pool:
+            found = dict(zip(self.hosts, pool.map(self.status, self.hosts), strict=True))
         return {h: (s or {}).get("authority") for h, s in found.items()}
 
     def agent_pid(self, host: str) -> int:
@@ -335,19 +344,7 @@ class AuthorityBench:
         leases = {name: client.wait_bound(30).ip for name, client in self.instances.items()}
         self.leases = leases
         self.progress(f"instances bound: {leases}; client namespaces on each host's {BRIDGE}")
-        prefix = namespace_prefix(self.lab.topology.name)
-        for index, host in enumerate(HOSTS, 1):
-            client = GapClient(
-                prefix, index, host, self.lab.node(host).netns_name, CLIENT_MACS[host], OVERLAY_MTU
-            )
-            self.clients.append(client)
-            client.build(BRIDGE)
-        with ThreadPoolExecutor(len(self.clients)) as pool:  # each waits out the 3 s ping check
-            list(pool.map(lambda c: c.take_lease(), self.clients))
-        for client in self.clients:
-            client.start(SERVER, f"{QUERY_INSTANCE}.{DOMAIN}")
-        self.progress(f"offer counter on {COUNTER_HOST}'s {BRIDGE}, a DISCOVER every {COUNTER_INTERVAL:g}s")
-        self.counter = OfferCounter(self.lab.node(COUNTER_HOST), COUNTER_MAC, BRIDGE, COUNTER_INTERVAL)
+        self.start_clients(SERVER, f"{QUERY_INSTANCE}.{DOMAIN}", CLIENT_MACS, COUNTER_HOST)
         self.progress("waiting until every fabricd plans the instances' names and every client is answered")
         holder = self.wait_holder(need_names=len(INSTANCES))
         self.settle(holder)
@@ -360,6 +357,22 @@ class AuthorityBench:
             },
             "query_name": f"{QUERY_INSTANCE}.{DOMAIN}",
         }
+
+    def start_clients(self, server: str, query: str, macs: dict[str, str], counter_host: str) -> None:
+        """A client namespace on each host's bridge (a lease, then its DHCP loop to `server` and its
+        DNS loop asking for `query`), and the offer counter on `counter_host` with that host's MAC."""
+        prefix = namespace_prefix(self.lab.topology.name)
+        for index, host in enumerate(self.hosts, 1):
+            client = GapClient(prefix, index, host, self.lab.node(host).netns_name, macs[host], OVERLAY_MTU)
+            self.clients.append(client)
+            client.build(BRIDGE)
+        with ThreadPoolExecutor(len(self.clients)) as pool:  # each waits out the 3 s ping check
+            list(pool.map(lambda c: c.take_lease(), self.clients))
+        for client in self.clients:
+            client.start(server, query)
+        self.progress(f"offer counter on {counter_host}'s {BRIDGE}, a DISCOVER every {COUNTER_INTERVAL:g}s")
+        node = self.lab.node(counter_host)
+        self.counter = OfferCounter(node, macs[counter_host], BRIDGE, COUNTER_INTERVAL)
 
     def healthy(self, holder: str, now: float) -> list[str]:
         """What is not answered by the holder right now (empty: every loop works)."""
@@ -401,10 +414,10 @@ class AuthorityBench:
         os.kill(pid, signum)
         round_.signal_at = t0
         exited: float | None = None
-        deadline = t0 + ROUND_TIMEOUT
+        deadline = t0 + self.round_timeout
         answered_all = False
         while time.monotonic() < deadline and not (answered_all and exited is not None):
-            time.sleep(0.05)
+            time.sleep(self.poll_s)
             if exited is None and not netns.alive(pid):
                 exited = time.monotonic()
             answered_all = answered_all or self._all_answered(t0, old, time.monotonic())
@@ -412,7 +425,9 @@ class AuthorityBench:
         if exited is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)  # a SIGTERM it did not obey in ROUND_TIMEOUT
-            round_.notes.append(f"fabricd on {old} had not exited {ROUND_TIMEOUT:g}s after {kind}: SIGKILLed")
+            round_.notes.append(
+                f"fabricd on {old} had not exited {self.round_timeout:g}s after {kind}: SIGKILLed"
+            )
         reap(pid)
         self._gaps(round_, t0)
         round_.steps = self._steps(round_, offsets, t0, exited)
@@ -421,9 +436,13 @@ class AuthorityBench:
         dns = f"{_fmt(round_.dns_first)}..{_fmt(round_.dns_all)}"
         moved = len(round_.readdressed)
         self.progress(f"{kind} {index + 1}: {old} -> {round_.new}: DHCP {dhcp}, DNS {dns}; moved {moved}")
-        restart_agent(self.lab, old)
+        self.after_failover(round_)
         self.failovers.append(round_)
         return round_
+
+    def after_failover(self, round_: FailoverRound) -> None:
+        """The stopped agent starts again, as a standby (the standalone bench times it taking back)."""
+        restart_agent(self.lab, round_.old)
 
     def _all_answered(self, t0: float, old: str, now: float) -> bool:
         for client in self.clients:
@@ -436,7 +455,7 @@ class AuthorityBench:
         return True
 
     def _gaps(self, round_: FailoverRound, t0: float) -> None:
-        until = t0 + ROUND_TIMEOUT
+        until = t0 + self.round_timeout
         hosts: set[str] = set()
         for client in self.clients:
             records = client.snapshot()
@@ -451,14 +470,19 @@ class AuthorityBench:
                 round_.notes.append(f"{client.host}: no DNS query went unanswered after the signal")
             if ack is not None and ack.host:
                 hosts.add(ack.host)
-            after = [r for r in records.dhcp if r.at >= t0 and records.dhcp_sent.get(r.xid, 0.0) >= t0]
-            round_.naks += sum(1 for r in after if r.kind == "nak")
-            moved = sorted({r.yiaddr for r in after if r.kind == "ack" and r.yiaddr != client.lease})
-            if moved:
-                round_.readdressed.append(f"{client.netns} ({client.lease}) was given {', '.join(moved)}")
+            self._moved(round_, client, records, t0)
         round_.new = hosts.pop() if len(hosts) == 1 else None
         if hosts:
             round_.notes.append(f"first ACKs came from several hosts: {sorted(hosts | {round_.new or ''})}")
+
+    @staticmethod
+    def _moved(round_: FailoverRound, client: GapClient, records: Records, t0: float) -> None:
+        """NAKs to the client's REQUESTs sent from t0 on, and ACKs with another address than its lease."""
+        after = [r for r in records.dhcp if r.at >= t0 and records.dhcp_sent.get(r.xid, 0.0) >= t0]
+        round_.naks += sum(1 for r in after if r.kind == "nak")
+        moved = sorted({r.yiaddr for r in after if r.kind == "ack" and r.yiaddr != client.lease})
+        if moved:
+            round_.readdressed.append(f"{client.netns} ({client.lease}) was given {', '.join(moved)}")
 
     def _steps(self, round_: FailoverRound, offsets: dict[str, int], t0: float, exited: float | None) -> Json:
         def after(host: str | None, event: str) -> float | None:
@@ -493,9 +517,8 @@ class AuthorityBench:
             try:
                 events = read_events(client)
                 before = next((e.ip for e in reversed(events) if e.got_address), None)
-                if client.pid is None:
-                    raise LabError(f"udhcpc in {name} was not started by the benchmark")
-                client.exec("kill", "-USR1", str(client.pid))
+                if not client.send_signal(signal.SIGUSR1):
+                    raise LabError(f"udhcpc in {name} has exited")
                 new = wait_new_address(client, len(events), RENEW_TIMEOUT)
             except (TimeoutError, LabError) as failure:
                 return name, {"first_lease": self.leases[name], "after": None, "error": str(failure)}
@@ -580,13 +603,18 @@ class AuthorityBench:
             with contextlib.suppress(Exception):
                 client_left += client.remove()
         left["client_namespaces"] = client_left
+        left["instances"] = self.remove_instances()
+        return left
+
+    def remove_instances(self) -> list[str]:
+        """Delete the instances the bench created (through h1: one cluster); the ones left."""
         for name in reversed(self.created):
             with contextlib.suppress(LabError):
                 self.h1.run(["lxc", "delete", "--force", name], input_text="", check=False, timeout=90)
         with contextlib.suppress(LabError):
             listed = self.h1.run(["lxc", "list", "--format", "csv", "-c", "n"], input_text="", check=False)
-            left["instances"] = [n for n in listed.stdout.split() if n.startswith("bau-")]
-        return left
+            return [n for n in listed.stdout.split() if n.startswith("bau-")]
+        return ["? (lxc list failed)"]
 
     def all_replies(self) -> list[tuple[str, Records]]:
         """Every client's records of fabricd's part: from the end of the set-up to its end."""
@@ -601,15 +629,42 @@ class AuthorityBench:
         return found
 
 
-def read_events(client: DhcpClient, attempts: int = 3) -> list[LeaseEvent]:
-    """udhcpc's event file in the instance; an `lxc exec` that fails is retried, never read as empty."""
-    for attempt in range(attempts):
-        result = client.exec("cat", client.events_file, check=False)
-        if result.returncode == 0:
-            return parse_events(result.stdout, boot_offset())
-        if attempt + 1 < attempts:
-            time.sleep(0.2)
-    raise LabError(f"cannot read udhcpc's events in {client.instance}: {result.stderr.strip()[-200:]}")
+def readdressed_section(rounds: list[FailoverRound], instances: str = "bau-a/b/c") -> Json:
+    """Clients whose address changed across the rounds (instances' renewals, client namespaces' ACKs)."""
+    details = [f"{r.kind} {r.index}: {d}" for r in rounds for d in r.readdressed]
+    renewals = [v for r in rounds for v in r.renewals.values()]
+    failed = [
+        f"{r.kind} {r.index}: {n}" for r in rounds for n, v in r.renewals.items() if v.get("after") is None
+    ]
+    renew_s = [float(v["renew_s"]) for v in renewals if v.get("renew_s") is not None]
+    dropped = [
+        f"{r.kind} {r.index}: {name}: {' '.join(renewal['events'])}"
+        for r in rounds
+        for name, renewal in r.renewals.items()
+        if {"deconfig", "nak"} & set(renewal.get("events", ()))
+    ]
+    return {
+        "count": len(details),
+        "goal": {"max": 0},
+        "meets_goal": not details and not failed,
+        "details": details,
+        "instance_renewals": len(renewals),
+        "instance_renewals_failed": failed,
+        "instance_renewals_dropping_the_address_on_the_way": dropped,
+        "instance_renew_s": distribution(renew_s) if renew_s else None,
+        "client_namespace_naks": sum(r.naks for r in rounds),
+        "what": f"instances {instances} renew by SIGUSR1 after every failover and handover (udhcpc "
+        "unicasts a REQUEST to the server); the client namespaces' REQUESTs after the signal must all "
+        "be ACKed with their lease. Any other address, or a renewal that never completes, misses the "
+        "goal. A renewal that went through deconfig (udhcpc gave up, dropped the address, and got the "
+        "same one again by DISCOVER) is listed apart: the address did not change, but the instance was "
+        "without it briefly",
+    }
+
+
+def read_events(client: DhcpClient) -> list[LeaseEvent]:
+    """udhcpc's event file in the instance, read from the machine (no `lxc exec` that may hang)."""
+    return client.events()
 
 
 def wait_new_address(client: DhcpClient, seen: int, timeout: float) -> list[LeaseEvent]:
@@ -633,3 +688,27 @@ def _describe_ack(ack: DhcpReply | None, now: float) -> str:
 
 def _fmt(value: float) -> str:
     return "timed out" if value == TIMED_OUT else f"{value:.3f}s"
+
+
+def round_json(r: FailoverRound) -> Json:
+    """One failover round as the report shows it (seconds per client; null for a timeout)."""
+    return {
+        "round": r.index,
+        "old": r.old,
+        "new": r.new,
+        "settled_before": r.healthy_before,
+        "dhcp_ack_s": seconds_by_host(r.dhcp_s),
+        "dns_answer_s": seconds_by_host(r.dns_s),
+        "dns_outage_from_s": r.dns_outage_from_s,
+        "first_ack_hosts": r.ack_hosts,
+        "steps": r.steps,
+        "naks": r.naks,
+        "readdressed": r.readdressed,
+        "renewals": r.renewals,
+        "notes": r.notes,
+    }
+
+
+def seconds_by_host(values: dict[str, float]) -> dict[str, float | None]:
+    """Seconds per host, rounded; null for a timeout."""
+    return {h: round(v, 4) if math.isfinite(v) else None for h, v in values.items()}

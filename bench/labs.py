@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import json
@@ -136,6 +137,25 @@ def run_reporting(
         else:
             progress(f"logs kept in {state_root}")
     return result
+
+
+def lab_bench_main(
+    prefix: str,
+    args: argparse.Namespace,
+    why_not: str | None,
+    run: Callable[[argparse.Namespace, Path], dict[str, object]],
+) -> int:
+    """A lab benchmark's main after its arguments: refuse (exit 2) when it cannot run here; else
+    run it from the repository root and print its one JSON report on stdout."""
+    if why_not is not None:
+        print(why_not, file=sys.stderr)
+        return 2
+    os.chdir(REPO)  # the lab's image cache (.lab/.cache) and agent configs are found from here
+    configure_logging("warning", "console")  # fabricd's loggers write to stderr; stdout is the JSON
+    result = run_reporting(prefix, args.keep_logs, lambda state_root: run(args, state_root))
+    json.dump(result, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
 
 
 def cannot_run(prog: str, tools: tuple[str, ...]) -> str | None:

@@ -31,14 +31,13 @@ from pathlib import Path
 from typing import IO
 
 from bench import overlay_floor
-from bench.labs import REPO, named_lab, progress, run_reporting
+from bench.labs import REPO, lab_bench_main, named_lab, progress
 from bench.overlay_sampler import CLK_TCK, TrafficSampler, busy_jiffies, parse_ping
 from bench.stats import Json, check_at_least, distribution
 from fabric_lab import netns, static_address
 from fabric_lab.node import LabError, NodeRuntime
 from fabric_lab.runner import Lab, namespace_prefix
 from fabricd import __version__
-from fabricd.log import configure_logging
 
 OVERLAY_LAB = REPO / "labs" / "overlay.clab.yml"
 LAB_NAME = "bov"  # never "overlay" or "tov": those are other engineers' labs
@@ -754,16 +753,7 @@ def _mentioning(text: str) -> list[int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    if (reason := unavailable()) is not None:
-        print(reason, file=sys.stderr)
-        return 2
-    os.chdir(REPO)  # the lab's image cache (.lab/.cache) and agent configs are found from here
-    configure_logging("warning", "console")  # fabricd's loggers write to stderr; stdout is the JSON
-    result = run_reporting("bench-overlay-", args.keep_logs, lambda state_root: run(args, state_root))
-    json.dump(result, sys.stdout, indent=2)
-    sys.stdout.write("\n")
-    return 0
+    return lab_bench_main("bench-overlay-", parse_args(argv), unavailable(), run)
 
 
 if __name__ == "__main__":

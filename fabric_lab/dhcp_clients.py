@@ -1,8 +1,11 @@
 """DHCP and DNS clients for lab tests and benchmarks on an overlay served by fabricd's authority.
 
-- `DhcpClient`: busybox udhcpc inside an LXD instance (driven by `lxc exec` on any lab node that is
-  a cluster member), started in the background with a script that applies the lease and appends
-  each event (bound, renew, deconfig, leasefail, nak) to a file in the instance; renew is SIGUSR1.
+- `DhcpClient`: busybox udhcpc inside an LXD instance (started by `lxc exec` on any lab node that is
+  a cluster member), in the background with a script that applies the lease and appends each
+  event (bound, renew, deconfig, leasefail, nak) to a file in the instance; renew is SIGUSR1.
+  Signals and event reads go from the machine (the udhcpc's host PID, the instance's root under
+  /proc), not through `lxc exec`: one `lxc exec kill -USR1` hung for 30 s in CI, and a repeated
+  SIGUSR1 would have made udhcpc start over.
 - `nslookup`: busybox nslookup inside an instance, forward or reverse, parsed.
 - `OfferCounter`: runs in a lab node for as long as a test likes, sends a DHCP DISCOVER with the
   broadcast flag on the node's bridge every `interval` and records every OFFER it sees (its own
@@ -25,6 +28,7 @@ import argparse
 import contextlib
 import ipaddress
 import json
+import os
 import secrets
 import signal
 import socket
@@ -174,8 +178,10 @@ class DhcpClient:
     instance: str
     project: str = "default"
     interface: str = "eth0"
-    pid: int | None = None
+    pid: int | None = None  # udhcpc's PID inside the instance
     _offset: float = field(default_factory=boot_offset)
+    _host_pid: int | None = None  # the same process seen from the machine
+    _init_pid: int | None = None
 
     @property
     def events_file(self) -> str:
@@ -213,10 +219,55 @@ class DhcpClient:
             *udhcpc, *extra,
         )  # fmt: skip
         self.pid = wait_for(self._read_pid, 10, f"udhcpc's pid file in {self.instance}")
+        self._host_pid = wait_for(
+            self._find_host_pid, 10, f"udhcpc {self.pid} of {self.instance} on the machine"
+        )
 
     def _read_pid(self) -> int | None:
-        out = self.exec("cat", self.pid_file, check=False).stdout.strip()
+        out = self._read_file(self.pid_file).strip()
         return int(out) if out.isdigit() else None
+
+    def _root(self) -> str:
+        """The instance's root directory as the machine sees it (lab nodes share its PID namespace)."""
+        if self._init_pid is None or not os.path.exists(f"/proc/{self._init_pid}/root"):
+            self._init_pid = instance_pid(self.node, self.instance, self.project)
+        return f"/proc/{self._init_pid}/root"
+
+    def _read_file(self, path: str) -> str:
+        """A file in the instance, read from the machine; "" when it does not exist (yet)."""
+        try:
+            with open(self._root() + path, encoding="utf-8", errors="replace") as file:
+                return file.read()
+        except FileNotFoundError:
+            return ""
+
+    def _find_host_pid(self) -> int | None:
+        """The machine's PID of the process that is `self.pid` in the instance's PID namespace."""
+        self._root()
+        namespace = os.readlink(f"/proc/{self._init_pid}/ns/pid")
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit() and self._is_ours(int(entry.name), namespace):
+                return int(entry.name)
+        return None
+
+    def _is_ours(self, host_pid: int, namespace: str | None = None) -> bool:
+        try:
+            if namespace is not None and os.readlink(f"/proc/{host_pid}/ns/pid") != namespace:
+                return False
+            with open(f"/proc/{host_pid}/status", encoding="ascii") as file:
+                nspid = next((line.split()[1:] for line in file if line.startswith("NSpid:")), [])
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            return False
+        return len(nspid) > 1 and nspid[-1] == str(self.pid)
+
+    def send_signal(self, number: int) -> bool:
+        """Signal this client's udhcpc from the machine; False when it has exited."""
+        if self.pid is None or self._host_pid is None:
+            raise LabError(f"udhcpc in {self.instance} was not started by this client")
+        if not self._is_ours(self._host_pid):  # exited (and its PID maybe reused)
+            return False
+        os.kill(self._host_pid, number)
+        return True
 
     def kill_others(self) -> list[int]:
         """Stop every udhcpc in the instance that serves this interface (by PID): two would fight."""
@@ -232,8 +283,7 @@ class DhcpClient:
         return mine
 
     def events(self) -> list[LeaseEvent]:
-        result = self.exec("cat", self.events_file, check=False)
-        return parse_events(result.stdout if result.returncode == 0 else "", self._offset)
+        return parse_events(self._read_file(self.events_file), self._offset)
 
     def wait_event(
         self, accept: Callable[[LeaseEvent], bool], *, after: int = 0, timeout: float = 20
@@ -257,10 +307,9 @@ class DhcpClient:
         up (deconfig) and starts over with DISCOVER. Returns the events since the signal, ending
         with the first bound/renew: a deconfig or leasefail on the way means the renewal failed.
         """
-        if self.pid is None:
-            raise LabError(f"udhcpc in {self.instance} was not started by this client")
         seen = len(self.events())
-        self.exec("kill", "-USR1", str(self.pid))
+        if not self.send_signal(signal.SIGUSR1):
+            raise LabError(f"udhcpc {self.pid} in {self.instance} has exited; events: {self.events()}")
         index, _ = self.wait_event(lambda e: e.got_address, after=seen, timeout=timeout)
         return self.events()[seen : index + 1]
 
@@ -276,13 +325,13 @@ class DhcpClient:
         return found[0].split("/")[0] if found else None
 
     def alive(self) -> bool:
-        return self.pid is not None and self.exec("kill", "-0", str(self.pid), check=False).returncode == 0
+        return self.pid is not None and self._host_pid is not None and self._is_ours(self._host_pid)
 
     def stop(self) -> None:
         """Stop udhcpc without releasing the lease (as a crashed client would)."""
-        if self.pid is not None:
-            self.exec("kill", str(self.pid), check=False)
-            self.pid = None
+        if self.pid is not None and self._host_pid is not None:
+            self.send_signal(signal.SIGTERM)
+        self.pid = self._host_pid = None
 
 
 # ---- DNS from inside an instance -------------------------------------------------------------------

@@ -11,8 +11,9 @@ while serving, but a fresh start (a new term as the authority) sets it aside as 
 and starts empty: while this host stood by, another authority may have handed one of its old
 pool addresses to another client (its old client gone), and dnsmasq, reading the stale lease,
 would NAK that client's renewal ("address in use"), taking a live address away (lab test). An
-empty table is what any new authority starts from: renewals rebuild it (`dhcp-authoritative`)
-and the ping check keeps a pool address a client still holds from being handed out.
+empty table is what a new authority starts from, unless the term just ended handed its table over
+(cluster mode, `fabricd.authority.handover`): renewals rebuild it (`dhcp-authoritative`) and the
+ping check keeps a pool address a client still holds from being handed out.
 
 The child is a `SupervisedChild`: it dies with fabricd (PR_SET_PDEATHSIG, even on SIGKILL), is
 restarted with backoff when it exits, is always reaped, and writes to `dnsmasq.log` in the
@@ -130,6 +131,9 @@ class DnsmasqServer:
         self._conf: str | None = None  # the dnsmasq.conf the running child was started with
         self._hosts: tuple[str, str] | None = None  # what the running child has (after SIGHUP)
         self._starts_before = 0  # starts of children replaced by a restart
+        # Lease-file lines the next fresh start begins with instead of an empty file (the lease
+        # hand-over of `fabricd.authority.handover`); cleared by that start and by `stop`.
+        self.seed_leases: str | None = None
         self._lock = asyncio.Lock()
 
     @property
@@ -192,7 +196,8 @@ class DnsmasqServer:
                 self.restarts += 1
                 action = "restarted"
             if action == "started":
-                await asyncio.to_thread(self._set_aside_leases)
+                seed, self.seed_leases = self.seed_leases, None
+                await asyncio.to_thread(self._set_aside_leases, seed)
             gid = await asyncio.to_thread(self._write, plan)
             if action == "started":
                 await asyncio.to_thread(self._kill_leftovers)
@@ -204,6 +209,7 @@ class DnsmasqServer:
     async def stop(self) -> None:
         """Stop dnsmasq and reap it; the files and the lease file stay."""
         async with self._lock:
+            self.seed_leases = None
             if self._child is not None:
                 await self._stop_child(self._child, "no longer the authority")
 
@@ -254,12 +260,16 @@ class DnsmasqServer:
         self.lease_file.chmod(0o660)
         return gid
 
-    def _set_aside_leases(self) -> None:
-        """A new term starts with no leases: the last term's may be stale (see the module doc)."""
+    def _set_aside_leases(self, seed: str | None = None) -> None:
+        """A new term starts with no leases, or with those handed over (`seed`): this host's own
+        from an earlier term may be stale (see the module doc)."""
         with contextlib.suppress(FileNotFoundError):
             if self.lease_file.stat().st_size:
                 self.lease_file.replace(self.lease_file.with_name(LEASE_FILE + ".previous"))
                 log.info("leases of an earlier term set aside", file=str(self.lease_file) + ".previous")
+        if seed:
+            self.directory.mkdir(mode=0o750, parents=True, exist_ok=True)
+            self.lease_file.write_text(seed)
 
     def _kill_leftovers(self) -> None:
         for pid in processes_with(f"--conf-file={self.conf_file}"):

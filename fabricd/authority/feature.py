@@ -24,6 +24,8 @@ from fabricd.authority.dnsmasq import DnsmasqServer, LeaseTable, read_leases
 from fabricd.authority.dnsmasq_plan import DnsmasqPlan, dnsmasq_directory, plan_dnsmasq
 from fabricd.authority.election import Elector
 from fabricd.authority.floating import FloatingAddress, FloatingError, FloatingSpec
+from fabricd.authority.handover import HandoverStore
+from fabricd.authority.handover_runner import LeaseHandover
 from fabricd.authority.lease_store import LeaseStore
 from fabricd.authority.prober import Prober
 from fabricd.authority.runner import ElectionRunner
@@ -159,9 +161,26 @@ class AuthorityFeature(Feature):
         self.dnsmasq = DnsmasqServer(dnsmasq_directory(config), stop_grace=STOP_GRACE)
         self.election: ElectionRunner | StandaloneRunner
         on_probe = None
+        self.handover: LeaseHandover | None = None
         if dhcp.election == "lxd-cluster":
             store = LeaseStore(LXDApi(config.lxd, timeout=STORE_TIMEOUT))
-            self.election = ElectionRunner(Elector(config.host.name), store, on_change, self._fence)
+            published = HandoverStore(LXDApi(config.lxd, timeout=STORE_TIMEOUT))
+            handover = LeaseHandover(
+                published,
+                self.dnsmasq,
+                self.spec.address.network,
+                lambda: self.election.serving(),
+                lambda: self.election.state().epoch or 0,
+            )
+            self.election = ElectionRunner(
+                Elector(config.host.name),
+                store,
+                on_change,
+                self._fence,
+                on_take=handover.on_take,
+                on_release=handover.on_release,
+            )
+            self.handover = handover
         else:
             interval = dhcp.probe_interval
             elector = StandaloneElector(
@@ -190,6 +209,8 @@ class AuthorityFeature(Feature):
         tasks: list[Awaitable[None]] = [self.prober.run(stop)]
         if isinstance(self.election, ElectionRunner):
             tasks.append(self.election.run(stop))
+        if self.handover is not None:
+            tasks.append(self.handover.run(stop))
         return tasks
 
     def commands(self) -> Mapping[str, CommandHandler]:
@@ -214,6 +235,8 @@ class AuthorityFeature(Feature):
             self.applying.error,
             self.prober.probes,
             self.prober.second_servers_seen,
+            self.handover.last_taken if self.handover is not None else None,
+            self.handover.publishes if self.handover is not None else 0,
         )
 
     async def status(self) -> FeatureStatus:

@@ -40,11 +40,15 @@ class ElectionRunner:
         on_change: Callable[[], None],
         on_fence: Callable[[], Awaitable[None]],
         clock: Callable[[], float] = time.monotonic,
+        on_take: Callable[[int], Awaitable[None]] | None = None,
+        on_release: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         self._elector = elector
         self._store = store
         self._on_change = on_change
         self._on_fence = on_fence
+        self._on_take = on_take  # before serving starts (the lease hand-over is read here)
+        self._on_release = on_release  # on a clean stop, after serving stopped, before the record is freed
         self._clock = clock
         self.memory = Memory()
         self._serving_since: float | None = None
@@ -102,6 +106,8 @@ class ElectionRunner:
         if now_serving and not was:
             self._serving_since = time.time()
             log.info("authority taken", event_kind="authority.take", epoch=memory.epoch, reason=memory.reason)
+            if self._on_take is not None:
+                await self._on_take(memory.epoch)
             self._on_change()
         elif was and not now_serving:
             await self._fence(memory.reason)
@@ -137,8 +143,11 @@ class ElectionRunner:
 
     async def _release(self) -> None:
         """On a clean stop: stop serving first, then free the record so a standby takes over."""
-        if self._elector.serving(self.memory, self._clock()):
+        holding = self._elector.serving(self.memory, self._clock())
+        if holding:
             await self._fence("fabricd is stopping")
+        if holding and self._on_release is not None:  # a fenced holder's table is no longer the newest
+            await self._on_release(self.memory.epoch)
         try:
             read = await asyncio.wait_for(asyncio.to_thread(self._store.read), 2.0)
             release = self._elector.release(self.memory, read)

@@ -81,6 +81,11 @@ class StandaloneElector:
         if self.me not in self.priority:
             raise ValueError(f"{self.me} is not in the priority list {list(self.priority)}")
 
+    @property
+    def patience(self) -> int:
+        """Silent probes that still mean "the authority is there": the best-ranked standby's wait."""
+        return max(self.silent_probes, self.busy_probes)
+
     def rank(self, host: str) -> int:
         return self.priority.index(host) if host in self.priority else len(self.priority)
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from fabricd.agent.status import Metric
 from fabricd.authority.dnsmasq import LeaseTable
 from fabricd.authority.floating import FloatingSpec
+from fabricd.authority.handover import HandedOver
 from fabricd.authority.prober import ProbeView, describe
 from fabricd.authority.state import AuthorityState
 
@@ -29,6 +30,8 @@ class ServerFacts:
     apply_error: str | None
     probes: int
     second_server_probes: int
+    handed_over: HandedOver | None = None  # what this host's last take started with (cluster)
+    handover_publishes: int = 0
 
 
 def authority_section(
@@ -86,6 +89,17 @@ def authority_section(
         if plan is not None
         else [],
         "probe": _probe_section(probe, facts),
+        "handover": _handover_section(facts) if state.mode == "lxd-cluster" else None,
+    }
+
+
+def _handover_section(facts: ServerFacts) -> dict[str, Any]:
+    taken = facts.handed_over
+    return {
+        "taken": None
+        if taken is None
+        else {"leases": taken.count, "refused": list(taken.refused), "why_none": taken.why_none or None},
+        "published": facts.handover_publishes,
     }
 
 

@@ -154,6 +154,6 @@ def exabgp_environment(
         # routes. Measured (50,000 routes, bulk lines of 1000): 1.0 → 14.3 s to r1's FIB, 0.2 →
         # 8.8 s; but 0.2 wakes ExaBGP 500 times a second when idle (3 % of a core). fabricd's own
         # launcher (fabricd.bgp.exabgp_main) polls without a timeout while work is queued, so it
-        # runs at 1.0 and sleeps 250 ms when idle; another ExaBGP (bgp.exabgp) gets 0.2.
+        # runs at 1.0 and wakes once a second when idle; another ExaBGP (bgp.exabgp) gets 0.2.
         "exabgp_reactor_speed": reactor_speed,
     }

@@ -9,13 +9,14 @@ routes: why fabricd used to run ExaBGP at speed 0.2 (2 ms), which wakes the reac
 second when nothing happens (3 % of a core).
 
 Here the timeout follows the work instead: 0 while queued API work remains or ran this turn (the
-peers send what it queued on the next turn), `IDLE_WAIT_MS` when every session is established
-and nothing is queued, and ExaBGP's own timeout (speed 1.0: 10 ms, its default) while a session is
-being set up (its connect and OPEN steps are retried on the timeout, not woken by poll()). The
-pipe and the sockets still wake poll() at once: a new command or BGP message never waits for the
-timeout, and so does a signal (a wakeup pipe: SIGTERM is handled at once, not after the idle poll).
-Keepalives are sent from that loop too, on ExaBGP's whole-second timers (int(time.time())); a
-keepalive 250 ms late at worst is far inside any hold time (3 s: one every second).
+peers send what it queued on the next turn), until just after the next whole second of
+time.time() when every session is established and nothing is queued, and ExaBGP's own timeout
+(speed 1.0: 10 ms, its default) while a session is being set up (its connect and OPEN steps are
+retried on the timeout, not woken by poll()). The pipe and the sockets still wake poll() at once:
+a new command or BGP message never waits for the timeout, and so does a signal (a wakeup pipe:
+SIGTERM is handled at once, not after the idle poll). Keepalives and the hold timer are checked in
+that loop too, on ExaBGP's whole-second timers (int(time.time())): waking `IDLE_MARGIN_MS` after
+each second sends every keepalive in the very second it falls due, with one wakeup a second.
 
 If the installed ExaBGP does not have the methods this relies on, it runs unchanged at the old
 speed and says so on stderr (ExaBGP's log output, `exabgp.out`).
@@ -28,33 +29,39 @@ import os
 import select
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-IDLE_WAIT_MS = 250
+IDLE_MARGIN_MS = 5  # after the second turns: time.time() and the kernel's poll() timer may differ a little
 # `exabgp_reactor_speed` with the patch (ExaBGP's default) and without it (the old setting).
 PATCHED_SPEED = "1.0"
 UNPATCHED_SPEED = "0.2"
 _PATCHED = "_fabricd_idle_wait"
 
 
-def poll_timeout_ms(
-    requested_ms: int, api_work: bool, all_established: bool, idle_ms: int = IDLE_WAIT_MS
-) -> int:
+def idle_wait_ms(now: float, margin_ms: int = IDLE_MARGIN_MS) -> int:
+    """From `now` (time.time()) until `margin_ms` after the next whole second (pure)."""
+    return 1000 - int((now % 1.0) * 1000) + margin_ms
+
+
+def poll_timeout_ms(requested_ms: int, api_work: bool, all_established: bool, now: float) -> int:
     """The reactor's poll() timeout for this turn (pure).
 
     requested_ms: what ExaBGP chose (0: a peer or a command wants another turn at once)."""
     if requested_ms <= 0 or api_work:
         return 0
     if all_established:
-        return max(requested_ms, idle_ms)
+        return max(requested_ms, idle_wait_ms(now))
     return requested_ms
 
 
-def install(reactor_class: Any, async_class: Any, established: Any, idle_ms: int = IDLE_WAIT_MS) -> bool:
+def install(
+    reactor_class: Any, async_class: Any, established: Any, clock: Callable[[], float] = time.time
+) -> bool:
     """Patch ExaBGP's reactor classes in place; False (and nothing changed) when they lack the methods.
 
-    established: the FSM state every peer must be in for the idle timeout."""
+    established: the FSM state every peer must be in for the idle timeout; clock: ExaBGP's."""
     if getattr(reactor_class, _PATCHED, False):
         return True
     wait = getattr(reactor_class, "_wait_for_io", None)
@@ -78,7 +85,7 @@ def install(reactor_class: Any, async_class: Any, established: Any, idle_ms: int
             wake = self._fabricd_wake = signal_wakeup(self._poller)
         queue = self.asynchronous
         work = bool(getattr(queue, "fabricd_worked", False)) or not queue.ready()
-        for fd in wait(self, poll_timeout_ms(sleeptime, work, sessions_up(self), idle_ms)):
+        for fd in wait(self, poll_timeout_ms(sleeptime, work, sessions_up(self), clock())):
             if fd == wake:
                 _drain(fd)  # a signal: the loop's next turn handles it (SIGTERM: Cease, exit)
             else:

@@ -16,8 +16,9 @@ EXIT_OK, EXIT_RUNTIME, EXIT_BAD_CONFIG = 0, 1, 2
 
 DESCRIPTION = """\
 fabricd is the per-host network fabric agent for multi-host LXD. It watches LXD through its API,
-builds the VXLAN overlay, keeps exactly one DHCP/DNS authority (dnsmasq) on it, and announces routes
-through ExaBGP, and announces anycast services while a local backend passes its health check.
+builds the VXLAN overlay, keeps exactly one DHCP/DNS authority (dnsmasq) on it, announces routes
+through ExaBGP, and announces anycast service addresses while a local backend passes its health
+check.
 
 examples:
   fabricd check-config /etc/fabricd/fabricd.yaml   # validate; exit 2 names file, key and line

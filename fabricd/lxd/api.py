@@ -90,6 +90,10 @@ class LXDApi:
             raise ValueError(f"conditional write needs PUT or PATCH, not {method}")
         self._request(method, path, params=params, json=dict(body), headers={"If-Match": if_match})
 
+    def put(self, path: str, body: Mapping[str, Any], **params: str) -> None:
+        """PUT /1.0<path> (replacing an object's config); synchronous endpoints only."""
+        self._request("PUT", path, params=params, json=dict(body))
+
     def delete(self, path: str, **params: str) -> None:
         """DELETE /1.0<path>; synchronous endpoints only."""
         self._request("DELETE", path, params=params)

@@ -38,8 +38,9 @@ class ResyncHint:
 Hint = InstanceHint | NetworkHint | ResyncHint
 
 # The DHCP/DNS authority's election records (fabricd.authority.lease_store): network ACLs named
-# ELECTION_ACL + a sequence number, one created every half second, attached to nothing, so their
-# events carry nothing to re-read.
+# ELECTION_ACL + a sequence number, one created every half second, and the lease hand-over
+# (fabricd.authority.handover), ELECTION_ACL + "leases"; attached to nothing, so their events carry
+# nothing to re-read.
 ELECTION_ACL = "fabricd-authority-"
 
 # Changes that reach instances or networks indirectly: read everything again.

@@ -7,7 +7,10 @@
   when the active chassis moves, nor (5.0.2) when a network is created cluster-wide.
 - Cluster members are polled by their own observer (`fabricd.lxd.members`).
 - An instance on a member LXD cannot reach is listed as a stub (no devices): what was known of it
-  is kept (`fabricd.lxd.unreachable`).
+  is kept (`fabricd.lxd.unreachable`). No event comes when the member answers again, and a new
+  instance first listed as a stub has nothing to keep, so while LXD lists stubs everything is
+  read again after `STUB_REREAD` seconds, doubling up to `STUB_REREAD_MAX`, not only at the next
+  periodic resync.
 - While LXD is unreachable the last good snapshot is kept and reported as stale, so announcements
   do not flap; reconnects back off up to `lxd.reconnect_backoff_max`.
 """
@@ -28,7 +31,7 @@ from fabricd.agent.loop import Key
 from fabricd.config.model import LXDConfig
 from fabricd.log import get_logger
 from fabricd.lxd.api import LXDApi, LXDRequestFailed, LXDUnavailable
-from fabricd.lxd.events import EventStream, InstanceHint, NetworkHint, ResyncHint, classify
+from fabricd.lxd.events import EventStream, Hint, InstanceHint, NetworkHint, ResyncHint, classify
 from fabricd.lxd.reader import (
     NetworkBundle,
     list_network_keys,
@@ -37,14 +40,18 @@ from fabricd.lxd.reader import (
     read_snapshot,
 )
 from fabricd.lxd.records import InstanceRecord, LXDSnapshot, RefusedObject
-from fabricd.lxd.unreachable import keep_unreachable
+from fabricd.lxd.unreachable import is_stub, keep_unreachable
 
 log = get_logger("fabricd.lxd")
 _T = TypeVar("_T")
 
 OVN_STATE_INTERVAL = 5.0
-# After a start, addresses arrive with DHCP a little later: look again at these delays.
-ADDRESS_REREADS = (1.0, 3.0)
+# After a start, addresses arrive with DHCP a little later: a new address waits out the server's
+# 3 s ping check, and a client that missed an offer retries. LXD sends no event when an address
+# comes, so look again at these delays, after the first two only while a NIC has no address.
+ADDRESS_REREADS = (1.0, 3.0, 6.0, 10.0, 20.0, 40.0)
+ADDRESS_REREADS_ALWAYS = 2
+STUB_REREAD, STUB_REREAD_MAX = 2.0, 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +92,9 @@ class LXDObserver:
         self._arrived: dict[InstanceHint | NetworkHint, float] = {}
         self._unobserved_since: float | None = None
         self.event_lag = Histogram()  # replaced whole; read by the metrics endpoint
+        # While LXD lists stubs: when to read everything again (monotonic), and the current wait.
+        self._stub_reread_at: float | None = None
+        self._stub_wait: float | None = None
 
     async def observe(self) -> LXDObservation:
         if self._unobserved_since is not None:
@@ -123,6 +133,7 @@ class LXDObserver:
 
     def _load_full(self, snapshot: LXDSnapshot) -> None:
         self._base = snapshot
+        self._plan_stub_reread(sum(map(is_stub, snapshot.instances)), full=True)
         instances = keep_unreachable(self._instances, snapshot.instances)
         self._instances = {(i.project, i.name): i for i in instances}
         self._networks = {}
@@ -137,8 +148,22 @@ class LXDObserver:
 
     def _put_instance(self, key: tuple[str, str], result: InstanceRecord | RefusedObject | None) -> None:
         if isinstance(result, InstanceRecord):
+            self._plan_stub_reread(int(is_stub(result)), full=False)
             (result,) = keep_unreachable(self._instances, [result])
         self._put(self._instances, "instance", key, result, InstanceRecord)
+
+    def _plan_stub_reread(self, stubs: int, full: bool) -> None:
+        """After a read with `stubs` stubs: a full read with none ends the re-reads, a full read
+        with some waits twice as long as the last, a single stub starts them if none is planned."""
+        if not stubs:
+            if full:
+                self._stub_reread_at = self._stub_wait = None
+            return
+        if not full and self._stub_reread_at is not None:
+            return
+        wait = STUB_REREAD if self._stub_wait is None else min(self._stub_wait * 2, STUB_REREAD_MAX)
+        self._stub_wait, self._stub_reread_at = wait, time.monotonic() + wait
+        log.info("lxd lists instances it cannot reach; reading again", stubs=stubs, in_seconds=wait)
 
     def _put_network(self, key: tuple[str, str], result: NetworkBundle | RefusedObject | None) -> None:
         self._put(self._networks, "network", key, result, NetworkBundle)
@@ -199,7 +224,8 @@ class LXDObserver:
         next_full = time.monotonic() + self.config.resync_interval
         next_ovn = time.monotonic() + OVN_STATE_INTERVAL
         while not stop.is_set():
-            timeout = max(0.0, min(next_full, next_ovn) - time.monotonic())
+            wake = min(next_full, next_ovn, self._stub_reread_at or next_full)
+            timeout = max(0.0, wake - time.monotonic())
             hint = await _get_or_timeout(self._hints, stop, timeout)
             if isinstance(hint, ResyncHint) and hint.reason.startswith("events websocket"):
                 raise LXDUnavailable(hint.reason)
@@ -209,6 +235,8 @@ class LXDObserver:
             if now >= next_full:
                 await self._resync("periodic")
                 next_full = now + self.config.resync_interval
+            elif self._stub_reread_at is not None and now >= self._stub_reread_at:
+                await self._resync("instances listed unreachable")
             if now >= next_ovn:
                 await self._refresh_networks()
                 next_ovn = now + OVN_STATE_INTERVAL
@@ -242,8 +270,14 @@ class LXDObserver:
                 self._arrived.setdefault(hint, time.monotonic())
             self._hints.put_nowait(hint)
             if isinstance(hint, InstanceHint) and "started" in str(event.get("metadata", {}).get("action")):
-                for delay in ADDRESS_REREADS:
-                    asyncio.get_running_loop().call_later(delay, self._hints.put_nowait, hint)
+                loop, hints = asyncio.get_running_loop(), self._hints
+                for n, delay in enumerate(ADDRESS_REREADS):
+                    loop.call_later(delay, self._reread_started, hint, hints, n < ADDRESS_REREADS_ALWAYS)
+
+    def _reread_started(self, hint: InstanceHint, hints: asyncio.Queue[Hint | None], always: bool) -> None:
+        record = self._instances.get((hint.project, hint.name))
+        if always or record is None or not record.running or any(not nic.addresses for nic in record.nics):
+            hints.put_nowait(hint)
 
     async def _apply_hint(self, hint: InstanceHint | NetworkHint | ResyncHint) -> None:
         arrived = None if isinstance(hint, ResyncHint) else self._arrived.pop(hint, None)
@@ -291,10 +325,13 @@ class LXDObserver:
 
     async def _refresh_networks(self) -> None:
         """LXD sends no event when an OVN gateway moves, nor (5.0.2) for a network created
-        cluster-wide: re-read the OVN networks, and any network that appeared or vanished."""
+        cluster-wide: re-read the OVN networks, and any network that appeared or vanished. A
+        standalone server with no OVN network sends an event for every change: nothing to poll."""
+        ovn = {key for key, bundle in self._networks.items() if bundle.network.type == "ovn"}
+        if not ovn and not (self._base is not None and self._base.clustered):
+            return
         listed = await self._blocking(list_network_keys, self._api, self.config.project)
         known = set(self._networks)
-        ovn = {key for key, bundle in self._networks.items() if bundle.network.type == "ovn"}
         for key in sorted((listed ^ known) | (ovn & listed)):
             await self._apply_hint(NetworkHint(*key))
 

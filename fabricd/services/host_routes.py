@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from fabricd.kernel_watch import RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_ROUTE, RTMGRP_LINK, KernelWatch
 from fabricd.routes.model import IPNetwork
 from fabricd.services.model import HostRoute, NextHop
 from fabricd.services.ordering import OrderedSteps, StepKind
@@ -86,6 +87,9 @@ class NetlinkRoutes:
     def __init__(self, proto: int = RTPROT_FABRICD_SERVICES, table: int = MAIN_TABLE) -> None:
         self.proto = proto
         self.table = table
+        # Link and route notifications since the last read: without any, an idle pass reuses it.
+        self._watch = KernelWatch(RTMGRP_LINK | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE)
+        self._last: tuple[HostRoute, ...] | None = None
 
     @contextmanager
     def _ipr(self) -> Iterator[IPRoute]:
@@ -96,7 +100,10 @@ class NetlinkRoutes:
             ipr.close()
 
     def read(self) -> tuple[HostRoute, ...]:
-        """Every route in the table with fabricd's protocol number, next hops by device name."""
+        """Every route in the table with fabricd's protocol number, next hops by device name; the
+        last read's when the kernel announced no link or route change since (or a minute passed)."""
+        if not self._watch.changed() and self._last is not None:
+            return self._last
         found: dict[IPNetwork, set[NextHop]] = {}
         with self._ipr() as ipr:
             names = {int(link["index"]): str(link.get_attr("IFLA_IFNAME")) for link in ipr.get_links()}
@@ -109,12 +116,14 @@ class NetlinkRoutes:
                         continue
                     prefix = ip_network(f"{dst}/{msg['dst_len']}", strict=False)
                     found.setdefault(prefix, set()).update(_next_hops(msg, names))
-        return tuple(
+        self._last = tuple(
             sorted(
                 (HostRoute(p, tuple(sorted(h, key=NextHop.key))) for p, h in found.items()),
                 key=HostRoute.key,
             )
         )
+        self._watch.read()
+        return self._last
 
     def install(self, route: HostRoute) -> None:
         with self._ipr() as ipr:

@@ -343,12 +343,20 @@ def test_one_authority_serves_every_host_and_names_come_from_the_clients(
     lab: Lab, clients: dict[str, DhcpClient]
 ) -> None:
     timings: dict[str, float] = {}
-    # The clients just started are new to dnsmasq: its ping checks can leave a probe or two unanswered,
-    # and a standby shows no holder until it hears one again.
-    wait_until(lambda: agreed(lab, "s1"), 2 * ONE_PROBE + 20, "every host to name s1")
+    s1_serves = {h: ("authority" if h == "s1" else "standby", "s1") for h in HOSTS}
+
+    # The clients just started are new to dnsmasq: its ping checks can leave a probe or two unanswered
+    # (a standby keeps naming the holder it heard meanwhile), so wait for a probe every host heard s1 answer.
+    def heard_s1_everywhere() -> dict[str, dict[str, Any]] | None:
+        sections = {host: authority(lab.node(host)) for host in HOSTS}
+        heard = all((sections[h].get("probe") or {}).get("answering") == ["s1"] for h in HOSTS)
+        named = {h: (sections[h].get("role"), sections[h].get("holder")) for h in HOSTS}
+        return sections if heard and named == s1_serves else None
+
+    sections = wait_until(heard_s1_everywhere, 2 * ONE_PROBE + 20, "every host to hear and name s1")
     for host in HOSTS:
         node = lab.node(host)
-        section = authority(node)
+        section = sections[host]
         assert (section["mode"], section["host"]) == ("standalone", host)
         assert sorted(section["standbys"]) == ["s2", "s3"]
         assert section["probe"]["answering"] == ["s1"] and section["probe"]["second_servers"] == []

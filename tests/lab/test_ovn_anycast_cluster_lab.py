@@ -114,8 +114,15 @@ def test_only_the_lowest_named_member_manages_the_forward(lab: Lab) -> None:
         took = wait_until("forward to s1", lambda: forward_target(m1) == s1, timeout=30)
         wait_for(r1.netns_name, f"{SERVICE}/32", {uplink4}, timeout=20)
         print(f"\ncluster: forward to s1 (on m2) {took:.2f}s after the checks could pass")
-        assert r1.run(["ping", "-c1", "-W2", SERVICE], check=False).returncode == 0  # reaches s1 on m2
-        # m1 checks both backends; m2 checks none and says who manages the forward.
+        # OVN programs the forward's flows on the chassis after LXD has written it: a reply within 5 s.
+        assert r1.run(["ping", "-c1", "-w5", SERVICE], check=False).returncode == 0  # reaches s1 on m2
+        # m1 checks both backends; m2 checks none and says who manages the forward. m2 counts the
+        # address announced once its own LXD lists the forward m1 wrote: its OVN re-read runs every 5 s.
+        wait_until(
+            "m2 lists the forward",
+            lambda: services_of(m2)["addresses"][0]["state"] == "announced",  # type: ignore[index]
+            timeout=15,
+        )
         on_m1, on_m2 = services_of(m1), services_of(m2)
         assert {b["instance"]: b["state"] for b in on_m1["backends"]} == {"tovnc-s1": "up", "tovnc-s2": "up"}
         for backend in on_m2["backends"]:  # type: ignore[attr-defined]
@@ -128,7 +135,7 @@ def test_only_the_lowest_named_member_manages_the_forward(lab: Lab) -> None:
         print(f"cluster: s1 fails -> forward retargeted to s2 (on m1) in {took:.2f}s")
         assert forward_target(m2) == s2  # one forward, cluster-wide
         m1.run(["lxc", "stop", "--force", "tovnc-s1"], timeout=60)
-        assert r1.run(["ping", "-c1", "-W2", SERVICE], check=False).returncode == 0  # now s2 on m1
+        assert r1.run(["ping", "-c1", "-w5", SERVICE], check=False).returncode == 0  # now s2 on m1
     finally:
         for name in ("tovnc-s1", "tovnc-s2"):
             m1.run(["lxc", "delete", "--force", name], check=False, timeout=60)

@@ -179,7 +179,9 @@ def test_a_service_on_ovn_is_a_forward_to_a_healthy_backend(lab: Lab) -> None:
         healthy = time.monotonic()
         wait_for(r1.netns_name, f"{SERVICE}/32", {uplink4}, timeout=20)
         print(f"\nchecks pass -> {SERVICE}/32 via {uplink4} at r1 in {time.monotonic() - healthy:.2f}s")
-        assert forward_target(h1, "tovnsvc", SERVICE) == s1  # the lowest-named serving backend
+        # The lowest-named serving backend. Each backend rises on its own check's schedule, so the
+        # forward may first name s2 when its check passed first, and moves to s1 once s1's does.
+        wait_until("target s1", lambda: forward_target(h1, "tovnsvc", SERVICE) == s1, timeout=10)
         assert r1.run(["ping", "-c1", "-W2", SERVICE], check=False).returncode == 0
         rows = json.loads(h1.fabricctl("services", "--json").stdout)
         print(json.dumps(rows)[:600])

@@ -35,8 +35,17 @@ def lab(lab_host: None, state_root: Path) -> Iterator[Lab]:
 
 
 def authority(node: NodeRuntime) -> dict[str, Any]:
-    found: dict[str, Any] = json.loads(node.fabricctl("status", "--json").stdout)["authority"]
-    return found
+    """The status's authority section; empty while a fabricd just started has published none yet."""
+    return dict(json.loads(node.fabricctl("status", "--json").stdout).get("authority") or {})
+
+
+def dnsmasq_pid_if_authority(section: dict[str, Any]) -> int | None:
+    serving = section.get("role") == "authority" and section["dnsmasq"]["pid"]
+    return int(section["dnsmasq"]["pid"]) if serving else None
+
+
+def reloaded(section: dict[str, Any]) -> dict[str, Any] | None:
+    return section if section.get("dnsmasq", {}).get("reloads", 0) >= 1 else None
 
 
 def wait(what: str, check: Any, timeout: float = 60) -> Any:
@@ -54,7 +63,7 @@ def test_authority_serves_dhcp_with_only_the_units_capabilities(lab: Lab) -> Non
     assert found["CapEff"] == found["CapBnd"] and bin(found["CapBnd"]).count("1") == len(unit_capabilities())
     assert found["NoNewPrivs"] == 1
     # s1 ranks first: it takes the authority back and starts dnsmasq through setpriv.
-    serving = wait("s1 serving", lambda: (a := authority(s1))["role"] == "authority" and a["dnsmasq"]["pid"])
+    serving = wait("s1 serving", lambda: dnsmasq_pid_if_authority(authority(s1)))
     dnsmasq = int(serving)
     status = Path(f"/proc/{dnsmasq}/status").read_text()
     uid = next(line.split()[1] for line in status.splitlines() if line.startswith("Uid:"))
@@ -69,7 +78,7 @@ def test_authority_serves_dhcp_with_only_the_units_capabilities(lab: Lab) -> Non
             client.start()
             lease = client.wait_bound(30)
             assert lease.ip.startswith("192.168.101."), lease
-        after = wait("a reload", lambda: (a := authority(s1))["dnsmasq"]["reloads"] >= 1 and a, timeout=30)
+        after = wait("a reload", lambda: reloaded(authority(s1)), timeout=30)
         assert after["dnsmasq"]["pid"] == dnsmasq  # new names were a SIGHUP, not a restart
         assert after["dnsmasq"]["restarts"] == 0
         check = s1.run(["fabricctl", "check"], check=False)

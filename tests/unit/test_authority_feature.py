@@ -86,6 +86,32 @@ def test_standalone_runner_takes_over_after_silence_and_yields_to_a_better_host(
     asyncio.run(main())
 
 
+def test_standalone_runner_keeps_naming_a_holder_that_missed_fewer_probes_than_its_patience() -> None:
+    async def main() -> None:
+        calls: list[str] = []
+
+        async def on_yield(why: str) -> None:
+            calls.append(why)
+
+        elector = StandaloneElector("m3", ("m1", "m2", "m3"), 2, rank_probes=1, busy_probes=3)  # patience 3
+        run = StandaloneRunner(elector, lambda: calls.append("pass"), on_yield)
+        await run.on_probe(answered("m1"))
+        for _ in range(2):  # a busy dnsmasq: two probes unanswered
+            await run.on_probe(answered())
+            assert run.state().holder == "m1" and run.state().known_holder == "m1"
+        await run.on_probe(answered("m1"))
+        assert calls == ["pass"]  # no change seen, so no pass and the server MAC's entry stays
+        for _ in range(3):
+            await run.on_probe(answered())
+        assert run.state().holder == "" and calls == ["pass", "pass"]  # three in a row: gone
+        await run.on_probe(answered("m2", "m1"))  # both answer (a take-back): the better-ranked is named
+        assert run.state().holder == "m1"
+        await run.on_probe(answered("m2"))  # a probe that hears someone names who it heard
+        assert run.state().holder == "m2"
+
+    asyncio.run(main())
+
+
 def test_standalone_runner_takes_back_from_a_worse_ranked_server_after_silent_probes() -> None:
     async def main() -> None:
         run, calls = runner(me="m1")

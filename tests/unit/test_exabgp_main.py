@@ -12,7 +12,14 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fabricd.bgp.exabgp_main import IDLE_WAIT_MS, PATCHED_SPEED, UNPATCHED_SPEED, install, poll_timeout_ms
+from fabricd.bgp.exabgp_main import (
+    IDLE_MARGIN_MS,
+    PATCHED_SPEED,
+    UNPATCHED_SPEED,
+    idle_wait_ms,
+    install,
+    poll_timeout_ms,
+)
 from fabricd.bgp.speaker import ExaBGPSpeaker
 from fabricd.config.model import BGPConfig, HostConfig, PeerConfig
 
@@ -20,17 +27,30 @@ HOST = HostConfig("h1", IPv4Address("10.99.1.11"))
 PEER = PeerConfig("r1", IPv4Address("10.99.1.1"), 65000)
 
 
-@given(st.integers(-5, 500), st.booleans(), st.booleans(), st.integers(1, 1000))
+NOW = st.floats(1.7e9, 1.8e9, allow_nan=False)
+
+
+@given(st.integers(-5, 500), st.booleans(), st.booleans(), NOW)
 def test_the_timeout_is_zero_with_work_long_when_idle_and_exabgps_own_otherwise(
-    requested: int, work: bool, established: bool, idle: int
+    requested: int, work: bool, established: bool, now: float
 ) -> None:
-    timeout = poll_timeout_ms(requested, work, established, idle)
+    timeout = poll_timeout_ms(requested, work, established, now)
     if requested <= 0 or work:
         assert timeout == 0  # another turn at once: queued routes are never held back
     elif established:
-        assert timeout == max(requested, idle)
+        assert timeout == max(requested, idle_wait_ms(now))
     else:
         assert timeout == requested  # sessions being set up keep ExaBGP's own retry pace
+
+
+@given(NOW)
+def test_an_idle_wait_ends_just_after_the_next_whole_second(now: float) -> None:
+    wait = idle_wait_ms(now)
+    woke = now + wait / 1000
+    assert int(woke) == int(now) + 1  # the next second: ExaBGP's keepalive timer sees it turn
+    assert IDLE_MARGIN_MS / 1000 - 0.0011 <= woke % 1.0 <= IDLE_MARGIN_MS / 1000 + 0.0011
+    # woken there, the next wait is a whole second: one wakeup a second when idle
+    assert abs(idle_wait_ms(woke) - 1000) <= 1
 
 
 def test_classes_without_the_methods_are_left_alone() -> None:
@@ -55,7 +75,7 @@ from exabgp.reactor.asynchronous import ASYNC
 from exabgp.reactor.loop import Reactor
 from fabricd.bgp.exabgp_main import install
 
-assert install(Reactor, ASYNC, FSM.ESTABLISHED, idle_ms=300)
+assert install(Reactor, ASYNC, FSM.ESTABLISHED, clock=lambda: 1e9 + 0.7)  # 305 ms to the second's margin
 
 class Peer:
     def __init__(self, state):
@@ -122,4 +142,3 @@ def test_the_bundled_exabgp_runs_patched_and_another_one_at_the_old_speed(tmp_pa
     )
     assert custom.supervisor.child.argv[:2] == [str(other), "server"]
     assert custom.supervisor.child.env["exabgp_reactor_speed"] == UNPATCHED_SPEED
-    assert 10 * float(PATCHED_SPEED) <= IDLE_WAIT_MS  # idle is never faster than ExaBGP's own pace

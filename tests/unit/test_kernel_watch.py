@@ -3,7 +3,6 @@ namespace of its own (a forked child unshares one; the machine's interfaces are 
 
 from __future__ import annotations
 
-import ctypes
 import os
 import socket
 import struct
@@ -23,9 +22,9 @@ from fabricd.kernel_watch import (
     KernelWatch,
     relevant,
 )
+from tests.unit.own_netns import repr_in_own_netns
 
 RTM_NEWLINK = 16
-CLONE_NEWNET = 0x40000000
 
 
 def message(kind: int, family: int, body: int = 12) -> bytes:
@@ -54,8 +53,6 @@ def test_a_batch_counts_when_any_of_its_messages_does(batch: list[tuple[int, int
 
 def in_own_netns() -> list[bool]:
     """What a watch said at each step, in a fresh network namespace (run in a forked child)."""
-    if ctypes.CDLL(None, use_errno=True).unshare(CLONE_NEWNET) != 0:
-        raise OSError(ctypes.get_errno(), "unshare")
     seen = []
     watch = KernelWatch(RTMGRP_LINK | RTMGRP_NEIGH)
     seen.append(watch.changed())  # never read: read
@@ -86,18 +83,4 @@ def in_own_netns() -> list[bool]:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="a network namespace of its own needs root")
 def test_the_watch_follows_a_real_kernel_in_a_namespace_of_its_own() -> None:
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        code = 1
-        try:
-            os.write(write_end, repr(in_own_netns()).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write_end)
-    with os.fdopen(read_end) as out:
-        text = out.read()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, text
-    assert text == repr([True, False, True, False, False, True])
+    assert repr_in_own_netns(in_own_netns) == repr([True, False, True, False, False, True])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -292,6 +293,35 @@ def test_events_become_hints_and_started_instances_are_read_again(monkeypatch: p
     assert asyncio.run(main()) == [hint, NetworkHint("default", "br0"), hint, hint]
 
 
+@pytest.mark.parametrize("addressed", [False, True])
+def test_a_started_instance_is_read_again_until_every_nic_has_an_address(
+    monkeypatch: pytest.MonkeyPatch, addressed: bool
+) -> None:
+    """An address that comes after the first re-reads (a server's 3 s ping check, a client's retry)
+    was missed until the 300 s resync: no event comes with it. Later re-reads stop once it is there."""
+    monkeypatch.setattr(observer_module, "ADDRESS_REREADS", (0.01, 0.02, 0.03, 0.04, 0.05))
+    obs, _ = make()
+    record = instance("c1", "p1")
+    if addressed:
+        nic = dataclasses.replace(record.nics[0], addresses=("10.10.0.5/24",))
+        record = dataclasses.replace(record, nics=(nic,))
+    obs._put_instance(("p1", "c1"), record)
+    started = {
+        "type": "lifecycle",
+        "metadata": {"action": "instance-started", "source": "/1.0/instances/c1?project=p1"},
+        "project": "p1",
+    }
+
+    async def main() -> int:
+        obs._hints = asyncio.Queue()
+        obs._on_event(json.dumps(started).encode())
+        await asyncio.sleep(0.15)
+        return obs._hints.qsize()
+
+    # the event itself, the two re-reads always made, and the later three only without an address
+    assert asyncio.run(main()) == (3 if addressed else 6)
+
+
 def test_hints_reread_single_objects_through_the_api() -> None:
     obs, changes = make(LXDConfig(socket=NOWHERE, project="*"))
     routes = standard_routes()
@@ -578,3 +608,94 @@ def test_network_refresh_finds_networks_created_without_an_event() -> None:
         assert current.snapshot is not None and current.snapshot.network("default", "br0") is None
 
     asyncio.run(body())
+
+
+@pytest.mark.parametrize(
+    ("clustered", "networks", "polls"),
+    [
+        (False, [BRIDGE, UNMANAGED], False),  # every change comes as an event: nothing to poll
+        (False, [BRIDGE, OVN], True),  # an OVN gateway moves without an event
+        (True, [BRIDGE, UNMANAGED], True),  # 5.0.2: no event for a network created cluster-wide
+    ],
+)
+def test_the_periodic_network_listing_runs_only_where_events_can_miss_a_change(
+    clustered: bool, networks: list[dict[str, Any]], polls: bool
+) -> None:
+    obs, _ = make(LXDConfig(socket=NOWHERE, project="default"))
+    routes = standard_routes(clustered=clustered)
+    routes[("/networks", "default")] = listing(networks)
+    routes[("/networks/ovn0", "default")] = variant(OVN, project="default")
+    routes[("/networks/ovn0/state", "default")] = {"ovn": {"chassis": "h1"}}
+    api = FakeApi(routes)
+    obs._api = api  # type: ignore[assignment]
+
+    async def body() -> None:
+        await obs._resync("test")
+        api.calls.clear()
+        await obs._refresh_networks()
+        assert ("/networks" in api.paths()) == polls, api.paths()
+
+    asyncio.run(body())
+
+
+# --- instances LXD lists as unreachable stubs -----------------------------------------------------
+
+
+def stub_of(raw: dict[str, Any]) -> dict[str, Any]:
+    """What LXD lists for an instance on a member it cannot reach: status Error, no devices."""
+    return variant(raw, status="Error", status_code=400, expanded_devices={}, devices={}, state=None)
+
+
+def test_full_reads_with_stubs_are_planned_again_with_a_doubling_wait_and_end_without() -> None:
+    obs, _ = make()
+    stub = InstanceRecord("default", "c3", "container", "Error", "h3")
+    with_stub = dataclasses.replace(SNAPSHOT, instances=(*SNAPSHOT.instances, stub))
+    waits = []
+    for _ in range(8):
+        before = time.monotonic()
+        obs._load_full(with_stub)
+        assert obs._stub_reread_at is not None
+        waits.append(round(obs._stub_reread_at - before))
+    assert waits == [2, 4, 8, 16, 32, 60, 60, 60]
+    # A single stub read while a re-read is planned does not move it; a full read without stubs ends it.
+    planned = obs._stub_reread_at
+    obs._put_instance(("default", "c4"), dataclasses.replace(stub, name="c4"))
+    assert obs._stub_reread_at == planned
+    obs._load_full(SNAPSHOT)
+    assert obs._stub_reread_at is None and obs._stub_wait is None
+    # ...and the next stub, even from a single read, starts again from the shortest wait.
+    before = time.monotonic()
+    obs._put_instance(("default", "c4"), dataclasses.replace(stub, name="c4"))
+    assert obs._stub_reread_at is not None and round(obs._stub_reread_at - before) == 2
+
+
+def test_a_new_instance_first_listed_as_a_stub_is_read_whole_without_an_event(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A member that did not answer LXD yet: its new instance has no NICs to keep. No event comes
+    when the member answers again; the planned re-read finds the instance whole."""
+    monkeypatch.setattr(observer_module, "STUB_REREAD", 0.05)
+    monkeypatch.setattr(observer_module, "STUB_REREAD_MAX", 0.2)
+    obs, _ = make(LXDConfig(socket=NOWHERE, project="default", resync_interval=3600))
+    routes = standard_routes()
+    routes["/instances"] = lambda params: [CONTAINER, stub_of(variant(CONTAINER, name="c3"))]
+    connect_to(obs, FakeApi(routes))
+
+    def nics_of_c3(observation: LXDObservation) -> bool:
+        instances = observation.snapshot.instances if observation.snapshot else ()
+        found = [i for i in instances if i.name == "c3"]
+        return len(found) == 1 and bool(found[0].nics) and found[0].status == "Running"
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(obs.run(stop))
+        await wait_for(obs, lambda o: o.connected)
+        assert not nics_of_c3(await obs.observe())
+        await asyncio.sleep(0.2)  # re-reads keep finding the stub: still no NICs, and no crash
+        assert not nics_of_c3(await obs.observe()) and obs._stub_wait is not None
+        routes["/instances"] = lambda params: [CONTAINER, variant(CONTAINER, name="c3")]
+        await wait_for(obs, nics_of_c3, timeout=5.0)
+        assert obs._stub_reread_at is None
+        await stop_promptly(task, stop)
+
+    asyncio.run(main())

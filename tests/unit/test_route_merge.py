@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from ipaddress import ip_address, ip_network
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fabricd.agent.decisions import DecisionLog
+from fabricd.agent.loop import Observations
+from fabricd.routes.feature import ROUTE_PLANS, SMALL_PLAN, RouteAnnouncing
 from fabricd.routes.merge import merge_route_plans, route_decisions
 from fabricd.routes.model import Origin, Refusal, Route, RoutePlan
 
@@ -104,3 +108,69 @@ def test_a_cold_start_formats_only_what_is_shown_and_counts_the_rest() -> None:
     assert total == 200 and [i[0] for i in items] == [f"10.201.{n}.0/24" for n in range(5)]
     items, total = route_decisions(many, RoutePlan(), limit=5)["route.withdraw"]
     assert total == 200 and len(items) == 5 and "no longer planned" in items[0][1]
+
+
+def test_empty_contributions_leave_the_one_plan_as_the_same_object() -> None:
+    lxd = RoutePlan((route("10.201.1.0/24"),))
+    assert merge_route_plans([lxd, RoutePlan(), RoutePlan()], 10) is lxd
+    assert merge_route_plans([RoutePlan(), lxd], 10) is lxd
+
+
+def announce(announcing: RouteAnnouncing, *plans: RoutePlan) -> RoutePlan:
+    observed = Observations()
+    for plan in plans:
+        observed.put(ROUTE_PLANS, plan)
+    return asyncio.run(announcing.apply(observed))
+
+
+def test_an_equal_service_plan_rebuilt_every_pass_keeps_the_merged_plan_and_records_nothing() -> None:
+    decisions = DecisionLog()
+    announcing = RouteAnnouncing(None, 10, decisions)
+    lxd = RoutePlan((route("10.201.1.0/24"),))
+    first = announce(announcing, lxd, RoutePlan((route("10.201.53.1/32", origin=SERVICE),)))
+    recorded = decisions.recorded
+    again = announce(announcing, lxd, RoutePlan((route("10.201.53.1/32", origin=SERVICE),)))
+    assert again is first and decisions.recorded == recorded  # the status's row cache stays valid
+    changed = announce(announcing, lxd, RoutePlan((route("10.201.53.2/32", origin=SERVICE),)))
+    assert changed is not first and [str(r.prefix) for r in changed.routes] == [
+        "10.201.1.0/24",
+        "10.201.53.2/32",
+    ]
+
+
+def test_a_large_plan_counts_as_unchanged_only_when_it_is_the_same_object() -> None:
+    announcing = RouteAnnouncing(None, 100_000, DecisionLog())
+    big = tuple(route(f"10.{i // 256}.{i % 256}.0/24") for i in range(SMALL_PLAN + 1))
+    service = RoutePlan((route("10.255.53.1/32", origin=SERVICE),))
+    first = announce(announcing, RoutePlan(big), service)
+    again = announce(announcing, RoutePlan(big), service)
+    assert again is not first and again == first  # equal, merged again rather than compared on the loop
+    lxd = RoutePlan(big)
+    kept = announce(announcing, lxd, service)
+    assert announce(announcing, lxd, service) is kept  # the same object: unchanged
+
+
+def test_a_withdraw_or_a_new_limit_merges_again_from_the_same_contributions() -> None:
+    announcing = RouteAnnouncing(None, 10, DecisionLog())
+    lxd = RoutePlan((route("10.201.1.0/24"),))
+    service = RoutePlan((route("10.201.53.1/32", origin=SERVICE),))
+    announce(announcing, lxd, service)
+    _withdraw_services(announcing)
+    assert [str(r.prefix) for r in announce(announcing, lxd, service).routes] == [
+        "10.201.1.0/24",
+        "10.201.53.1/32",
+    ]
+    announcing.max_prefixes = 1
+    assert [str(r.prefix) for r in announce(announcing, lxd, service).routes] == ["10.201.1.0/24"]
+
+
+def _withdraw_services(announcing: RouteAnnouncing) -> None:
+    plan = announcing.plan  # what RouteFeature.withdraw does to the announced set
+    announcing.plan = RoutePlan(tuple(r for r in plan.routes if r.origin.kind != "service"))
+
+
+def test_a_lone_contribution_beside_empty_ones_still_counts_against_max_prefixes() -> None:
+    service = RoutePlan((route("10.201.53.1/32", origin=SERVICE), route("10.201.53.2/32", origin=SERVICE)))
+    merged = merge_route_plans([RoutePlan(), service], 1)
+    assert [str(r.prefix) for r in merged.routes] == ["10.201.53.1/32"]
+    assert [r.prefix for r in merged.refused] == ["10.201.53.2/32"]
