@@ -135,8 +135,27 @@ def lxc_exec(
     timeout: float = 30,
     check: bool = True,
 ) -> subprocess.CompletedProcess[str]:
-    argv = ["lxc", "exec", instance, "--project", project, "--", *command]
-    return node.run(argv, input_text=input_text, timeout=timeout, check=check)
+    # No terminal, and no stdin unless there is input: fewer ways for LXD to keep the session open.
+    argv = ["lxc", "exec", "-T", *(["-n"] if input_text is None else []), instance, "--project", project]
+    return node.run([*argv, "--", *command], input_text=input_text, timeout=timeout, check=check)
+
+
+def lxc_read(
+    node: NodeRuntime, instance: str, command: Sequence[str], *, project: str = "default", timeout: float = 30
+) -> str:
+    """A read-only command's stdout; run once more when `lxc exec` failed or never returned (LXD
+    under load), never more, so a command that really fails still fails."""
+    reason = ""
+    for _ in range(2):
+        try:
+            result = lxc_exec(node, instance, command, project=project, check=False, timeout=timeout)
+        except LabError as hung:
+            reason = str(hung)
+            continue
+        if result.returncode == 0:
+            return result.stdout
+        reason = f"exited {result.returncode}: {result.stderr.strip()[-200:]}"
+    raise LabError(f"node {node.name}: {' '.join(command)} in {instance} failed twice, last: {reason}")
 
 
 def add_macvlan(
@@ -387,7 +406,10 @@ def nslookup(
     if kind:
         argv.append(f"-type={kind}")
     argv += [query, server]
-    result = lxc_exec(node, instance, argv, project=project, check=False, timeout=timeout + 20)
+    try:
+        result = lxc_exec(node, instance, argv, project=project, check=False, timeout=timeout + 20)
+    except LabError as hung:  # `lxc exec` that never returned (LXD under load): no answer, say why
+        return Lookup(query, error=f"lxc exec did not return: {hung}")
     return parse_nslookup(query, result.stdout + result.stderr)
 
 

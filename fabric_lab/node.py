@@ -86,9 +86,12 @@ class NodeRuntime:
     ) -> subprocess.CompletedProcess[str]:
         env = self.base_env() | dict(extra_env or {})
         try:
+            # Without input, stdin is /dev/null: a child never waits on the caller's terminal or pipe.
+            stdin = subprocess.DEVNULL if input_text is None else None
             result = subprocess.run(
-                self.argv(command), input=input_text, capture_output=True, text=True, timeout=timeout, env=env
-            )
+                self.argv(command), input=input_text, stdin=stdin, capture_output=True, text=True,
+                timeout=timeout, env=env,
+            )  # fmt: skip
         except subprocess.TimeoutExpired as exc:
             raise LabError(f"node {self.name}: {' '.join(command)} timed out after {timeout:g}s") from exc
         if check and result.returncode != 0:

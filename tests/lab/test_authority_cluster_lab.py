@@ -38,6 +38,7 @@ from fabric_lab.dhcp_clients import (
     OfferLog,
     add_macvlan,
     lxc_exec,
+    lxc_read,
     nslookup,
 )
 from fabric_lab.node import AGENT_ANSWERS, LabError, NodeRuntime
@@ -268,22 +269,15 @@ def lookup_matches(found: Lookup, expected: set[str]) -> bool:
 
 
 def address_now(client: DhcpClient) -> str | None:
-    """The client's address as the instance has it; `lxc exec` retried once should LXD fail it."""
-    stderr = ""
-    for _ in range(2):
-        argv = ("ip", "-4", "-o", "addr", "show", "dev", client.interface, "scope", "global")
-        result = client.exec(*argv, check=False)
-        if result.returncode == 0:
-            fields = [line.split() for line in result.stdout.splitlines()]
-            return next((f[3].split("/")[0] for f in fields if len(f) > 3), None)
-        stderr = result.stderr
-    raise AssertionError(f"lxc exec in {client.instance} failed twice: {stderr.strip()[-200:]}")
+    """The client's address as the instance has it."""
+    argv = ("ip", "-4", "-o", "addr", "show", "dev", client.interface, "scope", "global")
+    out = lxc_read(client.node, client.instance, argv, project=client.project)
+    fields = [line.split() for line in out.splitlines()]
+    return next((f[3].split("/")[0] for f in fields if len(f) > 3), None)
 
 
 def global_ipv6(node: NodeRuntime, instance: str) -> set[str]:
-    out = lxc_exec(
-        node, instance, ["ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "global"]
-    ).stdout
+    out = lxc_read(node, instance, ["ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "global"])
     return {line.split()[3].split("/")[0] for line in out.splitlines() if len(line.split()) > 3}
 
 

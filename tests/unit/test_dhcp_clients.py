@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import struct
+import subprocess
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
 
 from fabric_lab.dhcp_clients import (
     DnsSample,
@@ -10,11 +15,33 @@ from fabric_lab.dhcp_clients import (
     _bootp_ids,
     dns_query,
     longest_silence,
+    lxc_read,
+    nslookup,
     parse_dns_answer,
     parse_events,
     parse_nslookup,
     reverse_name,
 )
+from fabric_lab.node import LabError
+
+
+class ExecNode:
+    """Records `lxc exec` argv and answers from a script of replies."""
+
+    name = "h1"
+
+    def __init__(self, *replies: str | int | Exception) -> None:
+        self.replies = list(replies)  # the last one repeats; an int is a failed exit code
+        self.calls: list[tuple[list[str], str | None]] = []
+
+    def run(self, command: Sequence[str], *, input_text: str | None = None, **_: Any) -> Any:
+        self.calls.append((list(command), input_text))
+        reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
+        if isinstance(reply, Exception):
+            raise reply
+        if isinstance(reply, int):
+            return subprocess.CompletedProcess(list(command), reply, "", "no such device")
+        return subprocess.CompletedProcess(list(command), 0, reply, "")
 
 
 def test_events_are_parsed_with_wall_times() -> None:
@@ -116,3 +143,34 @@ def test_bootp_ids_come_from_the_frame() -> None:
     frame[bootp + 28 : bootp + 34] = bytes.fromhex("02ac0c000001")
     assert _bootp_ids(bytes(frame)) == (0xDEADBEEF, "02:ac:0c:00:00:01")
     assert _bootp_ids(bytes(frame[:50])) is None
+
+
+def test_nslookup_runs_without_terminal_or_stdin_and_parses_the_answer() -> None:
+    node = ExecNode("Server:\t\t192.168.100.1\n\nName:\tc1.fabric.internal\nAddress: 192.168.100.7\n")
+    found = nslookup(node, "c1", "c1.fabric.internal", "192.168.100.1", kind="a")  # type: ignore[arg-type]
+    assert found.ok and found.addresses == ("192.168.100.7",)
+    ((argv, stdin),) = node.calls
+    assert argv[:5] == ["lxc", "exec", "-T", "-n", "c1"] and stdin is None
+    assert argv[argv.index("--") + 1 :] == [
+        "timeout", "10", "nslookup", "-type=a", "c1.fabric.internal", "192.168.100.1",
+    ]  # fmt: skip
+
+
+def test_an_lxc_exec_that_never_returns_is_no_answer_with_the_reason() -> None:
+    node = ExecNode(LabError("node h1: lxc exec c1 ... timed out after 30s"))
+    found = nslookup(node, "c1", "192.168.100.7", "192.168.100.1")  # type: ignore[arg-type]
+    assert not found.ok and "Server:" not in found.text
+    assert (
+        found.error is not None and "did not return" in found.error and "timed out after 30s" in found.error
+    )
+
+
+def test_a_read_is_run_once_more_after_a_hang_and_never_a_third_time() -> None:
+    hang = LabError("node h1: lxc exec c1 ... timed out after 30s")
+    node = ExecNode(hang, "inet 192.168.100.7/24\n")
+    assert lxc_read(node, "c1", ["ip", "addr"]) == "inet 192.168.100.7/24\n"  # type: ignore[arg-type]
+    assert len(node.calls) == 2
+    failing = ExecNode(hang, 1, "never asked")
+    with pytest.raises(LabError, match="failed twice, last: exited 1: no such device"):
+        lxc_read(failing, "c1", ["ip", "addr"])  # type: ignore[arg-type]
+    assert len(failing.calls) == 2
