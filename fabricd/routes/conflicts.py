@@ -166,7 +166,9 @@ class LiveIndex:
             if level.ordered is None:
                 level.ordered = sorted(level.members)
             ordered = level.ordered
-            found.extend(
-                level.members[x] for x in ordered[bisect_left(ordered, first) : bisect_right(ordered, last)]
-            )
+            low = bisect_left(ordered, first)
+            if low == len(ordered) or ordered[low] > last:  # the usual answer: nothing inside
+                continue
+            members = level.members
+            found.extend(members[x] for x in ordered[low : bisect_right(ordered, last, low)])
         return found

@@ -209,19 +209,24 @@ class IncrementalPlanner:
             else:
                 self._live.discard(prefix)
         # A prefix whose live claims changed may change the verdict on the prefixes nesting it.
-        for prefix in touched_live:
-            touched.update(self._live.nesting(prefix))
+        # The index stays as it is from here on, so each answer is kept for that prefix's verdict.
+        nesting = {prefix: self._live.nesting(prefix) for prefix in touched_live}
+        for found in nesting.values():
+            touched.update(found)
         for prefix in touched:
-            self._resolve(prefix)
+            self._resolve(prefix, nesting.get(prefix))
 
-    def _resolve(self, prefix: IPNetwork) -> None:
+    def _resolve(self, prefix: IPNetwork, around: list[IPNetwork] | None = None) -> None:
+        """The verdict on `prefix`; `around` is the live index's nesting answer, when known."""
         group = self._claims.get(prefix)
         outcome = _NOTHING
         if group:
             nesting: list[Claim] = []
             if any(c.live for c in group):
                 claims = self._claims
-                nesting = [c for other in self._live.nesting(prefix) for c in claims[other] if c.live]
+                if around is None:
+                    around = self._live.nesting(prefix)
+                nesting = [c for other in around for c in claims[other] if c.live]
             outcome = resolve_prefix(prefix, group.keys(), nesting)
         old = self._outcomes.get(prefix, _NOTHING)
         if outcome == old:
