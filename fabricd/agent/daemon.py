@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import time
+import weakref
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any
 
@@ -79,7 +80,9 @@ class Agent:
         )
         self.reload = ConfigReload(config, self.features, self.loop, self.decisions, self.trigger)
         self.publisher = StatusPublisher(self.host, [*self.features, self.reload], self.loop, self.decisions)
-        self._verdict: tuple[StatusSnapshot, Verdict] | None = None
+        # The snapshot judged, weakly: holding it would keep a replaced snapshot (tens of MB at
+        # scale) alive beside the current one until the next verdict.
+        self._verdict: tuple[weakref.ref[StatusSnapshot], Verdict] | None = None
         self.commands: dict[str, CommandHandler] = {
             "status": _status,
             "sections": _sections,
@@ -126,8 +129,8 @@ class Agent:
         """The verdict on the last status snapshot, worked out once per snapshot."""
         snapshot = self.publisher.current
         cached = self._verdict
-        if cached is None or cached[0] is not snapshot:
-            cached = self._verdict = (snapshot, verdict(snapshot.as_dict(time.time())))
+        if cached is None or cached[0]() is not snapshot:
+            cached = self._verdict = (weakref.ref(snapshot), verdict(snapshot.as_dict(time.time())))
         return cached[1]
 
     def handle_request(

@@ -95,7 +95,7 @@ class HistogramMetric:
 Sample = Metric | HistogramMetric
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class StatusSnapshot:
     host: HostStatus
     reconcile: ReconcileStats = ReconcileStats()
