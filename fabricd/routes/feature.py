@@ -27,7 +27,7 @@ from fabricd.routes.incremental import IncrementalPlanner
 from fabricd.routes.merge import merge_route_plans, route_decisions
 from fabricd.routes.model import Route, RoutePlan
 from fabricd.routes.reasons import reason_class
-from fabricd.routes.status import route_rows
+from fabricd.routes.status import RouteRows
 
 ROUTE_PLANS: Key[RoutePlan] = Key("routes")
 
@@ -112,6 +112,8 @@ class RouteFeature(Feature):
         self.appliers = (self.announcing,)
         # (plan, speaker version, rows, rows by state and reason): rebuilt only when either changed
         self._rows: tuple[object, int, list[dict[str, Any]], Counter[tuple[str, str]]] | None = None
+        # Reused rows are checked against route, note and peers, so even two builds at once stay right.
+        self._row_builder = RouteRows()
 
     def _peer_changed(self, status: PeerStatus, reason: str | None) -> None:
         why = f": {reason}" if reason else ""
@@ -168,7 +170,7 @@ class RouteFeature(Feature):
             rows, counts = cached[2], cached[3]
         else:  # copy on the loop (a few ms at 50,000 routes), the per-route work in a thread
             view = self.speaker.state_view() if self.speaker is not None else None
-            rows, counts = await asyncio.to_thread(_rows, plan, view)
+            rows, counts = await asyncio.to_thread(_rows, self._row_builder, plan, view)
             self._rows = (plan, version, rows, counts)
         now = time.time()
         peers = () if self.speaker is None else self.speaker.peers()
@@ -198,8 +200,10 @@ def _size(plan: RoutePlan) -> int:
     return len(plan.routes) + len(plan.refused) + len(plan.withheld)
 
 
-def _rows(plan: RoutePlan, view: SpeakerView | None) -> tuple[list[dict[str, Any]], Counter[tuple[str, str]]]:
-    rows = route_rows(plan, view.per_peer() if view is not None else None)
+def _rows(
+    builder: RouteRows, plan: RoutePlan, view: SpeakerView | None
+) -> tuple[list[dict[str, Any]], Counter[tuple[str, str]]]:
+    rows = builder.build(plan, view.per_peer() if view is not None else None)
     counts = Counter((str(row["state"]), reason_class(str(row["state"]), row["reason"])) for row in rows)
     return rows, counts
 

@@ -14,10 +14,35 @@ PerPeer = tuple[tuple[str, PeerRouteState], ...]
 def route_rows(plan: RoutePlan, per_peer: Mapping[Route, PerPeer] | None) -> list[dict[str, Any]]:
     """One row per route: announced, partial or pending (per peer, the speaker's view), refused or
     withheld (the planner's). `per_peer` is None when no BGP speaker runs."""
-    rows = [_route_row(route, per_peer) for route in plan.routes]
-    rows += [_refusal_row(refusal, "refused") for refusal in plan.refused]
-    rows += [_refusal_row(refusal, "withheld") for refusal in plan.withheld]
-    return rows
+    return RouteRows().build(plan, per_peer)
+
+
+class RouteRows:
+    """`route_rows`, keeping each route's row while its route, note and per-peer states stay the
+    same. After one instance event at 50,000 routes a rebuild makes a few rows, and the snapshot
+    being replaced shares the rest with the new one instead of a second copy of every row.
+    Rows are never changed once built: snapshots and answers share them."""
+
+    def __init__(self) -> None:
+        self._kept: dict[Route, tuple[PerPeer | None, str, dict[str, Any]]] = {}
+
+    def build(self, plan: RoutePlan, per_peer: Mapping[Route, PerPeer] | None) -> list[dict[str, Any]]:
+        before, kept = self._kept, {}
+        rows: list[dict[str, Any]] = []
+        for route in plan.routes:
+            peers = None if per_peer is None else per_peer.get(route, ())
+            old = before.get(route)
+            # `note` is not part of a route's equality; the row shows it.
+            if old is not None and old[0] == peers and old[1] == route.note:
+                row = old[2]
+            else:
+                row = _route_row(route, per_peer)
+            kept[route] = (peers, route.note, row)
+            rows.append(row)
+        self._kept = kept
+        rows += [_refusal_row(refusal, "refused") for refusal in plan.refused]
+        rows += [_refusal_row(refusal, "withheld") for refusal in plan.withheld]
+        return rows
 
 
 def _reason(state: RouteStatus, peers: PerPeer, route: Route) -> str | None:
